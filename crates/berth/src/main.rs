@@ -1,0 +1,47 @@
+//! berth: a private container registry for Kubernetes, in one binary.
+//!
+//! This crate is only the command line: it parses arguments and configuration
+//! and hands over to the library crates (`berth-server`, `berth-registry`,
+//! `berth-storage`), which do the work.
+
+mod config;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "A private container registry for Kubernetes",
+    long_about = "A private container registry for Kubernetes.\n\n\
+        `berth serve` runs an OCI Distribution v1.1 registry that keeps its data on \
+        local disk. With no options it listens on 127.0.0.1:5000 and stores \
+        everything under ./berth-data."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the registry
+    Serve(config::ServeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Serve(args) => serve::run(args),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! `berth serve`: open the stores, listen, shut down cleanly on SIGTERM.
+
+use std::fs::File;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use axum::serve::ListenerExt;
+use berth_registry::Registry;
+use berth_storage::{FsBlobStore, SqliteMetadataStore};
+use tokio::net::TcpListener;
+
+use crate::config::{LogFormat, ServeArgs, ServeConfig};
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    let config = args.resolve()?;
+    init_logging(config.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(config))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Takes an exclusive lock on the data directory. The embedded stores keep
+/// state in this process (upload hash state, per-digest locks), so a second
+/// berth on the same directory would corrupt nothing only by luck.
+fn lock_data_dir(config: &ServeConfig) -> Result<File> {
+    let path = config.data_dir.join("berth.lock");
+    let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    file.try_lock().map_err(|_| {
+        anyhow::anyhow!(
+            "another berth is already serving {}: stop it, or give this one its own --data-dir",
+            config.data_dir.display()
+        )
+    })?;
+    Ok(file)
+}
+
+async fn serve(config: ServeConfig) -> Result<()> {
+    let data_dir = &config.data_dir;
+    std::fs::create_dir_all(data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}: choose a writable one with --data-dir",
+            data_dir.display()
+        )
+    })?;
+    let _lock = lock_data_dir(&config)?;
+    let blobs = FsBlobStore::open(data_dir)
+        .with_context(|| format!("cannot open blob storage in {}", data_dir.display()))?;
+    let metadata = SqliteMetadataStore::open(&data_dir.join("metadata.db"))
+        .context("cannot open the metadata database")?;
+    let registry = Arc::new(Registry::new(
+        Arc::new(blobs),
+        Arc::new(metadata),
+        config.registry.clone(),
+    ));
+
+    let listener = TcpListener::bind(config.addr).await.with_context(|| {
+        format!(
+            "cannot listen on {}: is another server using it? Choose another with --addr",
+            config.addr
+        )
+    })?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, data_dir = %data_dir.display(), "berth listening on http://{addr}");
+
+    let expiry = tokio::spawn(expire_uploads(registry.clone()));
+    // Small responses (manifests) should not wait for Nagle's algorithm.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, berth_server::app(registry))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("the HTTP server failed")?;
+    expiry.abort();
+    tracing::info!("berth stopped");
+    Ok(())
+}
+
+/// Removes abandoned uploads, checking as often as a tenth of their lifetime.
+async fn expire_uploads(registry: Arc<Registry>) {
+    let period =
+        (registry.config().upload_ttl / 10).clamp(Duration::from_secs(1), Duration::from_secs(600));
+    let mut ticker = tokio::time::interval(period);
+    loop {
+        ticker.tick().await;
+        match registry.expire_uploads().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(uploads = n, "removed abandoned uploads"),
+            Err(e) => tracing::warn!(error = %e, "could not remove abandoned uploads"),
+        }
+    }
+}
+
+/// Resolves on SIGTERM (what Kubernetes sends) or Ctrl-C; the server then stops
+/// accepting connections and finishes the requests in flight.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler can be installed");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

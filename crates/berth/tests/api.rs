@@ -1,0 +1,1144 @@
+//! The OCI Distribution API over real HTTP: every endpoint and error path.
+
+mod common;
+
+use common::{Api, OCI_INDEX, OCI_MANIFEST, Server, error_code, image_manifest, noise, sha256};
+use reqwest::StatusCode;
+
+fn header<'r>(response: &'r reqwest::Response, name: &str) -> &'r str {
+    response
+        .headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("missing header {name}"))
+        .to_str()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn base_endpoint_and_health() {
+    let server = Server::start(&[]);
+    let api = Api::new(&server);
+    let r = api.http.get(api.url("/v2/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        header(&r, "docker-distribution-api-version"),
+        "registry/2.0"
+    );
+    assert_eq!(r.text().await.unwrap(), "{}");
+    assert_eq!(
+        api.http
+            .get(api.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        api.http
+            .get(api.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn unknown_endpoints_and_methods_get_spec_errors() {
+    let server = Server::start(&[]);
+    let api = Api::new(&server);
+    let r = api.http.get(api.url("/v2/foo")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_code(r).await, "NAME_UNKNOWN");
+    let r = api
+        .http
+        .post(api.url("/v2/foo/tags/list"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(error_code(r).await, "UNSUPPORTED");
+}
+
+#[tokio::test]
+async fn invalid_names_tags_and_digests() {
+    let server = Server::start(&[]);
+    let api = Api::new(&server);
+    for path in [
+        "/v2/UPPER/tags/list",
+        "/v2/a..b/manifests/latest",
+        "/v2/a__-b/blobs/uploads/",
+    ] {
+        let r = api.http.get(api.url(path)).send().await.unwrap();
+        let r = if path.ends_with("uploads/") {
+            api.http.post(api.url(path)).send().await.unwrap()
+        } else {
+            r
+        };
+        assert_eq!(r.status(), 400, "{path}");
+        assert_eq!(error_code(r).await, "NAME_INVALID", "{path}");
+    }
+    let r = api
+        .http
+        .get(api.url("/v2/a/manifests/-bad-tag"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "MANIFEST_INVALID");
+    for digest in [
+        "sha256:abc",
+        "md5:d41d8cd98f00b204e9800998ecf8427e",
+        "nocolon",
+    ] {
+        let r = api
+            .http
+            .get(api.url(&format!("/v2/a/blobs/{digest}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{digest}");
+        assert_eq!(error_code(r).await, "DIGEST_INVALID");
+    }
+    let r = api
+        .http
+        .get(api.url("/v2/a/manifests/sha256:zz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await, "DIGEST_INVALID");
+}
+
+#[tokio::test]
+async fn monolithic_upload_then_head_get_and_ranges() {
+    let server = Server::start(&[]);
+    let api = Api::new(&server);
+    let content = noise(100_000, 1);
+    let digest = sha256(&content);
+    let r = api
+        .http
+        .post(api.url(&format!("/v2/team/app/blobs/uploads/?digest={digest}")))
+        .body(content.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(
+        header(&r, "location"),
+        format!("/v2/team/app/blobs/{digest}")
+    );
+    assert_eq!(header(&r, "docker-content-digest"), digest);
+
+    let r = api
+        .http
+        .head(api.url(&format!("/v2/team/app/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "content-length"), "100000");
+    assert_eq!(header(&r, "docker-content-digest"), digest);
+    assert!(r.bytes().await.unwrap().is_empty());
+
+    let r = api
+        .http
+        .get(api.url(&format!("/v2/team/app/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "content-type"), "application/octet-stream");
+    assert_eq!(r.bytes().await.unwrap(), content);
+
+    let r = api
+        .http
+        .get(api.url(&format!("/v2/team/app/blobs/{digest}")))
+        .header("range", "bytes=10-19")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(header(&r, "content-range"), "bytes 10-19/100000");
+    assert_eq!(r.bytes().await.unwrap(), content[10..20]);
+
+    let r = api
+        .http
+        .get(api.url(&format!("/v2/team/app/blobs/{digest}")))
+        .header("range", "bytes=-5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.bytes().await.unwrap(), content[99_995..]);
+
+    let r = api
+        .http
+        .get(api.url(&format!("/v2/team/app/blobs/{digest}")))
+        .header("range", "bytes=100000-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 416);
+    assert_eq!(header(&r, "content-range"), "bytes */100000");
+    assert_eq!(error_code(r).await, "SIZE_INVALID");
+
+    // Another repository cannot read it without a mount.
+    let r = api
+        .http
+        .get(api.url(&format!("/v2/other/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_code(r).await, "BLOB_UNKNOWN");
+    let r = api
+        .http
+        .head(api.url(&format!("/v2/other/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.bytes().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn monolithic_upload_with_wrong_digest_is_refused() {
+    let server = Server::start(&[]);
+    let api = Api::new(&server);
+    let claimed = sha256(b"something else");
+    let r = api
+        .http
+        .post(api.url(&format!("/v2/a/blobs/uploads/?digest={claimed}")))
+        .body("content")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "DIGEST_INVALID");
+    let r = api
+        .http
+        .head(api.url(&format!("/v2/a/blobs/{claimed}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let uploads = std::fs::read_dir(server.data_dir.join("uploads"))
+        .unwrap()
+        .count();
+    assert_eq!(uploads, 0, "a refused upload leaves no temporary data");
+}
+
+#[tokio::test]
+async fn chunked_upload_session() {
+    let server = Server::start(&[]);
+    let api = Api::new(&server);
+    let content = noise(3000, 2);
+    let digest = sha256(&content);
+
+    let r = api
+        .http
+        .post(api.url("/v2/a/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let location = header(&r, "location").to_owned();
+    assert!(location.starts_with("/v2/a/blobs/uploads/"));
+    assert_eq!(header(&r, "range"), "0-0");
+    assert!(!header(&r, "docker-upload-uuid").is_empty());
+
+    let r = api
+        .http
+        .patch(api.url(&location))
+        .header("content-range", "0-999")
+        .header("content-type", "application/octet-stream")
+        .body(content[..1000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(header(&r, "range"), "0-999");
+    let location = header(&r, "location").to_owned();
+
+    // A chunk that does not continue the upload: 416 with the current range.
+    let r = api
+        .http
+        .patch(api.url(&location))
+        .header("content-range", "500-599")
+        .body(content[500..600].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 416);
+    assert_eq!(header(&r, "range"), "0-999");
+    assert_eq!(error_code(r).await, "BLOB_UPLOAD_INVALID");
+
+    // Content-Range and Content-Length must agree.
+    let r = api
+        .http
+        .patch(api.url(&location))
+        .header("content-range", "1000-1099")
+        .body(content[1000..1050].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "SIZE_INVALID");
+
+    let r = api
+        .http
+        .patch(api.url(&location))
+        .header("content-range", "bytes 1000-1099")
+        .body(content[1000..1100].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "BLOB_UPLOAD_INVALID");
+
+    // A streamed chunk, without Content-Range.
+    let r = api
+        .http
+        .patch(api.url(&location))
+        .body(content[1000..2000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(header(&r, "range"), "0-1999");
+
+    let r = api.http.get(api.url(&location)).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(header(&r, "range"), "0-1999");
+    assert_eq!(header(&r, "location"), location);
+
+    // The last chunk rides on the closing PUT.
+    let r = api
+        .http
+        .put(api.url(&format!("{location}?digest={digest}")))
+        .header("content-range", "2000-2999")
+        .body(content[2000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(header(&r, "docker-content-digest"), digest);
+    let r = api
+        .http
+        .get(api.url(&format!("/v2/a/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap(), content);
+
+    // The session is gone.
+    let r = api.http.get(api.url(&location)).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_code(r).await, "BLOB_UPLOAD_UNKNOWN");
+}
+
+#[tokio::test]
+async fn upload_put_errors_and_cancel() {
+    let server = Server::start(&[]);
+    let api = Api::new(&server);
+    let r = api
+        .http
+        .post(api.url("/v2/a/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let location = header(&r, "location").to_owned();
+    api.http
+        .patch(api.url(&location))
+        .body("abc")
+        .send()
+        .await
+        .unwrap();
+
+    // No digest.
+    let r = api.http.put(api.url(&location)).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "DIGEST_INVALID");
+
+    // The session belongs to repository a, not b.
+    let id = location.rsplit('/').next().unwrap();
+    let r = api
+        .http
+        .get(api.url(&format!("/v2/b/blobs/uploads/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_code(r).await, "BLOB_UPLOAD_UNKNOWN");
+
+    let r = api.http.delete(api.url(&location)).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let r = api.http.get(api.url(&location)).send().await.unwrap();
+    assert_eq!(error_code(r).await, "BLOB_UPLOAD_UNKNOWN");
+
+    // Wrong digest on close: refused, nothing published, session gone.
+    let r = api
+        .http
+        .post(api.url("/v2/a/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let location = header(&r, "location").to_owned();
+    let wrong = sha256(b"xyz");
+    let r = api
+        .http
+        .put(api.url(&format!("{location}?digest={wrong}")))
+        .body("abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "DIGEST_INVALID");
+    let r = api
+        .http
+        .head(api.url(&format!("/v2/a/blobs/{wrong}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = api.http.get(api.url(&location)).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+
+    let r = api
+        .http
+        .patch(api.url("/v2/a/blobs/uploads/00000000-0000-0000-0000-000000000000"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_code(r).await, "BLOB_UPLOAD_UNKNOWN");
+}
+
+#[tokio::test]
+async fn cross_repository_mount() {
+    let server = Server::start(&[]);
+    let api = Api::new(&server);
+    let digest = api.push_blob("source", b"shared layer").await;
+
+    let r = api
+        .http
+        .post(api.url(&format!(
+            "/v2/target/blobs/uploads/?mount={digest}&from=source"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(header(&r, "location"), format!("/v2/target/blobs/{digest}"));
+    assert_eq!(header(&r, "docker-content-digest"), digest);
+    let r = api
+        .http
+        .get(api.url(&format!("/v2/target/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap(), &b"shared layer"[..]);
+
+    // Not in the source, or no source: an upload session instead.
+    let absent = sha256(b"absent");
+    for query in [
+        format!("mount={absent}&from=source"),
+        format!("mount={digest}"),
+        format!("mount={digest}&from=nowhere"),
+    ] {
+        let r = api
+            .http
+            .post(api.url(&format!("/v2/third/blobs/uploads/?{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{query}");
+        assert!(header(&r, "location").starts_with("/v2/third/blobs/uploads/"));
+    }
+}
+
+#[tokio::test]
+async fn manifest_push_pull_and_reference_checks() {
+    let server = Server::start(&[]);
+    let api = Api::new(&server);
+    let config = br#"{"architecture":"amd64","os":"linux"}"#;
+    let layer = noise(500, 3);
+    let config_digest = sha256(config);
+    let layer_digest = sha256(&layer);
+    let manifest = image_manifest(
+        &config_digest,
+        config.len(),
+        &[(&layer_digest, layer.len())],
+        "",
+    );
+    let manifest_digest = sha256(manifest.as_bytes());
+
+    // Blobs not pushed yet.
+    let r = api
+        .put_manifest("app", "v1", OCI_MANIFEST, manifest.as_bytes())
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "MANIFEST_BLOB_UNKNOWN");
+
+    api.push_blob("app", config).await;
+    api.push_blob("app", &layer).await;
+    let r = api
+        .put_manifest("app", "v1", OCI_MANIFEST, manifest.as_bytes())
+        .await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(header(&r, "docker-content-digest"), manifest_digest);
+    assert_eq!(
+        header(&r, "location"),
+        format!("/v2/app/manifests/{manifest_digest}")
+    );
+    assert!(r.headers().get("oci-subject").is_none());
+
+    for reference in ["v1", manifest_digest.as_str()] {
+        let r = api
+            .http
+            .get(api.url(&format!("/v2/app/manifests/{reference}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "content-type"), OCI_MANIFEST);
+        assert_eq!(header(&r, "docker-content-digest"), manifest_digest);
+        assert_eq!(
+            r.bytes().await.unwrap(),
+            manifest.as_bytes(),
+            "exact bytes are served"
+        );
+        let r = api
+            .http
+            .head(api.url(&format!("/v2/app/manifests/{reference}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "content-length"), manifest.len().to_string());
+        assert_eq!(header(&r, "docker-content-digest"), manifest_digest);
+        assert!(r.bytes().await.unwrap().is_empty());
+    }
+
+    let r = api
+        .http
+        .get(api.url("/v2/app/manifests/v2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN");
+    let r = api
+        .http
+        .head(api.url("/v2/app/manifests/v2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // Pushing by digest: the digest must be the content's.
+    let r = api
+        .put_manifest("app", &manifest_digest, OCI_MANIFEST, manifest.as_bytes())
+        .await;
+    assert_eq!(r.status(), 201);
+    let r = api
+        .put_manifest("app", &sha256(b"other"), OCI_MANIFEST, manifest.as_bytes())
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "DIGEST_INVALID");
+
+    // The same blobs are unknown in another repository.
+    let r = api
+        .put_manifest("elsewhere", "v1", OCI_MANIFEST, manifest.as_bytes())
+        .await;
+    assert_eq!(error_code(r).await, "MANIFEST_BLOB_UNKNOWN");
+}
+
+#[tokio::test]
+async fn manifest_validation() {
+    let server = Server::start(&["--max-manifest-bytes", "2000"]);
+    let api = Api::new(&server);
+    let r = api
+        .put_manifest("app", "v1", OCI_MANIFEST, b"not json")
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "MANIFEST_INVALID");
+    let docker_v1 = br#"{"schemaVersion":1,"name":"app","tag":"v1","fsLayers":[]}"#;
+    let r = api
+        .put_manifest(
+            "app",
+            "v1",
+            "application/vnd.docker.distribution.manifest.v1+prettyjws",
+            docker_v1,
+        )
+        .await;
+    assert_eq!(error_code(r).await, "MANIFEST_INVALID");
+    // Content-Type contradicting the document's mediaType.
+    let body = image_manifest(&sha256(b"c"), 1, &[], "");
+    let r = api
+        .put_manifest(
+            "app",
+            "v1",
+            "application/vnd.docker.distribution.manifest.v2+json",
+            body.as_bytes(),
+        )
+        .await;
+    assert_eq!(error_code(r).await, "MANIFEST_INVALID");
+    // Over the configured size limit.
+    let big = format!(r#"{{"schemaVersion":2,"pad":"{}"}}"#, "x".repeat(3000));
+    let r = api
+        .put_manifest("app", "v1", OCI_MANIFEST, big.as_bytes())
+        .await;
+    assert_eq!(r.status(), 413);
+    assert_eq!(error_code(r).await, "SIZE_INVALID");
+}
+
+#[tokio::test]
+async fn all_manifest_formats_are_stored_unconverted() {
+    let server = Server::start(&[]);
+    let api = Api::new(&server);
+    let (_, image_digest) = api.push_image("multi", "amd64", 10).await;
+    let (image, _) = api.push_image("multi", "arm64", 11).await;
+    let image_size = image.len();
+    let arm_digest = sha256(&image);
+
+    // OCI index whose child is missing.
+    let missing = sha256(b"missing");
+    let index = |children: &[(&str, usize)], media_type: &str, child_type: &str| {
+        let entries: Vec<String> = children
+            .iter()
+            .map(|(d, s)| format!(r#"{{"mediaType":"{child_type}","digest":"{d}","size":{s},"platform":{{"architecture":"amd64","os":"linux"}}}}"#))
+            .collect();
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{media_type}","manifests":[{}]}}"#,
+            entries.join(",")
+        )
+    };
+    let bad = index(&[(&missing, 10)], OCI_INDEX, OCI_MANIFEST);
+    let r = api
+        .put_manifest("multi", "all", OCI_INDEX, bad.as_bytes())
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "MANIFEST_BLOB_UNKNOWN");
+
+    let good = index(
+        &[(&image_digest, image_size), (&arm_digest, image_size)],
+        OCI_INDEX,
+        OCI_MANIFEST,
+    );
+    let r = api
+        .put_manifest("multi", "all", OCI_INDEX, good.as_bytes())
+        .await;
+    assert_eq!(r.status(), 201);
+    let r = api
+        .http
+        .get(api.url("/v2/multi/manifests/all"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&r, "content-type"), OCI_INDEX);
+    assert_eq!(r.bytes().await.unwrap(), good.as_bytes());
+
+    // Docker schema 2 manifest and manifest list, with odd whitespace kept.
+    const DOCKER: &str = "application/vnd.docker.distribution.manifest.v2+json";
+    const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+    let config = api.push_blob("docker", br#"{"os":"linux"}"#).await;
+    let layer = api.push_blob("docker", &noise(64, 4)).await;
+    let docker = format!(
+        "{{\n   \"schemaVersion\": 2,\n   \"mediaType\": \"{DOCKER}\",\n   \"config\": {{\"mediaType\": \"application/vnd.docker.container.image.v1+json\", \"size\": 14, \"digest\": \"{config}\"}},\n   \"layers\": [{{\"mediaType\": \"application/vnd.docker.image.rootfs.diff.tar.gzip\", \"size\": 64, \"digest\": \"{layer}\"}}]\n}}"
+    );
+    let r = api
+        .put_manifest("docker", "v2", DOCKER, docker.as_bytes())
+        .await;
+    assert_eq!(r.status(), 201);
+    let docker_digest = sha256(docker.as_bytes());
+    let list = index(&[(&docker_digest, docker.len())], DOCKER_LIST, DOCKER);
+    let r = api
+        .put_manifest("docker", "list", DOCKER_LIST, list.as_bytes())
+        .await;
+    assert_eq!(r.status(), 201);
+    for (tag, media_type, body) in [("v2", DOCKER, &docker), ("list", DOCKER_LIST, &list)] {
+        let r = api
+            .http
+            .get(api.url(&format!("/v2/docker/manifests/{tag}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(header(&r, "content-type"), media_type);
+        assert_eq!(r.bytes().await.unwrap(), body.as_bytes());
+    }
+}
+
+#[tokio::test]
+async fn artifacts_subjects_and_referrers() {
+    let server = Server::start(&[]);
+    let api = Api::new(&server);
+    let empty = api.push_blob("app", b"{}").await;
+    let sbom = api.push_blob("app", b"sbom document").await;
+    let sig = api.push_blob("app", b"signature").await;
+
+    // The subject does not exist yet: still accepted, with OCI-Subject.
+    let subject = sha256(b"future image");
+    let artifact = |artifact_type: &str, layer: &str, annotation: &str| {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"{artifact_type}","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{empty}","size":2}},"layers":[{{"mediaType":"application/octet-stream","digest":"{layer}","size":1}}],"subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{subject}","size":100}},"annotations":{{"note":"{annotation}"}}}}"#
+        )
+    };
+    let sbom_manifest = artifact("application/vnd.example.sbom", &sbom, "s");
+    let sig_manifest = artifact("application/vnd.example.signature", &sig, "g");
+    for body in [&sbom_manifest, &sig_manifest] {
+        let digest = sha256(body.as_bytes());
+        let r = api
+            .put_manifest("app", &digest, OCI_MANIFEST, body.as_bytes())
+            .await;
+        assert_eq!(r.status(), 201);
+        assert_eq!(header(&r, "oci-subject"), subject);
+    }
+
+    let r = api
+        .http
+        .get(api.url(&format!("/v2/app/referrers/{subject}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "content-type"), OCI_INDEX);
+    assert!(r.headers().get("oci-filters-applied").is_none());
+    let index: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(index["schemaVersion"], 2);
+    assert_eq!(index["mediaType"], OCI_INDEX);
+    let manifests = index["manifests"].as_array().unwrap();
+    assert_eq!(manifests.len(), 2);
+    let sbom_entry = manifests
+        .iter()
+        .find(|m| m["digest"] == sha256(sbom_manifest.as_bytes()))
+        .unwrap();
+    assert_eq!(sbom_entry["artifactType"], "application/vnd.example.sbom");
+    assert_eq!(sbom_entry["size"], sbom_manifest.len());
+    assert_eq!(sbom_entry["mediaType"], OCI_MANIFEST);
+    assert_eq!(sbom_entry["annotations"]["note"], "s");
+
+    let r = api
+        .http
+        .get(api.url(&format!(
+            "/v2/app/referrers/{subject}?artifactType=application/vnd.example.signature"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&r, "oci-filters-applied"), "artifactType");
+    let index: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        index["manifests"][0]["artifactType"],
+        "application/vnd.example.signature"
+    );
+
+    // No referrers, or no repository: an empty index, never 404.
+    for path in [
+        format!("/v2/app/referrers/{}", sha256(b"none")),
+        format!("/v2/nothing/referrers/{subject}"),
+    ] {
+        let r = api.http.get(api.url(&path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let index: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(index["manifests"].as_array().unwrap().len(), 0);
+    }
+    let r = api
+        .http
+        .get(api.url("/v2/app/referrers/sha256:nothex"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "DIGEST_INVALID");
+}
+
+#[tokio::test]
+async fn tags_list_is_lexical_and_paginated() {
+    let server = Server::start(&[]);
+    let api = Api::new(&server);
+    let (manifest, _) = api.push_image("app", "b", 1).await;
+    for tag in ["a", "C", "1.0", "a-b", "Z", "_x"] {
+        let r = api.put_manifest("app", tag, OCI_MANIFEST, &manifest).await;
+        assert_eq!(r.status(), 201);
+    }
+    let all = ["1.0", "C", "Z", "_x", "a", "a-b", "b"];
+    let r = api
+        .http
+        .get(api.url("/v2/app/tags/list"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("link").is_none());
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["name"], "app");
+    assert_eq!(body["tags"], serde_json::json!(all));
+
+    let mut collected = Vec::new();
+    let mut next = "/v2/app/tags/list?n=3".to_owned();
+    loop {
+        let r = api.http.get(api.url(&next)).send().await.unwrap();
+        let link = r
+            .headers()
+            .get("link")
+            .map(|l| l.to_str().unwrap().to_owned());
+        let body: serde_json::Value = r.json().await.unwrap();
+        let tags = body["tags"].as_array().unwrap();
+        assert!(tags.len() <= 3);
+        collected.extend(tags.iter().map(|t| t.as_str().unwrap().to_owned()));
+        match link {
+            Some(link) => {
+                assert!(link.ends_with(r#">; rel="next""#), "{link}");
+                next = link[1..link.find('>').unwrap()].to_owned();
+            }
+            None => break,
+        }
+    }
+    assert_eq!(collected, all);
+
+    let r = api
+        .http
+        .get(api.url("/v2/app/tags/list?n=2&last=Z"))
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["tags"], serde_json::json!(["_x", "a"]));
+    let r = api
+        .http
+        .get(api.url("/v2/app/tags/list?n=0"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("link").is_none());
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["tags"], serde_json::json!([]));
+    let r = api
+        .http
+        .get(api.url("/v2/app/tags/list?last=b"))
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["tags"], serde_json::json!([]));
+    let r = api
+        .http
+        .get(api.url("/v2/app/tags/list?n=many"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "UNSUPPORTED");
+
+    let r = api
+        .http
+        .get(api.url("/v2/unknown/tags/list"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_code(r).await, "NAME_UNKNOWN");
+}
+
+#[tokio::test]
+async fn catalog_is_paginated() {
+    let server = Server::start(&[]);
+    let api = Api::new(&server);
+    for repo in ["b/x", "a", "c", "b"] {
+        api.push_blob(repo, repo.as_bytes()).await;
+    }
+    let r = api.http.get(api.url("/v2/_catalog")).send().await.unwrap();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        body["repositories"],
+        serde_json::json!(["a", "b", "b/x", "c"])
+    );
+    let r = api
+        .http
+        .get(api.url("/v2/_catalog?n=2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["link"],
+        r#"</v2/_catalog?n=2&last=b>; rel="next""#
+    );
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["repositories"], serde_json::json!(["a", "b"]));
+    let r = api
+        .http
+        .get(api.url("/v2/_catalog?n=2&last=b"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("link").is_none());
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["repositories"], serde_json::json!(["b/x", "c"]));
+}
+
+#[tokio::test]
+async fn deleting_tags_manifests_and_blobs() {
+    let server = Server::start(&[]);
+    let api = Api::new(&server);
+    let (manifest, digest) = api.push_image("app", "v1", 5).await;
+    api.put_manifest("app", "v2", OCI_MANIFEST, &manifest).await;
+
+    // Deleting a tag leaves the manifest and other tags.
+    let r = api
+        .http
+        .delete(api.url("/v2/app/manifests/v1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let r = api
+        .http
+        .get(api.url("/v2/app/manifests/v1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = api
+        .http
+        .get(api.url("/v2/app/manifests/v2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = api
+        .http
+        .delete(api.url("/v2/app/manifests/v1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN");
+
+    // Deleting by digest removes the manifest and its tags.
+    let r = api
+        .http
+        .delete(api.url(&format!("/v2/app/manifests/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    for reference in ["v2", digest.as_str()] {
+        let r = api
+            .http
+            .get(api.url(&format!("/v2/app/manifests/{reference}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+    }
+    let body: serde_json::Value = api
+        .http
+        .get(api.url("/v2/app/tags/list"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["tags"], serde_json::json!([]));
+
+    let blob = api.push_blob("app", b"to delete").await;
+    let r = api
+        .http
+        .delete(api.url(&format!("/v2/app/blobs/{blob}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let r = api
+        .http
+        .get(api.url(&format!("/v2/app/blobs/{blob}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = api
+        .http
+        .delete(api.url(&format!("/v2/app/blobs/{blob}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_code(r).await, "BLOB_UNKNOWN");
+    // Its bytes are gone from disk: nothing else used them.
+    let hex = &blob["sha256:".len()..];
+    assert!(
+        !server
+            .data_dir
+            .join("blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .exists()
+    );
+}
+
+#[tokio::test]
+async fn a_blob_shared_by_two_repositories_survives_one_delete() {
+    let server = Server::start(&[]);
+    let api = Api::new(&server);
+    let blob = api.push_blob("one", b"shared").await;
+    api.push_blob("two", b"shared").await;
+    let r = api
+        .http
+        .delete(api.url(&format!("/v2/one/blobs/{blob}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let r = api
+        .http
+        .get(api.url(&format!("/v2/two/blobs/{blob}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap(), &b"shared"[..]);
+}
+
+#[tokio::test]
+async fn deletion_can_be_disabled() {
+    let server = Server::start(&["--delete-enabled", "false"]);
+    let api = Api::new(&server);
+    let (_, digest) = api.push_image("app", "v1", 6).await;
+    for path in [
+        "/v2/app/manifests/v1".to_owned(),
+        format!("/v2/app/manifests/{digest}"),
+        format!("/v2/app/blobs/{}", sha256(b"x")),
+    ] {
+        let r = api.http.delete(api.url(&path)).send().await.unwrap();
+        assert_eq!(r.status(), 405, "{path}");
+        assert_eq!(error_code(r).await, "UNSUPPORTED");
+    }
+    let r = api
+        .http
+        .get(api.url("/v2/app/manifests/v1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn abandoned_uploads_expire() {
+    let server = Server::start(&["--upload-ttl", "1s"]);
+    let api = Api::new(&server);
+    let r = api
+        .http
+        .post(api.url("/v2/a/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let location = header(&r, "location").to_owned();
+    api.http
+        .patch(api.url(&location))
+        .body(vec![0u8; 4096])
+        .send()
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let r = api.http.get(api.url(&location)).send().await.unwrap();
+        if r.status() == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "upload never expired");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        std::fs::read_dir(server.data_dir.join("uploads"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn json_access_log_has_one_line_per_request() {
+    let server = Server::start(&["--log-format", "json"]);
+    let api = Api::new(&server);
+    api.http
+        .get(api.url("/v2/app/tags/list"))
+        .send()
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let line = loop {
+        let found = server
+            .log()
+            .into_iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+            .find(|l| l["path"] == "/v2/app/tags/list");
+        if let Some(line) = found {
+            break line;
+        }
+        assert!(std::time::Instant::now() < deadline, "no access log line");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(line["method"], "GET");
+    assert_eq!(line["status"], 404);
+    assert!(line["bytes_out"].as_u64().unwrap() > 0);
+    assert!(line["duration_ms"].is_number());
+}
+
+#[tokio::test]
+async fn sigterm_finishes_requests_in_flight_then_exits() {
+    let mut server = Server::start(&[]);
+    let api = Api::new(&server);
+    let r = api
+        .http
+        .post(api.url("/v2/a/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let location = header(&r, "location").to_owned();
+    // A slow streamed chunk: the first half now, the rest after SIGTERM.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
+    let request = tokio::spawn(api.http.patch(api.url(&location)).body(body).send());
+    tx.send(Ok(vec![1; 1000])).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    server.sigterm();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    tx.send(Ok(vec![2; 1000])).await.unwrap();
+    drop(tx);
+    let response = request.await.unwrap().unwrap();
+    assert_eq!(response.status(), 202);
+    assert_eq!(header(&response, "range"), "0-1999");
+    let status = server
+        .wait_exit(std::time::Duration::from_secs(10))
+        .expect("berth exits");
+    assert!(status.success(), "{status}");
+    assert!(server.log().iter().any(|l| l.contains("berth stopped")));
+}
+
+/// A stream over a channel's receiver.
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_directory_is_refused() {
+    let server = Server::start(&[]);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(&server.data_dir)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("another berth is already serving"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,281 @@
+//! Shared test harness: runs the real `berth` binary on a loopback port.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+pub mod image;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use sha2::Digest as _;
+
+/// A berth server started by a test, killed when dropped.
+pub struct Server {
+    child: Child,
+    pub addr: String,
+    pub base: String,
+    pub data_dir: PathBuf,
+    /// Keeps a temporary data directory alive for the server's lifetime.
+    _temp: Option<tempfile::TempDir>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// A server on a fresh temporary data directory.
+    pub fn start(args: &[&str]) -> Self {
+        let temp = tempfile::tempdir().unwrap();
+        let mut server = Server::start_in(temp.path(), args);
+        server._temp = Some(temp);
+        server
+    }
+
+    /// A server on `data_dir`, listening on a free loopback port.
+    pub fn start_in(data_dir: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("berth binary starts");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr: String = rest
+                        .chars()
+                        .take_while(|c| !c.is_whitespace() && *c != '"')
+                        .collect();
+                    let _ = tx.send(addr);
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "berth did not start; its log:\n{}",
+                    log.lock().unwrap().join("\n")
+                );
+            }
+        };
+        Server {
+            child,
+            base: format!("http://{addr}"),
+            addr,
+            data_dir: data_dir.to_owned(),
+            _temp: None,
+            log,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, as a crash or an OOM kill would.
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Sends SIGTERM, as Kubernetes does on pod deletion.
+    pub fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex(&sha2::Sha256::digest(bytes)))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so tests need no RNG crate.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// Runs an external tool, failing the test with its output when it fails, and
+/// with an install hint when it is missing.
+pub fn run_tool(program: &str, args: &[&str]) -> String {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {program} ({e}): install it (scripts/test installs every test tool)")
+        });
+    assert!(
+        output.status.success(),
+        "{program} {} failed with {}:\nstdout: {}\nstderr: {}",
+        args.join(" "),
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Like [`run_tool`] but expects failure and returns stderr.
+pub fn run_tool_failing(program: &str, args: &[&str]) -> String {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program} ({e}): install it"));
+    assert!(
+        !output.status.success(),
+        "{program} {} unexpectedly succeeded",
+        args.join(" ")
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A registry HTTP client for tests.
+pub struct Api {
+    pub http: reqwest::Client,
+    pub base: String,
+}
+
+impl Api {
+    pub fn new(server: &Server) -> Self {
+        Api {
+            http: reqwest::Client::new(),
+            base: server.base.clone(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Uploads a blob in one request and returns its digest.
+    pub async fn push_blob(&self, repo: &str, content: &[u8]) -> String {
+        let digest = sha256(content);
+        let response = self
+            .http
+            .post(self.url(&format!("/v2/{repo}/blobs/uploads/?digest={digest}")))
+            .body(content.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "blob push of {digest}");
+        digest
+    }
+
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> reqwest::Response {
+        self.http
+            .put(self.url(&format!("/v2/{repo}/manifests/{reference}")))
+            .header("content-type", media_type)
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Pushes a small image (config + one layer) and tags it; returns the
+    /// manifest bytes and digest.
+    pub async fn push_image(&self, repo: &str, tag: &str, seed: u64) -> (Vec<u8>, String) {
+        let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#);
+        let layer = noise(1000, seed);
+        let config_digest = self.push_blob(repo, config.as_bytes()).await;
+        let layer_digest = self.push_blob(repo, &layer).await;
+        let manifest = image_manifest(
+            &config_digest,
+            config.len(),
+            &[(&layer_digest, layer.len())],
+            "",
+        );
+        let response = self
+            .put_manifest(repo, tag, OCI_MANIFEST, manifest.as_bytes())
+            .await;
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+        let digest = sha256(manifest.as_bytes());
+        (manifest.into_bytes(), digest)
+    }
+}
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// An OCI image manifest; `extra` is spliced in as more top-level fields.
+pub fn image_manifest(
+    config: &str,
+    config_size: usize,
+    layers: &[(&str, usize)],
+    extra: &str,
+) -> String {
+    let layers: Vec<String> = layers
+        .iter()
+        .map(|(d, s)| format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{d}","size":{s}}}"#))
+        .collect();
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{config_size}}},"layers":[{}]{extra}}}"#,
+        layers.join(",")
+    )
+}
+
+/// Reads a spec error body and returns its first code.
+pub async fn error_code(response: reqwest::Response) -> String {
+    let body: serde_json::Value = response.json().await.expect("error body is JSON");
+    body["errors"][0]["code"]
+        .as_str()
+        .expect("errors[0].code")
+        .to_owned()
+}

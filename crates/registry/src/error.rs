@@ -1,0 +1,68 @@
+use berth_oci::{Digest, DigestError, ManifestError, NameError};
+use berth_storage::StorageError;
+
+/// Why a registry operation failed, in the terms of the OCI Distribution spec.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    NameInvalid(NameError),
+    #[error(transparent)]
+    TagInvalid(NameError),
+    #[error(transparent)]
+    DigestInvalid(#[from] DigestError),
+    #[error("content digest is {actual}, not the {expected} given")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("repository {0} is not known to this registry")]
+    NameUnknown(String),
+    #[error("blob {0} is not in this repository")]
+    BlobUnknown(Digest),
+    #[error("manifest {0} is not in this repository")]
+    ManifestUnknown(String),
+    #[error(transparent)]
+    ManifestInvalid(#[from] ManifestError),
+    #[error("the manifest references {0}, which is not in this repository: push it first")]
+    ManifestBlobUnknown(Digest),
+    #[error("the manifest is larger than the {limit}-byte limit")]
+    ManifestTooLarge { limit: usize },
+    #[error("upload {0} does not exist in this repository (finished, cancelled or expired)")]
+    UploadUnknown(String),
+    #[error(
+        "the chunk starts at byte {start}, but the upload holds {size} bytes: send the chunk starting at {size}"
+    )]
+    UploadOutOfOrder { start: u64, size: u64 },
+    #[error("{0}")]
+    UploadInvalid(String),
+    #[error("{0}")]
+    SizeInvalid(String),
+    #[error("requested range lies outside the blob's {size} bytes")]
+    RangeNotSatisfiable { size: u64 },
+    #[error("{0}")]
+    InvalidParameter(String),
+    #[error("deleting is disabled on this registry")]
+    DeleteDisabled,
+    #[error("storage failed: {0}")]
+    Storage(StorageError),
+}
+
+impl From<StorageError> for RegistryError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::BlobNotFound(d) => RegistryError::BlobUnknown(d),
+            StorageError::UploadNotFound(id) => RegistryError::UploadUnknown(id),
+            StorageError::UploadOffset { size, offset } => RegistryError::UploadOutOfOrder {
+                start: offset,
+                size,
+            },
+            StorageError::DigestMismatch { expected, actual } => {
+                RegistryError::DigestMismatch { expected, actual }
+            }
+            StorageError::MissingReferences(d) => RegistryError::ManifestBlobUnknown(d),
+            StorageError::BodyInterrupted(why) => {
+                RegistryError::UploadInvalid(format!("the upload body was interrupted: {why}"))
+            }
+            other => RegistryError::Storage(other),
+        }
+    }
+}
+
+pub type Result<T, E = RegistryError> = std::result::Result<T, E>;

@@ -1,0 +1,476 @@
+//! Blobs on a local file system.
+//!
+//! Layout under the root:
+//! * `blobs/<algorithm>/<first two hex digits>/<hex>`: verified blobs;
+//! * `uploads/<id>`: uploads in progress, on the same file system so that
+//!   committing one is an atomic `rename`.
+//!
+//! A blob path exists only once its bytes were verified against the digest and
+//! synced to disk, so a crash at any moment leaves at worst an orphaned upload
+//! file, never a partial blob.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use berth_oci::{Algorithm, Digest, Hasher};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+use crate::blob::{BlobStore, ByteStream};
+use crate::{StorageError, StorageResult};
+
+/// Bytes per read when streaming a blob out, and per write when taking one in:
+/// large enough that a 1 GiB transfer costs a few thousand system calls.
+const IO_CHUNK: usize = 256 * 1024;
+
+/// How many received body chunks may wait for the writer thread.
+const PENDING_CHUNKS: usize = 64;
+
+/// An upload's hash state after its last byte, kept so a chunked upload is
+/// hashed once while it arrives. Lost on restart; then rebuilt from the file.
+struct UploadHash {
+    size: u64,
+    hasher: Hasher,
+}
+
+pub struct FsBlobStore {
+    root: PathBuf,
+    hashes: Mutex<HashMap<String, UploadHash>>,
+    /// Distinguishes concurrent writes of the same small content.
+    partial_serial: AtomicU64,
+}
+
+/// Suffix of the temporary files of [`BlobStore::write_all`]; upload ids never
+/// contain a dot, so these cannot collide with uploads.
+const PARTIAL: &str = ".partial";
+
+impl FsBlobStore {
+    /// Opens (creating if needed) a blob store rooted at `root`.
+    ///
+    /// Temporary files of small writes interrupted by a crash are removed; only
+    /// `uploads/` is read for that, so opening costs nothing per blob.
+    pub fn open(root: &Path) -> io::Result<Self> {
+        fs::create_dir_all(root.join("blobs"))?;
+        let uploads = root.join("uploads");
+        fs::create_dir_all(&uploads)?;
+        for entry in fs::read_dir(&uploads)? {
+            let path = entry?.path();
+            if path.to_string_lossy().ends_with(PARTIAL) {
+                fs::remove_file(path)?;
+            }
+        }
+        Ok(FsBlobStore {
+            root: root.to_owned(),
+            hashes: Mutex::default(),
+            partial_serial: AtomicU64::new(0),
+        })
+    }
+
+    fn blob_path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.encoded();
+        self.root
+            .join("blobs")
+            .join(digest.algorithm().name())
+            .join(&hex[..2])
+            .join(hex)
+    }
+
+    /// Upload ids are chosen by the registry; anything but `[A-Za-z0-9-]` is
+    /// refused here too, so no id can name a path outside `uploads/`.
+    fn upload_path(&self, id: &str) -> StorageResult<PathBuf> {
+        let safe = !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !safe {
+            return Err(StorageError::UploadNotFound(id.to_owned()));
+        }
+        Ok(self.root.join("uploads").join(id))
+    }
+
+    fn take_hash(&self, id: &str) -> Option<UploadHash> {
+        self.hashes.lock().expect("hash map lock").remove(id)
+    }
+}
+
+fn upload_not_found(id: &str) -> impl FnOnce(io::Error) -> StorageError + '_ {
+    move |e| match e.kind() {
+        io::ErrorKind::NotFound => StorageError::UploadNotFound(id.to_owned()),
+        _ => StorageError::Io(e),
+    }
+}
+
+/// Hashes the first `size` bytes of `path`.
+fn hash_file(path: &Path, algorithm: Algorithm, size: u64) -> io::Result<Hasher> {
+    let mut hasher = Hasher::new(algorithm);
+    let mut file = File::open(path)?.take(size);
+    let mut buf = vec![0; IO_CHUNK];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hasher);
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+/// Makes a directory entry change durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Moves a synced file into its content-addressed place, creating and syncing
+/// the fan-out directory on first use. If the blob is already there, the same
+/// digest means the same bytes, so the new copy is simply dropped.
+fn publish(from: &Path, to: &Path) -> io::Result<()> {
+    if to.exists() {
+        return fs::remove_file(from);
+    }
+    let dir = to.parent().expect("blob path has a parent");
+    if !dir.exists() {
+        fs::create_dir_all(dir)?;
+        sync_dir(dir.parent().expect("fan-out dir has a parent"))?;
+    }
+    fs::rename(from, to)?;
+    sync_dir(dir)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> StorageResult<T> + Send + 'static,
+) -> StorageResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StorageError::Io(io::Error::other(e)))?
+}
+
+#[async_trait]
+impl BlobStore for FsBlobStore {
+    async fn stat(&self, digest: &Digest) -> StorageResult<Option<u64>> {
+        match tokio::fs::metadata(self.blob_path(digest)).await {
+            Ok(meta) => Ok(Some(meta.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn read(&self, digest: &Digest, range: Option<Range<u64>>) -> StorageResult<ByteStream> {
+        let mut file = tokio::fs::File::open(self.blob_path(digest))
+            .await
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => StorageError::BlobNotFound(digest.clone()),
+                _ => e.into(),
+            })?;
+        let stream = match range {
+            Some(range) => {
+                file.seek(SeekFrom::Start(range.start)).await?;
+                ReaderStream::with_capacity(file.take(range.end - range.start), IO_CHUNK).boxed()
+            }
+            None => ReaderStream::with_capacity(file, IO_CHUNK).boxed(),
+        };
+        Ok(stream)
+    }
+
+    async fn read_all(&self, digest: &Digest) -> StorageResult<Bytes> {
+        match tokio::fs::read(self.blob_path(digest)).await {
+            Ok(bytes) => Ok(bytes.into()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(StorageError::BlobNotFound(digest.clone()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn write_all(&self, digest: &Digest, content: Bytes) -> StorageResult<()> {
+        let dest = self.blob_path(digest);
+        let serial = self.partial_serial.fetch_add(1, Ordering::Relaxed);
+        let temp = self
+            .root
+            .join("uploads")
+            .join(format!("{}.{serial}{PARTIAL}", digest.encoded()));
+        blocking(move || {
+            if dest.exists() {
+                return Ok(());
+            }
+            let mut file = File::create(&temp)?;
+            file.write_all(&content)?;
+            file.sync_all()?;
+            publish(&temp, &dest)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete(&self, digest: &Digest) -> StorageResult<()> {
+        match tokio::fs::remove_file(self.blob_path(digest)).await {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn create_upload(&self, id: &str) -> StorageResult<()> {
+        let path = self.upload_path(id)?;
+        tokio::fs::File::create(path).await?;
+        Ok(())
+    }
+
+    async fn upload_size(&self, id: &str) -> StorageResult<u64> {
+        let path = self.upload_path(id)?;
+        let meta = tokio::fs::metadata(path)
+            .await
+            .map_err(upload_not_found(id))?;
+        Ok(meta.len())
+    }
+
+    async fn append_upload(
+        &self,
+        id: &str,
+        offset: u64,
+        mut body: ByteStream,
+    ) -> StorageResult<u64> {
+        let path = self.upload_path(id)?;
+        let known = self.take_hash(id);
+        let owned_id = id.to_owned();
+        // Receiving runs here, hashing and writing on a blocking thread, so the
+        // two overlap on separate cores.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(PENDING_CHUNKS);
+        let writer = tokio::task::spawn_blocking(move || -> StorageResult<UploadHash> {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(upload_not_found(&owned_id))?;
+            let size = file.metadata()?.len();
+            if size != offset {
+                return Err(StorageError::UploadOffset { size, offset });
+            }
+            let mut hasher = match known {
+                Some(state) if state.size == size => state.hasher,
+                _ => hash_file(&path, Algorithm::Sha256, size)?,
+            };
+            file.seek(SeekFrom::End(0))?;
+            let mut out = BufWriter::with_capacity(IO_CHUNK, file);
+            let mut size = size;
+            while let Some(chunk) = rx.blocking_recv() {
+                out.write_all(&chunk)?;
+                hasher.update(&chunk);
+                size += chunk.len() as u64;
+            }
+            out.flush()?;
+            Ok(UploadHash { size, hasher })
+        });
+
+        let mut interrupted = None;
+        while let Some(item) = body.next().await {
+            match item {
+                Ok(chunk) => {
+                    if tx.send(chunk).await.is_err() {
+                        break; // the writer failed; its error is reported below
+                    }
+                }
+                Err(e) => {
+                    interrupted = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let state = writer
+            .await
+            .map_err(|e| StorageError::Io(io::Error::other(e)))??;
+        let size = state.size;
+        self.hashes
+            .lock()
+            .expect("hash map lock")
+            .insert(id.to_owned(), state);
+        match interrupted {
+            Some(e) => Err(StorageError::BodyInterrupted(e.to_string())),
+            None => Ok(size),
+        }
+    }
+
+    async fn commit_upload(&self, id: &str, expected: &Digest) -> StorageResult<u64> {
+        let path = self.upload_path(id)?;
+        let dest = self.blob_path(expected);
+        let known = self.take_hash(id);
+        let expected = expected.clone();
+        let owned_id = id.to_owned();
+        blocking(move || {
+            let file = File::open(&path).map_err(upload_not_found(&owned_id))?;
+            let size = file.metadata()?.len();
+            let hasher = match known {
+                Some(state) if state.size == size && expected.algorithm() == Algorithm::Sha256 => {
+                    state.hasher
+                }
+                _ => hash_file(&path, expected.algorithm(), size)?,
+            };
+            let actual = hasher.finish();
+            if actual != expected {
+                fs::remove_file(&path)?;
+                return Err(StorageError::DigestMismatch { expected, actual });
+            }
+            file.sync_all()?;
+            publish(&path, &dest)?;
+            Ok(size)
+        })
+        .await
+    }
+
+    async fn delete_upload(&self, id: &str) -> StorageResult<()> {
+        let path = self.upload_path(id)?;
+        self.take_hash(id);
+        match tokio::fs::remove_file(path).await {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::stream;
+
+    fn body(parts: &[&'static [u8]]) -> ByteStream {
+        let parts: Vec<_> = parts.iter().map(|p| Ok(Bytes::from_static(p))).collect();
+        stream::iter(parts).boxed()
+    }
+
+    async fn collect(stream: ByteStream) -> Vec<u8> {
+        let parts: Vec<_> = stream.collect().await;
+        parts
+            .into_iter()
+            .flat_map(|p| p.unwrap().to_vec())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn chunked_upload_commits_verified_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        store.create_upload("u1").await.unwrap();
+        assert_eq!(
+            store
+                .append_upload("u1", 0, body(&[b"hello ", b"wor"]))
+                .await
+                .unwrap(),
+            9
+        );
+        assert!(matches!(
+            store.append_upload("u1", 3, body(&[b"x"])).await,
+            Err(StorageError::UploadOffset { size: 9, offset: 3 })
+        ));
+        assert_eq!(
+            store.append_upload("u1", 9, body(&[b"ld"])).await.unwrap(),
+            11
+        );
+        let digest = Digest::sha256_of(b"hello world");
+        assert_eq!(store.stat(&digest).await.unwrap(), None);
+        assert_eq!(store.commit_upload("u1", &digest).await.unwrap(), 11);
+        assert_eq!(store.stat(&digest).await.unwrap(), Some(11));
+        assert_eq!(
+            collect(store.read(&digest, None).await.unwrap()).await,
+            b"hello world"
+        );
+        assert_eq!(
+            collect(store.read(&digest, Some(6..9)).await.unwrap()).await,
+            b"wor"
+        );
+        assert!(matches!(
+            store.upload_size("u1").await,
+            Err(StorageError::UploadNotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn hash_state_is_rebuilt_after_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        store.create_upload("u").await.unwrap();
+        store.append_upload("u", 0, body(&[b"abc"])).await.unwrap();
+        let reopened = FsBlobStore::open(dir.path()).unwrap();
+        reopened
+            .append_upload("u", 3, body(&[b"def"]))
+            .await
+            .unwrap();
+        let digest = Digest::sha256_of(b"abcdef");
+        assert_eq!(reopened.commit_upload("u", &digest).await.unwrap(), 6);
+    }
+
+    #[tokio::test]
+    async fn wrong_digest_publishes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        store.create_upload("u").await.unwrap();
+        store.append_upload("u", 0, body(&[b"abc"])).await.unwrap();
+        let claimed = Digest::sha256_of(b"xyz");
+        assert!(matches!(
+            store.commit_upload("u", &claimed).await,
+            Err(StorageError::DigestMismatch { .. })
+        ));
+        assert_eq!(store.stat(&claimed).await.unwrap(), None);
+        assert_eq!(store.stat(&Digest::sha256_of(b"abc")).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn sha512_uploads_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        store.create_upload("u").await.unwrap();
+        store.append_upload("u", 0, body(&[b"abc"])).await.unwrap();
+        let mut h = Hasher::new(Algorithm::Sha512);
+        h.update(b"abc");
+        let digest = h.finish();
+        assert_eq!(store.commit_upload("u", &digest).await.unwrap(), 3);
+        assert_eq!(store.read_all(&digest).await.unwrap(), &b"abc"[..]);
+    }
+
+    #[tokio::test]
+    async fn interrupted_body_keeps_received_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        store.create_upload("u").await.unwrap();
+        let failing = stream::iter(vec![
+            Ok(Bytes::from_static(b"abc")),
+            Err(io::Error::other("connection reset")),
+        ])
+        .boxed();
+        assert!(matches!(
+            store.append_upload("u", 0, failing).await,
+            Err(StorageError::BodyInterrupted(_))
+        ));
+        assert_eq!(store.upload_size("u").await.unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn hostile_upload_ids_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        for id in ["../x", "", "a/b", "."] {
+            assert!(matches!(
+                store.create_upload(id).await,
+                Err(StorageError::UploadNotFound(_))
+            ));
+        }
+    }
+
+    #[tokio::test]
+    async fn small_content_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        let content = Bytes::from_static(b"{}");
+        let digest = Digest::sha256_of(&content);
+        store.write_all(&digest, content.clone()).await.unwrap();
+        store.write_all(&digest, content.clone()).await.unwrap();
+        assert_eq!(store.read_all(&digest).await.unwrap(), content);
+        store.delete(&digest).await.unwrap();
+        store.delete(&digest).await.unwrap();
+        assert!(matches!(
+            store.read_all(&digest).await,
+            Err(StorageError::BlobNotFound(_))
+        ));
+    }
+}

@@ -1,0 +1,29 @@
+//! berth-storage: where berth keeps things.
+//!
+//! Two independent layers, each behind a trait so another backend can replace it
+//! without touching the registry logic or the HTTP code:
+//!
+//! * [`BlobStore`]: content-addressed bytes (layers, configs, manifest documents),
+//!   stored once whatever the number of repositories using them, plus the
+//!   temporary files of uploads in progress. [`FsBlobStore`] keeps them on local
+//!   disk and makes a blob visible only once its digest is verified and its bytes
+//!   are durable.
+//! * [`MetadataStore`]: repositories, tags, manifests, which repository may read
+//!   which blob, the subject → referrer index and upload sessions.
+//!   [`SqliteMetadataStore`] is the embedded default; its SQL stays within what
+//!   PostgreSQL also accepts.
+
+mod blob;
+mod error;
+mod fs;
+mod metadata;
+mod sqlite;
+
+pub use blob::{BlobStore, ByteStream};
+pub use error::{StorageError, StorageResult};
+pub use fs::FsBlobStore;
+pub use metadata::{
+    BlobUnlink, ManifestDeletion, ManifestRecord, MetadataStore, NewManifest, ReferrerRecord,
+    UploadRecord,
+};
+pub use sqlite::SqliteMetadataStore;

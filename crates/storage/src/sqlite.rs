@@ -1,0 +1,583 @@
+//! The embedded metadata store, on SQLite.
+//!
+//! SQLite in WAL mode gives atomic, durable transactions in one file with no
+//! server to run, which is what a single-binary registry wants by default. The
+//! SQL avoids SQLite-only syntax (`ON CONFLICT … DO NOTHING` rather than
+//! `INSERT OR IGNORE`) so a PostgreSQL store can share it. Byte order of names
+//! is SQLite's default (BINARY) collation; PostgreSQL would need `COLLATE "C"`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use berth_oci::{Digest, RepositoryName, Tag};
+use r2d2::Pool;
+use r2d2_sqlite::SqliteConnectionManager;
+use r2d2_sqlite::rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::metadata::*;
+use crate::{StorageError, StorageResult};
+
+/// Schema version stored in `PRAGMA user_version`; bump it with a migration.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE repositories (
+    id   INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
+);
+CREATE TABLE blobs (
+    digest TEXT PRIMARY KEY,
+    size   INTEGER NOT NULL
+);
+-- Which repository may read which blob: uploaded or mounted there.
+CREATE TABLE repository_blobs (
+    repository_id INTEGER NOT NULL REFERENCES repositories(id),
+    digest        TEXT NOT NULL REFERENCES blobs(digest),
+    PRIMARY KEY (repository_id, digest)
+);
+CREATE INDEX repository_blobs_digest ON repository_blobs(digest);
+CREATE TABLE manifests (
+    repository_id INTEGER NOT NULL REFERENCES repositories(id),
+    digest        TEXT NOT NULL REFERENCES blobs(digest),
+    media_type    TEXT NOT NULL,
+    size          INTEGER NOT NULL,
+    artifact_type TEXT,
+    subject       TEXT,
+    annotations   TEXT,
+    PRIMARY KEY (repository_id, digest)
+);
+CREATE INDEX manifests_subject ON manifests(repository_id, subject);
+CREATE INDEX manifests_digest ON manifests(digest);
+-- Blobs and child manifests each manifest needs.
+CREATE TABLE manifest_references (
+    repository_id   INTEGER NOT NULL,
+    manifest_digest TEXT NOT NULL,
+    child_digest    TEXT NOT NULL,
+    PRIMARY KEY (repository_id, manifest_digest, child_digest),
+    FOREIGN KEY (repository_id, manifest_digest) REFERENCES manifests(repository_id, digest)
+);
+CREATE INDEX manifest_references_child ON manifest_references(child_digest);
+CREATE TABLE tags (
+    repository_id INTEGER NOT NULL,
+    name          TEXT NOT NULL,
+    digest        TEXT NOT NULL,
+    PRIMARY KEY (repository_id, name),
+    FOREIGN KEY (repository_id, digest) REFERENCES manifests(repository_id, digest)
+);
+CREATE TABLE uploads (
+    id         TEXT PRIMARY KEY,
+    repository TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX uploads_updated_at ON uploads(updated_at);
+";
+
+/// Connections kept open; readers run in parallel in WAL mode.
+const POOL_SIZE: u32 = 8;
+
+pub struct SqliteMetadataStore {
+    pool: Pool<SqliteConnectionManager>,
+}
+
+fn configure(conn: &mut Connection) -> Result<(), r2d2_sqlite::rusqlite::Error> {
+    conn.busy_timeout(Duration::from_secs(10))?;
+    // FULL: a transaction reported committed survives a power cut, not just a crash.
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+}
+
+impl SqliteMetadataStore {
+    /// Opens (creating or migrating if needed) the database at `path`.
+    pub fn open(path: &Path) -> StorageResult<Self> {
+        let manager = SqliteConnectionManager::file(path).with_init(configure);
+        let pool = Pool::builder().max_size(POOL_SIZE).build(manager)?;
+        let mut conn = pool.get()?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        match version {
+            0 => {
+                let tx = conn.transaction()?;
+                tx.execute_batch(SCHEMA)?;
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+                tx.commit()?;
+            }
+            SCHEMA_VERSION => {}
+            newer => {
+                return Err(StorageError::Database(format!(
+                    "{} has schema version {newer}, newer than this berth understands \
+                     ({SCHEMA_VERSION}): run a newer berth",
+                    path.display()
+                )));
+            }
+        }
+        Ok(SqliteMetadataStore { pool })
+    }
+
+    /// Runs `f` on a pooled connection on a blocking thread.
+    async fn with_conn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> StorageResult<T> + Send + 'static,
+    ) -> StorageResult<T> {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || f(&mut *pool.get()?))
+            .await
+            .map_err(|e| StorageError::Database(e.to_string()))?
+    }
+
+    /// Runs `f` in an immediate (write-locking) transaction and commits it.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> StorageResult<T> + Send + 'static,
+    ) -> StorageResult<T> {
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+    }
+}
+
+fn repository_id(conn: &Connection, name: &str) -> StorageResult<Option<i64>> {
+    Ok(conn
+        .prepare_cached("SELECT id FROM repositories WHERE name = ?1")?
+        .query_row([name], |r| r.get(0))
+        .optional()?)
+}
+
+fn ensure_repository(conn: &Connection, name: &str) -> StorageResult<i64> {
+    conn.prepare_cached(
+        "INSERT INTO repositories (name) VALUES (?1) ON CONFLICT (name) DO NOTHING",
+    )?
+    .execute([name])?;
+    Ok(repository_id(conn, name)?.expect("repository just ensured"))
+}
+
+fn parse_digest(text: String) -> StorageResult<Digest> {
+    Digest::parse(&text).map_err(|e| StorageError::Database(format!("stored digest: {e}")))
+}
+
+fn to_size(size: i64) -> u64 {
+    u64::try_from(size).unwrap_or_default()
+}
+
+/// Deletes the `blobs` row of `digest` if nothing refers to it any more.
+fn drop_blob_if_orphaned(conn: &Connection, digest: &str) -> StorageResult<bool> {
+    let removed = conn
+        .prepare_cached(
+            "DELETE FROM blobs WHERE digest = ?1
+               AND NOT EXISTS (SELECT 1 FROM repository_blobs WHERE digest = ?1)
+               AND NOT EXISTS (SELECT 1 FROM manifests WHERE digest = ?1)
+               AND NOT EXISTS (SELECT 1 FROM manifest_references WHERE child_digest = ?1)",
+        )?
+        .execute([digest])?;
+    Ok(removed == 1)
+}
+
+fn manifest_record(digest: String, media_type: String, size: i64) -> StorageResult<ManifestRecord> {
+    Ok(ManifestRecord {
+        digest: parse_digest(digest)?,
+        media_type,
+        size: to_size(size),
+    })
+}
+
+#[async_trait]
+impl MetadataStore for SqliteMetadataStore {
+    async fn ping(&self) -> StorageResult<()> {
+        self.with_conn(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+
+    async fn blob_in_repository(
+        &self,
+        repository: &RepositoryName,
+        digest: &Digest,
+    ) -> StorageResult<Option<u64>> {
+        let (repository, digest) = (repository.to_string(), digest.to_string());
+        self.with_conn(move |conn| {
+            let size: Option<i64> = conn
+                .prepare_cached(
+                    "SELECT b.size FROM repository_blobs rb
+                       JOIN repositories r ON r.id = rb.repository_id
+                       JOIN blobs b ON b.digest = rb.digest
+                      WHERE r.name = ?1 AND rb.digest = ?2",
+                )?
+                .query_row([&repository, &digest], |r| r.get(0))
+                .optional()?;
+            Ok(size.map(to_size))
+        })
+        .await
+    }
+
+    async fn link_blob(
+        &self,
+        repository: &RepositoryName,
+        digest: &Digest,
+        size: u64,
+    ) -> StorageResult<()> {
+        let (repository, digest) = (repository.to_string(), digest.to_string());
+        self.write(move |tx| {
+            let id = ensure_repository(tx, &repository)?;
+            tx.prepare_cached(
+                "INSERT INTO blobs (digest, size) VALUES (?1, ?2) ON CONFLICT (digest) DO NOTHING",
+            )?
+            .execute(params![digest, size as i64])?;
+            tx.prepare_cached(
+                "INSERT INTO repository_blobs (repository_id, digest) VALUES (?1, ?2)
+                 ON CONFLICT (repository_id, digest) DO NOTHING",
+            )?
+            .execute(params![id, digest])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn mount_blob(
+        &self,
+        from: &RepositoryName,
+        to: &RepositoryName,
+        digest: &Digest,
+    ) -> StorageResult<Option<u64>> {
+        let (from, to, digest) = (from.to_string(), to.to_string(), digest.to_string());
+        self.write(move |tx| {
+            let size: Option<i64> = tx
+                .prepare_cached(
+                    "SELECT b.size FROM repository_blobs rb
+                       JOIN repositories r ON r.id = rb.repository_id
+                       JOIN blobs b ON b.digest = rb.digest
+                      WHERE r.name = ?1 AND rb.digest = ?2",
+                )?
+                .query_row([&from, &digest], |r| r.get(0))
+                .optional()?;
+            let Some(size) = size else { return Ok(None) };
+            let id = ensure_repository(tx, &to)?;
+            tx.prepare_cached(
+                "INSERT INTO repository_blobs (repository_id, digest) VALUES (?1, ?2)
+                 ON CONFLICT (repository_id, digest) DO NOTHING",
+            )?
+            .execute(params![id, digest])?;
+            Ok(Some(to_size(size)))
+        })
+        .await
+    }
+
+    async fn unlink_blob(
+        &self,
+        repository: &RepositoryName,
+        digest: &Digest,
+    ) -> StorageResult<BlobUnlink> {
+        let (repository, digest) = (repository.to_string(), digest.to_string());
+        self.write(move |tx| {
+            let Some(id) = repository_id(tx, &repository)? else {
+                return Ok(BlobUnlink {
+                    was_linked: false,
+                    orphaned: false,
+                });
+            };
+            let was_linked = tx
+                .prepare_cached(
+                    "DELETE FROM repository_blobs WHERE repository_id = ?1 AND digest = ?2",
+                )?
+                .execute(params![id, digest])?
+                == 1;
+            let orphaned = was_linked && drop_blob_if_orphaned(tx, &digest)?;
+            Ok(BlobUnlink {
+                was_linked,
+                orphaned,
+            })
+        })
+        .await
+    }
+
+    async fn resolve_tag(
+        &self,
+        repository: &RepositoryName,
+        tag: &Tag,
+    ) -> StorageResult<Option<ManifestRecord>> {
+        let (repository, tag) = (repository.to_string(), tag.to_string());
+        self.with_conn(move |conn| {
+            conn.prepare_cached(
+                "SELECT m.digest, m.media_type, m.size FROM tags t
+                   JOIN repositories r ON r.id = t.repository_id
+                   JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.digest
+                  WHERE r.name = ?1 AND t.name = ?2",
+            )?
+            .query_row([&repository, &tag], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?
+            .map(|(d, m, s)| manifest_record(d, m, s))
+            .transpose()
+        })
+        .await
+    }
+
+    async fn manifest(
+        &self,
+        repository: &RepositoryName,
+        digest: &Digest,
+    ) -> StorageResult<Option<ManifestRecord>> {
+        let (repository, digest) = (repository.to_string(), digest.to_string());
+        self.with_conn(move |conn| {
+            conn.prepare_cached(
+                "SELECT m.digest, m.media_type, m.size FROM manifests m
+                   JOIN repositories r ON r.id = m.repository_id
+                  WHERE r.name = ?1 AND m.digest = ?2",
+            )?
+            .query_row([&repository, &digest], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?
+            .map(|(d, m, s)| manifest_record(d, m, s))
+            .transpose()
+        })
+        .await
+    }
+
+    async fn put_manifest(
+        &self,
+        repository: &RepositoryName,
+        manifest: NewManifest,
+        tag: Option<&Tag>,
+    ) -> StorageResult<()> {
+        let repository = repository.to_string();
+        let tag = tag.map(|t| t.to_string());
+        self.write(move |tx| {
+            let id = ensure_repository(tx, &repository)?;
+            let mut blob_known = tx.prepare_cached(
+                "SELECT 1 FROM repository_blobs WHERE repository_id = ?1 AND digest = ?2",
+            )?;
+            for blob in &manifest.blobs {
+                if !blob_known.exists(params![id, blob.as_str()])? {
+                    return Err(StorageError::MissingReferences(blob.clone()));
+                }
+            }
+            let mut manifest_known = tx.prepare_cached(
+                "SELECT 1 FROM manifests WHERE repository_id = ?1 AND digest = ?2",
+            )?;
+            for child in &manifest.children {
+                if !manifest_known.exists(params![id, child.as_str()])? {
+                    return Err(StorageError::MissingReferences(child.clone()));
+                }
+            }
+            let digest = manifest.digest.as_str();
+            tx.prepare_cached(
+                "INSERT INTO blobs (digest, size) VALUES (?1, ?2) ON CONFLICT (digest) DO NOTHING",
+            )?
+            .execute(params![digest, manifest.size as i64])?;
+            tx.prepare_cached(
+                "INSERT INTO manifests
+                    (repository_id, digest, media_type, size, artifact_type, subject, annotations)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (repository_id, digest) DO NOTHING",
+            )?
+            .execute(params![
+                id,
+                digest,
+                manifest.media_type,
+                manifest.size as i64,
+                manifest.artifact_type,
+                manifest.subject.as_ref().map(Digest::as_str),
+                manifest.annotations,
+            ])?;
+            let mut reference = tx.prepare_cached(
+                "INSERT INTO manifest_references (repository_id, manifest_digest, child_digest)
+                 VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+            )?;
+            for child in manifest.blobs.iter().chain(&manifest.children) {
+                reference.execute(params![id, digest, child.as_str()])?;
+            }
+            if let Some(tag) = tag {
+                tx.prepare_cached(
+                    "INSERT INTO tags (repository_id, name, digest) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (repository_id, name) DO UPDATE SET digest = excluded.digest",
+                )?
+                .execute(params![id, tag, digest])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_manifest(
+        &self,
+        repository: &RepositoryName,
+        digest: &Digest,
+    ) -> StorageResult<ManifestDeletion> {
+        let (repository, digest) = (repository.to_string(), digest.to_string());
+        self.write(move |tx| {
+            let Some(id) = repository_id(tx, &repository)? else {
+                return Ok(ManifestDeletion {
+                    found: false,
+                    orphaned: false,
+                });
+            };
+            tx.prepare_cached("DELETE FROM tags WHERE repository_id = ?1 AND digest = ?2")?
+                .execute(params![id, digest])?;
+            tx.prepare_cached(
+                "DELETE FROM manifest_references WHERE repository_id = ?1 AND manifest_digest = ?2",
+            )?
+            .execute(params![id, digest])?;
+            let found = tx
+                .prepare_cached("DELETE FROM manifests WHERE repository_id = ?1 AND digest = ?2")?
+                .execute(params![id, digest])?
+                == 1;
+            let orphaned = found && drop_blob_if_orphaned(tx, &digest)?;
+            Ok(ManifestDeletion { found, orphaned })
+        })
+        .await
+    }
+
+    async fn delete_tag(&self, repository: &RepositoryName, tag: &Tag) -> StorageResult<bool> {
+        let (repository, tag) = (repository.to_string(), tag.to_string());
+        self.write(move |tx| {
+            let Some(id) = repository_id(tx, &repository)? else {
+                return Ok(false);
+            };
+            let n = tx
+                .prepare_cached("DELETE FROM tags WHERE repository_id = ?1 AND name = ?2")?
+                .execute(params![id, tag])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn tags(
+        &self,
+        repository: &RepositoryName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StorageResult<Option<Vec<String>>> {
+        let repository = repository.to_string();
+        let after = after.unwrap_or("").to_owned();
+        self.with_conn(move |conn| {
+            let Some(id) = repository_id(conn, &repository)? else {
+                return Ok(None);
+            };
+            let tags = conn
+                .prepare_cached(
+                    "SELECT name FROM tags WHERE repository_id = ?1 AND name > ?2
+                      ORDER BY name LIMIT ?3",
+                )?
+                .query_map(params![id, after, limit as i64], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?;
+            Ok(Some(tags))
+        })
+        .await
+    }
+
+    async fn repositories(&self, after: Option<&str>, limit: usize) -> StorageResult<Vec<String>> {
+        let after = after.unwrap_or("").to_owned();
+        self.with_conn(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT name FROM repositories WHERE name > ?1 ORDER BY name LIMIT ?2",
+                )?
+                .query_map(params![after, limit as i64], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?)
+        })
+        .await
+    }
+
+    async fn referrers(
+        &self,
+        repository: &RepositoryName,
+        subject: &Digest,
+    ) -> StorageResult<Vec<ReferrerRecord>> {
+        let (repository, subject) = (repository.to_string(), subject.to_string());
+        self.with_conn(move |conn| {
+            let rows = conn
+                .prepare_cached(
+                    "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations
+                       FROM manifests m JOIN repositories r ON r.id = m.repository_id
+                      WHERE r.name = ?1 AND m.subject = ?2
+                      ORDER BY m.digest",
+                )?
+                .query_map([&repository, &subject], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })?
+                .collect::<Result<Vec<(String, String, i64, Option<String>, Option<String>)>, _>>(
+                )?;
+            rows.into_iter()
+                .map(|(digest, media_type, size, artifact_type, annotations)| {
+                    Ok(ReferrerRecord {
+                        digest: parse_digest(digest)?,
+                        media_type,
+                        size: to_size(size),
+                        artifact_type,
+                        annotations,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn create_upload(
+        &self,
+        id: &str,
+        repository: &RepositoryName,
+        now: i64,
+    ) -> StorageResult<()> {
+        let (id, repository) = (id.to_owned(), repository.to_string());
+        self.write(move |tx| {
+            tx.prepare_cached(
+                "INSERT INTO uploads (id, repository, updated_at) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![id, repository, now])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn upload(&self, id: &str) -> StorageResult<Option<UploadRecord>> {
+        let id = id.to_owned();
+        self.with_conn(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT id, repository, updated_at FROM uploads WHERE id = ?1")?
+                .query_row([id], |r| {
+                    Ok(UploadRecord {
+                        id: r.get(0)?,
+                        repository: r.get(1)?,
+                        updated_at: r.get(2)?,
+                    })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn touch_upload(&self, id: &str, now: i64) -> StorageResult<()> {
+        let id = id.to_owned();
+        self.write(move |tx| {
+            tx.prepare_cached("UPDATE uploads SET updated_at = ?2 WHERE id = ?1")?
+                .execute(params![id, now])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_upload(&self, id: &str) -> StorageResult<()> {
+        let id = id.to_owned();
+        self.write(move |tx| {
+            tx.prepare_cached("DELETE FROM uploads WHERE id = ?1")?
+                .execute([id])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn stale_uploads(&self, before: i64, limit: usize) -> StorageResult<Vec<String>> {
+        self.with_conn(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT id FROM uploads WHERE updated_at < ?1 ORDER BY updated_at LIMIT ?2",
+                )?
+                .query_map(params![before, limit as i64], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?)
+        })
+        .await
+    }
+}
