@@ -335,15 +335,15 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        let cases: Vec<(String, fn(&ManifestError) -> bool)> = vec![
+        type Expectation = fn(&ManifestError) -> bool;
+        let cases: Vec<(String, Expectation)> = vec![
             ("not json".into(), |e| matches!(e, ManifestError::Json(_))),
             (r#"{"schemaVersion":1}"#.into(), |e| {
                 matches!(e, ManifestError::SchemaVersion(_))
             }),
             (
-                format!(
-                    r#"{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v1+prettyjws"}}"#
-                ),
+                r#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v1+prettyjws"}"#
+                    .to_owned(),
                 |e| matches!(e, ManifestError::UnsupportedMediaType(_)),
             ),
             (
