@@ -27,7 +27,12 @@ async fn kill_during_a_large_upload_leaves_nothing_visible_and_the_push_resumes(
     }
     let digest = format!("sha256:{}", common::hex(&hasher.finalize()));
 
-    let r = api.http.post(api.url("/v2/big/blobs/uploads/")).send().await.unwrap();
+    let r = api
+        .http
+        .post(api.url("/v2/big/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
     let location = r.headers()["location"].to_str().unwrap().to_owned();
     let id = location.rsplit('/').next().unwrap().to_owned();
     // Stream the blob slowly enough that the kill lands mid-body.
@@ -48,11 +53,19 @@ async fn kill_during_a_large_upload_leaves_nothing_visible_and_the_push_resumes(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     server.kill9();
-    assert!(upload.await.unwrap().is_err(), "the client saw the connection die");
+    assert!(
+        upload.await.unwrap().is_err(),
+        "the client saw the connection die"
+    );
 
     let server = Server::start_in(data.path(), &[]);
     let api = Api::new(&server);
-    let r = api.http.head(api.url(&format!("/v2/big/blobs/{digest}"))).send().await.unwrap();
+    let r = api
+        .http
+        .head(api.url(&format!("/v2/big/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404, "a partial upload is never a blob");
 
     // The session survived with what reached the disk; resume from there.
@@ -71,13 +84,21 @@ async fn kill_during_a_large_upload_leaves_nothing_visible_and_the_push_resumes(
     let r = api
         .http
         .patch(api.url(&location))
-        .header("content-range", format!("{received}-{}", CHUNKS * CHUNK - 1))
+        .header(
+            "content-range",
+            format!("{received}-{}", CHUNKS * CHUNK - 1),
+        )
         .body(rest)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    let r = api.http.put(api.url(&format!("{location}?digest={digest}"))).send().await.unwrap();
+    let r = api
+        .http
+        .put(api.url(&format!("{location}?digest={digest}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
 
     let mut stream = api
@@ -91,7 +112,10 @@ async fn kill_during_a_large_upload_leaves_nothing_visible_and_the_push_resumes(
     while let Some(bytes) = stream.next().await {
         served.update(bytes.unwrap());
     }
-    assert_eq!(format!("sha256:{}", common::hex(&served.finalize())), digest);
+    assert_eq!(
+        format!("sha256:{}", common::hex(&served.finalize())),
+        digest
+    );
 }
 
 #[tokio::test]
@@ -159,9 +183,17 @@ async fn kill_during_manifest_pushes_keeps_every_tag_consistent() {
         .collect();
     assert!(!tags.is_empty(), "some pushes completed before the kill");
     for tag in &tags {
-        let r = api.http.get(api.url(&format!("/v2/race/manifests/{tag}"))).send().await.unwrap();
+        let r = api
+            .http
+            .get(api.url(&format!("/v2/race/manifests/{tag}")))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "tag {tag} resolves");
-        let digest = r.headers()["docker-content-digest"].to_str().unwrap().to_owned();
+        let digest = r.headers()["docker-content-digest"]
+            .to_str()
+            .unwrap()
+            .to_owned();
         let body = r.bytes().await.unwrap();
         assert_eq!(sha256(&body), digest, "tag {tag} serves intact content");
         let i: usize = tag[1..].parse().unwrap();
@@ -169,7 +201,14 @@ async fn kill_during_manifest_pushes_keeps_every_tag_consistent() {
     }
     // Every push can be redone, and then every tag is there.
     for i in 0..1500 {
-        let r = api.put_manifest("race", &format!("t{i}"), OCI_MANIFEST, manifest(i).as_bytes()).await;
+        let r = api
+            .put_manifest(
+                "race",
+                &format!("t{i}"),
+                OCI_MANIFEST,
+                manifest(i).as_bytes(),
+            )
+            .await;
         assert_eq!(r.status(), 201);
     }
     let tags: serde_json::Value = api
@@ -186,5 +225,8 @@ async fn kill_during_manifest_pushes_keeps_every_tag_consistent() {
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert!(leftovers.is_empty(), "temporary files were cleaned up: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "temporary files were cleaned up: {leftovers:?}"
+    );
 }

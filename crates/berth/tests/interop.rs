@@ -46,10 +46,19 @@ fn skopeo_copies_a_multi_layer_image_in_and_out_unchanged() {
     layout.tag(&image, "v1");
 
     let remote = format!("docker://{}/interop/app:v1", server.addr);
-    skopeo(&["copy", "--dest-tls-verify=false", &format!("oci:{}:v1", source.display()), &remote]);
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:v1", source.display()),
+        &remote,
+    ]);
 
     let raw = skopeo(&["inspect", "--tls-verify=false", "--raw", &remote]);
-    assert_eq!(sha256(raw.as_bytes()), image.digest, "the registry serves the pushed bytes");
+    assert_eq!(
+        sha256(raw.as_bytes()),
+        image.digest,
+        "the registry serves the pushed bytes"
+    );
 
     let inspect: serde_json::Value =
         serde_json::from_str(&skopeo(&["inspect", "--tls-verify=false", &remote])).unwrap();
@@ -58,9 +67,18 @@ fn skopeo_copies_a_multi_layer_image_in_and_out_unchanged() {
     assert_eq!(inspect["Layers"].as_array().unwrap().len(), 3);
 
     let back = work.path().join("back");
-    skopeo(&["copy", "--src-tls-verify=false", &remote, &format!("oci:{}:v1", back.display())]);
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &remote,
+        &format!("oci:{}:v1", back.display()),
+    ]);
     assert_eq!(layout_digest(&back, "v1"), image.digest);
-    assert_eq!(blob_names(&back), blob_names(&source), "every blob comes back byte for byte");
+    assert_eq!(
+        blob_names(&back),
+        blob_names(&source),
+        "every blob comes back byte for byte"
+    );
 
     // A second tag and the tag list.
     skopeo(&[
@@ -79,7 +97,10 @@ fn skopeo_copies_a_multi_layer_image_in_and_out_unchanged() {
 
     // skopeo delete removes the manifest (and so both tags).
     skopeo(&["delete", "--tls-verify=false", &remote]);
-    let stderr = run_tool_failing("skopeo", &["inspect", "--tls-verify=false", "--raw", &remote]);
+    let stderr = run_tool_failing(
+        "skopeo",
+        &["inspect", "--tls-verify=false", "--raw", &remote],
+    );
     assert!(stderr.contains("manifest unknown"), "{stderr}");
 }
 
@@ -93,7 +114,13 @@ fn skopeo_copies_a_multi_arch_index() {
     layout.tag(&index, "multi");
 
     let remote = format!("docker://{}/interop/multi:1.0", server.addr);
-    skopeo(&["copy", "--all", "--dest-tls-verify=false", &format!("oci:{}:multi", source.display()), &remote]);
+    skopeo(&[
+        "copy",
+        "--all",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:multi", source.display()),
+        &remote,
+    ]);
     let raw = skopeo(&["inspect", "--tls-verify=false", "--raw", &remote]);
     assert_eq!(sha256(raw.as_bytes()), index.digest);
 
@@ -109,7 +136,13 @@ fn skopeo_copies_a_multi_arch_index() {
     assert_eq!(arm["Architecture"], "arm64");
 
     let back = work.path().join("back");
-    skopeo(&["copy", "--all", "--src-tls-verify=false", &remote, &format!("oci:{}:multi", back.display())]);
+    skopeo(&[
+        "copy",
+        "--all",
+        "--src-tls-verify=false",
+        &remote,
+        &format!("oci:{}:multi", back.display()),
+    ]);
     assert_eq!(layout_digest(&back, "multi"), index.digest);
     assert_eq!(blob_names(&back), blob_names(&source));
 }

@@ -16,6 +16,7 @@
 mod blob;
 mod error;
 mod fs;
+mod lookup_cache;
 mod metadata;
 mod sqlite;
 

@@ -15,6 +15,7 @@ use r2d2::Pool;
 use r2d2_sqlite::SqliteConnectionManager;
 use r2d2_sqlite::rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use crate::lookup_cache::{LookupCache, LookupKey};
 use crate::metadata::*;
 use crate::{StorageError, StorageResult};
 
@@ -76,8 +77,12 @@ CREATE INDEX uploads_updated_at ON uploads(updated_at);
 /// Connections kept open; readers run in parallel in WAL mode.
 const POOL_SIZE: u32 = 8;
 
+/// Manifest lookups (tag or digest → manifest) kept in memory.
+const LOOKUP_CACHE_ENTRIES: usize = 100_000;
+
 pub struct SqliteMetadataStore {
     pool: Pool<SqliteConnectionManager>,
+    lookups: LookupCache,
 }
 
 fn configure(conn: &mut Connection) -> Result<(), r2d2_sqlite::rusqlite::Error> {
@@ -110,7 +115,44 @@ impl SqliteMetadataStore {
                 )));
             }
         }
-        Ok(SqliteMetadataStore { pool })
+        Ok(SqliteMetadataStore {
+            pool,
+            lookups: LookupCache::new(LOOKUP_CACHE_ENTRIES),
+        })
+    }
+
+    /// Answers a manifest lookup from the cache, else from `sql` (which selects
+    /// digest, media type and size for parameters repository and reference).
+    async fn lookup_manifest(
+        &self,
+        repository: &RepositoryName,
+        reference: &str,
+        sql: &'static str,
+    ) -> StorageResult<Option<ManifestRecord>> {
+        let key = LookupKey {
+            repository: repository.to_string(),
+            reference: reference.to_owned(),
+        };
+        if let Some(hit) = self.lookups.get(&key) {
+            return Ok(Some(hit));
+        }
+        let seen = self.lookups.epoch();
+        let (repository, reference) = (key.repository.clone(), key.reference.clone());
+        let found = self
+            .with_conn(move |conn| {
+                conn.prepare_cached(sql)?
+                    .query_row([&repository, &reference], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })
+                    .optional()?
+                    .map(|(d, m, s)| manifest_record(d, m, s))
+                    .transpose()
+            })
+            .await?;
+        if let Some(record) = &found {
+            self.lookups.insert(seen, key, record.clone());
+        }
+        Ok(found)
     }
 
     /// Runs `f` on a pooled connection on a blocking thread.
@@ -296,21 +338,14 @@ impl MetadataStore for SqliteMetadataStore {
         repository: &RepositoryName,
         tag: &Tag,
     ) -> StorageResult<Option<ManifestRecord>> {
-        let (repository, tag) = (repository.to_string(), tag.to_string());
-        self.with_conn(move |conn| {
-            conn.prepare_cached(
-                "SELECT m.digest, m.media_type, m.size FROM tags t
-                   JOIN repositories r ON r.id = t.repository_id
-                   JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.digest
-                  WHERE r.name = ?1 AND t.name = ?2",
-            )?
-            .query_row([&repository, &tag], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .optional()?
-            .map(|(d, m, s)| manifest_record(d, m, s))
-            .transpose()
-        })
+        self.lookup_manifest(
+            repository,
+            tag.as_str(),
+            "SELECT m.digest, m.media_type, m.size FROM tags t
+               JOIN repositories r ON r.id = t.repository_id
+               JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.digest
+              WHERE r.name = ?1 AND t.name = ?2",
+        )
         .await
     }
 
@@ -319,20 +354,13 @@ impl MetadataStore for SqliteMetadataStore {
         repository: &RepositoryName,
         digest: &Digest,
     ) -> StorageResult<Option<ManifestRecord>> {
-        let (repository, digest) = (repository.to_string(), digest.to_string());
-        self.with_conn(move |conn| {
-            conn.prepare_cached(
-                "SELECT m.digest, m.media_type, m.size FROM manifests m
-                   JOIN repositories r ON r.id = m.repository_id
-                  WHERE r.name = ?1 AND m.digest = ?2",
-            )?
-            .query_row([&repository, &digest], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .optional()?
-            .map(|(d, m, s)| manifest_record(d, m, s))
-            .transpose()
-        })
+        self.lookup_manifest(
+            repository,
+            digest.as_str(),
+            "SELECT m.digest, m.media_type, m.size FROM manifests m
+               JOIN repositories r ON r.id = m.repository_id
+              WHERE r.name = ?1 AND m.digest = ?2",
+        )
         .await
     }
 
@@ -342,63 +370,73 @@ impl MetadataStore for SqliteMetadataStore {
         manifest: NewManifest,
         tag: Option<&Tag>,
     ) -> StorageResult<()> {
-        let repository = repository.to_string();
+        let name = repository.to_string();
+        let invalidated = tag.map(|t| LookupKey {
+            repository: name.clone(),
+            reference: t.to_string(),
+        });
         let tag = tag.map(|t| t.to_string());
-        self.write(move |tx| {
-            let id = ensure_repository(tx, &repository)?;
-            let mut blob_known = tx.prepare_cached(
-                "SELECT 1 FROM repository_blobs WHERE repository_id = ?1 AND digest = ?2",
-            )?;
-            for blob in &manifest.blobs {
-                if !blob_known.exists(params![id, blob.as_str()])? {
-                    return Err(StorageError::MissingReferences(blob.clone()));
+        let repository = name;
+        let outcome = self
+            .write(move |tx| {
+                let id = ensure_repository(tx, &repository)?;
+                let mut blob_known = tx.prepare_cached(
+                    "SELECT 1 FROM repository_blobs WHERE repository_id = ?1 AND digest = ?2",
+                )?;
+                for blob in &manifest.blobs {
+                    if !blob_known.exists(params![id, blob.as_str()])? {
+                        return Err(StorageError::MissingReferences(blob.clone()));
+                    }
                 }
-            }
-            let mut manifest_known = tx.prepare_cached(
-                "SELECT 1 FROM manifests WHERE repository_id = ?1 AND digest = ?2",
-            )?;
-            for child in &manifest.children {
-                if !manifest_known.exists(params![id, child.as_str()])? {
-                    return Err(StorageError::MissingReferences(child.clone()));
+                let mut manifest_known = tx.prepare_cached(
+                    "SELECT 1 FROM manifests WHERE repository_id = ?1 AND digest = ?2",
+                )?;
+                for child in &manifest.children {
+                    if !manifest_known.exists(params![id, child.as_str()])? {
+                        return Err(StorageError::MissingReferences(child.clone()));
+                    }
                 }
-            }
-            let digest = manifest.digest.as_str();
-            tx.prepare_cached(
+                let digest = manifest.digest.as_str();
+                tx.prepare_cached(
                 "INSERT INTO blobs (digest, size) VALUES (?1, ?2) ON CONFLICT (digest) DO NOTHING",
             )?
             .execute(params![digest, manifest.size as i64])?;
-            tx.prepare_cached(
-                "INSERT INTO manifests
+                tx.prepare_cached(
+                    "INSERT INTO manifests
                     (repository_id, digest, media_type, size, artifact_type, subject, annotations)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (repository_id, digest) DO NOTHING",
-            )?
-            .execute(params![
-                id,
-                digest,
-                manifest.media_type,
-                manifest.size as i64,
-                manifest.artifact_type,
-                manifest.subject.as_ref().map(Digest::as_str),
-                manifest.annotations,
-            ])?;
-            let mut reference = tx.prepare_cached(
-                "INSERT INTO manifest_references (repository_id, manifest_digest, child_digest)
-                 VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-            )?;
-            for child in manifest.blobs.iter().chain(&manifest.children) {
-                reference.execute(params![id, digest, child.as_str()])?;
-            }
-            if let Some(tag) = tag {
-                tx.prepare_cached(
-                    "INSERT INTO tags (repository_id, name, digest) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (repository_id, name) DO UPDATE SET digest = excluded.digest",
                 )?
-                .execute(params![id, tag, digest])?;
-            }
-            Ok(())
-        })
-        .await
+                .execute(params![
+                    id,
+                    digest,
+                    manifest.media_type,
+                    manifest.size as i64,
+                    manifest.artifact_type,
+                    manifest.subject.as_ref().map(Digest::as_str),
+                    manifest.annotations,
+                ])?;
+                let mut reference = tx.prepare_cached(
+                    "INSERT INTO manifest_references (repository_id, manifest_digest, child_digest)
+                 VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                )?;
+                for child in manifest.blobs.iter().chain(&manifest.children) {
+                    reference.execute(params![id, digest, child.as_str()])?;
+                }
+                if let Some(tag) = tag {
+                    tx.prepare_cached(
+                        "INSERT INTO tags (repository_id, name, digest) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (repository_id, name) DO UPDATE SET digest = excluded.digest",
+                    )?
+                    .execute(params![id, tag, digest])?;
+                }
+                Ok(())
+            })
+            .await;
+        // Even without a tag, the epoch moves on: no lookup that raced this
+        // write may cache what it read.
+        self.lookups.invalidate(invalidated);
+        outcome
     }
 
     async fn delete_manifest(
@@ -406,42 +444,56 @@ impl MetadataStore for SqliteMetadataStore {
         repository: &RepositoryName,
         digest: &Digest,
     ) -> StorageResult<ManifestDeletion> {
-        let (repository, digest) = (repository.to_string(), digest.to_string());
-        self.write(move |tx| {
-            let Some(id) = repository_id(tx, &repository)? else {
-                return Ok(ManifestDeletion {
-                    found: false,
-                    orphaned: false,
-                });
-            };
-            tx.prepare_cached("DELETE FROM tags WHERE repository_id = ?1 AND digest = ?2")?
-                .execute(params![id, digest])?;
-            tx.prepare_cached(
+        let (name, digest) = (repository.to_string(), digest.to_string());
+        let outcome = self
+            .write(move |tx| {
+                let repository = name;
+                let Some(id) = repository_id(tx, &repository)? else {
+                    return Ok(ManifestDeletion {
+                        found: false,
+                        orphaned: false,
+                    });
+                };
+                tx.prepare_cached("DELETE FROM tags WHERE repository_id = ?1 AND digest = ?2")?
+                    .execute(params![id, digest])?;
+                tx.prepare_cached(
                 "DELETE FROM manifest_references WHERE repository_id = ?1 AND manifest_digest = ?2",
             )?
             .execute(params![id, digest])?;
-            let found = tx
-                .prepare_cached("DELETE FROM manifests WHERE repository_id = ?1 AND digest = ?2")?
-                .execute(params![id, digest])?
-                == 1;
-            let orphaned = found && drop_blob_if_orphaned(tx, &digest)?;
-            Ok(ManifestDeletion { found, orphaned })
-        })
-        .await
+                let found = tx
+                    .prepare_cached(
+                        "DELETE FROM manifests WHERE repository_id = ?1 AND digest = ?2",
+                    )?
+                    .execute(params![id, digest])?
+                    == 1;
+                let orphaned = found && drop_blob_if_orphaned(tx, &digest)?;
+                Ok(ManifestDeletion { found, orphaned })
+            })
+            .await;
+        // The tags that pointed at it are gone too; forget the repository's lookups.
+        self.lookups.invalidate_repository(repository.as_str());
+        outcome
     }
 
     async fn delete_tag(&self, repository: &RepositoryName, tag: &Tag) -> StorageResult<bool> {
-        let (repository, tag) = (repository.to_string(), tag.to_string());
-        self.write(move |tx| {
-            let Some(id) = repository_id(tx, &repository)? else {
-                return Ok(false);
-            };
-            let n = tx
-                .prepare_cached("DELETE FROM tags WHERE repository_id = ?1 AND name = ?2")?
-                .execute(params![id, tag])?;
-            Ok(n == 1)
-        })
-        .await
+        let key = LookupKey {
+            repository: repository.to_string(),
+            reference: tag.to_string(),
+        };
+        let (repository, tag) = (key.repository.clone(), key.reference.clone());
+        let outcome = self
+            .write(move |tx| {
+                let Some(id) = repository_id(tx, &repository)? else {
+                    return Ok(false);
+                };
+                let n = tx
+                    .prepare_cached("DELETE FROM tags WHERE repository_id = ?1 AND name = ?2")?
+                    .execute(params![id, tag])?;
+                Ok(n == 1)
+            })
+            .await;
+        self.lookups.invalidate([key]);
+        outcome
     }
 
     async fn tags(
