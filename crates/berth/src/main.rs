@@ -32,16 +32,18 @@ enum Command {
     Serve(config::ServeArgs),
 }
 
+/// Runs one subcommand. Each returns its exit code, or an error whose message
+/// names the problem and the fix.
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let outcome = match cli.command {
-        Command::Serve(args) => serve::run(args),
-    };
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("berth: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    run(cli.command).unwrap_or_else(|e| {
+        eprintln!("berth: {e:#}");
+        ExitCode::FAILURE
+    })
 }
