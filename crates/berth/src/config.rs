@@ -1,10 +1,12 @@
 //! Settings of `berth serve`: flags over `BERTH_*` variables over the config
 //! file over built-in defaults.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use berth_auth::{Policy, PolicyConfig, RuleConfig};
 use berth_registry::RegistryConfig;
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
@@ -48,6 +50,29 @@ pub struct ServeArgs {
     /// Discard uploads not written to for this long, e.g. 30m or 24h [default: 24h]
     #[arg(long, env = "BERTH_UPLOAD_TTL", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub upload_ttl: Option<Duration>,
+
+    /// bcrypt htpasswd file of users, re-read when it changes [default: DATA_DIR/htpasswd,
+    /// created with an admin user when absent]
+    #[arg(long, env = "BERTH_HTPASSWD", value_name = "FILE")]
+    pub htpasswd: Option<PathBuf>,
+
+    /// Serve HTTPS with this PEM certificate chain (reloaded when the file changes)
+    #[arg(long, env = "BERTH_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert, PEM
+    #[arg(long, env = "BERTH_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Serve HTTPS with a certificate from a CA generated into DATA_DIR/tls; the CA's
+    /// path is printed, to be trusted by clients and nodes
+    #[arg(long, env = "BERTH_TLS_SELF_SIGNED", conflicts_with = "tls_cert")]
+    pub tls_self_signed: bool,
+
+    /// Host names and IP addresses the self-signed certificate is valid for
+    /// (repeatable) [default: localhost, 127.0.0.1, ::1]
+    #[arg(long = "tls-host", value_name = "NAME")]
+    pub tls_hosts: Vec<String>,
 }
 
 /// The config file's keys; each is optional, unknown keys are an error so a
@@ -61,6 +86,54 @@ struct FileConfig {
     delete_enabled: Option<bool>,
     max_manifest_bytes: Option<usize>,
     upload_ttl: Option<String>,
+    htpasswd: Option<PathBuf>,
+    #[serde(default)]
+    auth: FileAuth,
+    #[serde(default)]
+    tls: FileTls,
+    #[serde(default)]
+    groups: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    policy: Vec<RuleConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAuth {
+    service: Option<String>,
+    realm: Option<String>,
+    token_ttl: Option<String>,
+    signing_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTls {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    #[serde(default)]
+    self_signed: bool,
+    #[serde(default)]
+    hosts: Vec<String>,
+}
+
+/// Token and challenge settings.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub htpasswd: Option<PathBuf>,
+    pub service: String,
+    pub realm: Option<String>,
+    pub token_ttl: Duration,
+    pub signing_key: Option<PathBuf>,
+    pub policy: PolicyConfig,
+}
+
+/// How berth terminates TLS, if it does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSettings {
+    Off,
+    Files { cert: PathBuf, key: PathBuf },
+    SelfSigned { hosts: Vec<String> },
 }
 
 /// Everything `berth serve` needs, resolved.
@@ -70,6 +143,8 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub log_format: LogFormat,
     pub registry: RegistryConfig,
+    pub auth: AuthSettings,
+    pub tls: TlsSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,18 +175,42 @@ impl ServeArgs {
             Some(path) => load_file(path)?,
             None => FileConfig::default(),
         };
-        let file_ttl = match &file.upload_ttl {
-            Some(text) => {
-                Some(
-                    humantime::parse_duration(text).map_err(|e| ConfigError::Invalid {
-                        path: self.config.clone().unwrap_or_default(),
-                        message: format!(
-                            "upload_ttl = {text:?}: {e} (write e.g. \"30m\" or \"24h\")"
-                        ),
-                    })?,
-                )
+        let invalid = |message: String| ConfigError::Invalid {
+            path: self.config.clone().unwrap_or_default(),
+            message,
+        };
+        let duration = |key: &str, text: &Option<String>| -> Result<Option<Duration>, ConfigError> {
+            text.as_deref()
+                .map(|t| {
+                    humantime::parse_duration(t).map_err(|e| {
+                        invalid(format!("{key} = {t:?}: {e} (write e.g. \"30m\" or \"24h\")"))
+                    })
+                })
+                .transpose()
+        };
+        let file_ttl = duration("upload_ttl", &file.upload_ttl)?;
+        let token_ttl = duration("auth.token_ttl", &file.auth.token_ttl)?;
+        let policy = PolicyConfig {
+            groups: file.groups,
+            rules: file.policy,
+        };
+        // Checked now so that a bad rule stops start-up with its message.
+        Policy::new(policy.clone()).map_err(invalid)?;
+        let tls = match (self.tls_cert.or(file.tls.cert), self.tls_key.or(file.tls.key)) {
+            (Some(cert), Some(key)) => TlsSettings::Files { cert, key },
+            (None, None) if self.tls_self_signed || file.tls.self_signed => {
+                let mut hosts = if self.tls_hosts.is_empty() {
+                    file.tls.hosts
+                } else {
+                    self.tls_hosts
+                };
+                if hosts.is_empty() {
+                    hosts = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+                }
+                TlsSettings::SelfSigned { hosts }
             }
-            None => None,
+            (None, None) => TlsSettings::Off,
+            _ => return Err(invalid("give both the TLS certificate and its key, or neither".into())),
         };
         let defaults = RegistryConfig::default();
         Ok(ServeConfig {
@@ -139,6 +238,15 @@ impl ServeArgs {
                 upload_ttl: self.upload_ttl.or(file_ttl).unwrap_or(defaults.upload_ttl),
                 ..defaults
             },
+            auth: AuthSettings {
+                htpasswd: self.htpasswd.or(file.htpasswd),
+                service: file.auth.service.unwrap_or_else(|| "berth".into()),
+                realm: file.auth.realm,
+                token_ttl: token_ttl.unwrap_or(Duration::from_secs(300)),
+                signing_key: file.auth.signing_key,
+                policy,
+            },
+            tls,
         })
     }
 }

@@ -5,13 +5,27 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::net::SocketAddr;
+use std::path::Path;
+
 use anyhow::{Context, Result};
+use berth_auth::htpasswd::{BCRYPT_COST, Htpasswd};
+use berth_auth::token::write_private;
+use berth_auth::{AuthConfig, Authenticator, Policy};
+use berth_server::AppState;
 use axum::serve::ListenerExt;
 use berth_registry::Registry;
 use berth_storage::{FsBlobStore, SqliteMetadataStore};
 use tokio::net::TcpListener;
 
 use crate::config::{LogFormat, ServeArgs, ServeConfig};
+
+/// Where berth writes the password of the `admin` user it creates.
+pub const ADMIN_PASSWORD_FILE: &str = "admin-password";
+/// The robot accounts of `berth robot`, inside the data directory.
+pub const ROBOTS_FILE: &str = "robots.json";
+/// How long `docker login`'s identity token (a refresh token) stays valid.
+const REFRESH_TOKEN_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
 
 pub fn run(args: ServeArgs) -> Result<()> {
     let config = args.resolve()?;
@@ -69,6 +83,7 @@ async fn serve(config: ServeConfig) -> Result<()> {
         Arc::new(metadata),
         config.registry.clone(),
     ));
+    let auth = Arc::new(open_authenticator(&config)?);
 
     let listener = TcpListener::bind(config.addr).await.with_context(|| {
         format!(
@@ -84,12 +99,69 @@ async fn serve(config: ServeConfig) -> Result<()> {
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, berth_server::app(registry))
+    let app = berth_server::app(AppState {
+        registry,
+        auth,
+        realm: config.auth.realm.clone(),
+        tls: false,
+    });
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("the HTTP server failed")?;
     expiry.abort();
     tracing::info!("berth stopped");
+    Ok(())
+}
+
+/// The user file, robots and token key, creating an `admin` user with a random
+/// password when berth manages the user file itself and it has no users yet:
+/// a new registry is never open to anonymous writes.
+fn open_authenticator(config: &ServeConfig) -> Result<Authenticator> {
+    let data_dir = &config.data_dir;
+    let htpasswd = match &config.auth.htpasswd {
+        Some(path) => path.clone(),
+        None => {
+            let path = data_dir.join("htpasswd");
+            let existing = match std::fs::read_to_string(&path) {
+                Ok(text) => Htpasswd::parse(&text).with_context(|| format!("{} is not valid", path.display()))?,
+                Err(_) => Htpasswd::default(),
+            };
+            if existing.is_empty() {
+                create_admin(&path, &data_dir.join(ADMIN_PASSWORD_FILE))?;
+            }
+            path
+        }
+    };
+    Authenticator::new(AuthConfig {
+        htpasswd,
+        robots: data_dir.join(ROBOTS_FILE),
+        signing_key: config
+            .auth
+            .signing_key
+            .clone()
+            .unwrap_or_else(|| data_dir.join("token-signing-key.pem")),
+        policy: Policy::new(config.auth.policy.clone()).map_err(anyhow::Error::msg)?,
+        service: config.auth.service.clone(),
+        issuer: "berth".to_owned(),
+        token_ttl: config.auth.token_ttl,
+        refresh_ttl: REFRESH_TOKEN_TTL,
+    })
+    .map_err(anyhow::Error::msg)
+}
+
+fn create_admin(htpasswd: &Path, password_file: &Path) -> Result<()> {
+    let password = berth_auth::random_secret();
+    let mut users = Htpasswd::default();
+    users.set("admin", &password, BCRYPT_COST)?;
+    write_private(password_file, &format!("{password}\n"))
+        .with_context(|| format!("cannot write {}", password_file.display()))?;
+    write_private(htpasswd, &users.render()).with_context(|| format!("cannot write {}", htpasswd.display()))?;
+    tracing::warn!(
+        password_file = %password_file.display(),
+        "created user admin; its password is in {} (readable only by this user)",
+        password_file.display()
+    );
     Ok(())
 }
 

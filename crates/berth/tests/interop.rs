@@ -32,8 +32,19 @@ fn blob_names(dir: &Path) -> Vec<String> {
     names
 }
 
-fn skopeo(args: &[&str]) -> String {
-    run_tool("skopeo", args)
+/// Runs skopeo logged in to `server` as admin: every skopeo subcommand used here
+/// takes `--creds`, except copy, which takes `--src-creds`/`--dest-creds`.
+fn skopeo(server: &Server, args: &[&str]) -> String {
+    let creds = server.admin_creds();
+    let mut all: Vec<&str> = args.to_vec();
+    let flags = match args[0] {
+        "copy" => vec![format!("--src-creds={creds}"), format!("--dest-creds={creds}")],
+        _ => vec![format!("--creds={creds}")],
+    };
+    for flag in &flags {
+        all.insert(1, flag);
+    }
+    run_tool("skopeo", &all)
 }
 
 #[test]
@@ -46,14 +57,14 @@ fn skopeo_copies_a_multi_layer_image_in_and_out_unchanged() {
     layout.tag(&image, "v1");
 
     let remote = format!("docker://{}/interop/app:v1", server.addr);
-    skopeo(&[
+    skopeo(&server, &[
         "copy",
         "--dest-tls-verify=false",
         &format!("oci:{}:v1", source.display()),
         &remote,
     ]);
 
-    let raw = skopeo(&["inspect", "--tls-verify=false", "--raw", &remote]);
+    let raw = skopeo(&server, &["inspect", "--tls-verify=false", "--raw", &remote]);
     assert_eq!(
         sha256(raw.as_bytes()),
         image.digest,
@@ -61,13 +72,13 @@ fn skopeo_copies_a_multi_layer_image_in_and_out_unchanged() {
     );
 
     let inspect: serde_json::Value =
-        serde_json::from_str(&skopeo(&["inspect", "--tls-verify=false", &remote])).unwrap();
+        serde_json::from_str(&skopeo(&server, &["inspect", "--tls-verify=false", &remote])).unwrap();
     assert_eq!(inspect["Digest"], image.digest);
     assert_eq!(inspect["Architecture"], "amd64");
     assert_eq!(inspect["Layers"].as_array().unwrap().len(), 3);
 
     let back = work.path().join("back");
-    skopeo(&[
+    skopeo(&server, &[
         "copy",
         "--src-tls-verify=false",
         &remote,
@@ -81,13 +92,13 @@ fn skopeo_copies_a_multi_layer_image_in_and_out_unchanged() {
     );
 
     // A second tag and the tag list.
-    skopeo(&[
+    skopeo(&server, &[
         "copy",
         "--dest-tls-verify=false",
         &format!("oci:{}:v1", source.display()),
         &format!("docker://{}/interop/app:v2", server.addr),
     ]);
-    let tags: serde_json::Value = serde_json::from_str(&skopeo(&[
+    let tags: serde_json::Value = serde_json::from_str(&skopeo(&server, &[
         "list-tags",
         "--tls-verify=false",
         &format!("docker://{}/interop/app", server.addr),
@@ -96,10 +107,11 @@ fn skopeo_copies_a_multi_layer_image_in_and_out_unchanged() {
     assert_eq!(tags["Tags"], serde_json::json!(["v1", "v2"]));
 
     // skopeo delete removes the manifest (and so both tags).
-    skopeo(&["delete", "--tls-verify=false", &remote]);
+    skopeo(&server, &["delete", "--tls-verify=false", &remote]);
+    let creds = format!("--creds={}", server.admin_creds());
     let stderr = run_tool_failing(
         "skopeo",
-        &["inspect", "--tls-verify=false", "--raw", &remote],
+        &["inspect", &creds, "--tls-verify=false", "--raw", &remote],
     );
     assert!(stderr.contains("manifest unknown"), "{stderr}");
 }
@@ -114,18 +126,18 @@ fn skopeo_copies_a_multi_arch_index() {
     layout.tag(&index, "multi");
 
     let remote = format!("docker://{}/interop/multi:1.0", server.addr);
-    skopeo(&[
+    skopeo(&server, &[
         "copy",
         "--all",
         "--dest-tls-verify=false",
         &format!("oci:{}:multi", source.display()),
         &remote,
     ]);
-    let raw = skopeo(&["inspect", "--tls-verify=false", "--raw", &remote]);
+    let raw = skopeo(&server, &["inspect", "--tls-verify=false", "--raw", &remote]);
     assert_eq!(sha256(raw.as_bytes()), index.digest);
 
     // Each platform resolves through the index.
-    let arm: serde_json::Value = serde_json::from_str(&skopeo(&[
+    let arm: serde_json::Value = serde_json::from_str(&skopeo(&server, &[
         "inspect",
         "--tls-verify=false",
         "--override-arch",
@@ -136,7 +148,7 @@ fn skopeo_copies_a_multi_arch_index() {
     assert_eq!(arm["Architecture"], "arm64");
 
     let back = work.path().join("back");
-    skopeo(&[
+    skopeo(&server, &[
         "copy",
         "--all",
         "--src-tls-verify=false",
@@ -156,7 +168,7 @@ fn podman_pulls_and_pushes() {
     let image = layout.image("amd64", &[50_000, 20_000], 3);
     layout.tag(&image, "v1");
     let pulled = format!("{}/podman/source:v1", server.addr);
-    skopeo(&[
+    skopeo(&server, &[
         "copy",
         "--dest-tls-verify=false",
         &format!("oci:{}:v1", source.display()),
@@ -182,16 +194,17 @@ fn podman_pulls_and_pushes() {
         all.extend_from_slice(args);
         run_tool("podman", &all)
     };
-    podman(&["pull", "--tls-verify=false", &pulled]);
+    let creds = server.admin_creds();
+    podman(&["pull", "--tls-verify=false", "--creds", &creds, &pulled]);
     let pushed = format!("{}/podman/copy:v1", server.addr);
     podman(&["tag", &pulled, &pushed]);
-    podman(&["push", "--tls-verify=false", &pushed]);
+    podman(&["push", "--tls-verify=false", "--creds", &creds, &pushed]);
     podman(&["rmi", "--all", "--force"]);
-    podman(&["pull", "--tls-verify=false", &pushed]);
+    podman(&["pull", "--tls-verify=false", "--creds", &creds, &pushed]);
     let images = podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     assert!(images.contains("podman/copy:v1"), "{images}");
 
-    let inspect: serde_json::Value = serde_json::from_str(&skopeo(&[
+    let inspect: serde_json::Value = serde_json::from_str(&skopeo(&server, &[
         "inspect",
         "--tls-verify=false",
         &format!("docker://{pushed}"),

@@ -1,12 +1,14 @@
 //! Thin handlers: read the request, call the registry, write the spec's headers.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use berth_auth::{Action, Principal, Required};
 use berth_registry::{
     ByteStream, Mount, Page, Registry, RegistryError, StoredManifest, UploadStatus,
 };
@@ -14,6 +16,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 
+use crate::access::{self, AppState};
 use crate::error::{ApiError, ErrorCode};
 use crate::route::Route;
 
@@ -68,8 +71,8 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-pub async fn readyz(State(registry): State<Arc<Registry>>) -> Response {
-    match registry.ping().await {
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    match state.registry.ping().await {
         Ok(()) => "ready\n".into_response(),
         Err(e) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -80,21 +83,44 @@ pub async fn readyz(State(registry): State<Arc<Registry>>) -> Response {
     }
 }
 
+/// The request as the handlers see it, once access is granted.
+struct Request<'a> {
+    state: &'a AppState,
+    principal: Option<Principal>,
+    client: SocketAddr,
+}
+
+impl Request<'_> {
+    /// Logs a change to the registry for the audit trail.
+    fn audit(&self, event: &str, repository: &str, reference: &str) {
+        tracing::info!(
+            target: "berth::audit",
+            event,
+            subject = self.principal.as_ref().map_or("", Principal::name),
+            client = %self.client,
+            repository,
+            reference,
+        );
+    }
+}
+
 /// Every `/v2/…` request lands here and is routed by [`Route`].
 pub async fn dispatch(
-    State(registry): State<Arc<Registry>>,
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    handle(&registry, method, &uri, &headers, body)
+    handle(&state, client, method, &uri, &headers, body)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn handle(
-    registry: &Registry,
+    state: &AppState,
+    client: SocketAddr,
     method: Method,
     uri: &Uri,
     headers: &HeaderMap,
@@ -110,6 +136,16 @@ async fn handle(
             ),
         ));
     };
+    let principal = match access::required(route, &method) {
+        Some(required) => Some(state.check(headers, uri, client, &required)?),
+        None => None,
+    };
+    let request = Request {
+        state,
+        principal,
+        client,
+    };
+    let registry = state.registry.as_ref();
     let query = Query::parse(uri.query());
     let head = method == Method::HEAD;
     match (route, method) {
@@ -140,10 +176,11 @@ async fn handle(
             }
         }
         (Route::Manifest { name, reference }, Method::PUT) => {
-            put_manifest(registry, name, reference, headers, body).await
+            put_manifest(&request, name, reference, headers, body).await
         }
         (Route::Manifest { name, reference }, Method::DELETE) => {
             registry.delete_manifest(name, reference).await?;
+            request.audit("delete", name, reference);
             Ok(accepted())
         }
         (Route::Blob { name, digest }, Method::GET | Method::HEAD) => {
@@ -151,10 +188,11 @@ async fn handle(
         }
         (Route::Blob { name, digest }, Method::DELETE) => {
             registry.delete_blob(name, digest).await?;
+            request.audit("delete", name, digest);
             Ok(accepted())
         }
         (Route::Uploads { name }, Method::POST) => {
-            start_upload(registry, name, &query, headers, body).await
+            start_upload(&request, name, &query, headers, body).await
         }
         (Route::Upload { name, id }, Method::GET) => {
             let status = registry.upload_status(name, id).await?;
@@ -269,12 +307,13 @@ fn manifest_response(info: &StoredManifest, body: Body) -> Response {
 }
 
 async fn put_manifest(
-    registry: &Registry,
+    request: &Request<'_>,
     name: &str,
     reference: &str,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response> {
+    let registry = &request.state.registry;
     let limit = registry.config().max_manifest_bytes;
     let too_large = || ApiError::from(RegistryError::ManifestTooLarge { limit });
     if content_length(headers).is_some_and(|l| l > limit as u64) {
@@ -296,6 +335,7 @@ async fn put_manifest(
         .put_manifest(name, reference, content_type, content)
         .await?;
     let digest = pushed.digest.to_string();
+    request.audit("push", name, &format!("{reference} {digest}"));
     let mut headers = vec![
         (
             header::LOCATION.as_str(),
@@ -358,14 +398,25 @@ async fn get_blob(
 }
 
 async fn start_upload(
-    registry: &Registry,
+    request: &Request<'_>,
     name: &str,
     query: &Query,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response> {
+    let registry = &request.state.registry;
     if let Some(mount) = query.get("mount") {
-        return match registry.mount_blob(name, mount, query.get("from")).await? {
+        // Mounting reads the source: without pull there, open a plain upload.
+        let from = query.get("from").filter(|from| {
+            request.principal.as_ref().is_some_and(|principal| {
+                let read = Required::Repository {
+                    name: (*from).to_owned(),
+                    action: Action::Pull,
+                };
+                request.state.auth.permits(principal, &read)
+            })
+        });
+        return match registry.mount_blob(name, mount, from).await? {
             Mount::Mounted { digest, .. } => Ok(blob_created(name, digest.as_str())),
             Mount::Session(status) => Ok(upload_response(StatusCode::ACCEPTED, name, &status)),
         };

@@ -6,6 +6,7 @@
 //! ([`error`]). Handlers stay thin; the protocol rules live in the registry and
 //! OCI crates where they are tested without HTTP.
 
+mod access;
 pub mod error;
 mod handlers;
 mod logging;
@@ -13,19 +14,23 @@ pub mod route;
 
 use std::sync::Arc;
 
+pub use access::AppState;
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue};
 use axum::routing::get;
-use berth_registry::Registry;
 use tower_http::set_header::SetResponseHeaderLayer;
 
-/// Builds the HTTP application around `registry`.
-pub fn app(registry: Arc<Registry>) -> Router {
+/// Builds the HTTP application. Serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()`: client addresses are
+/// needed for login throttling and the audit log.
+pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
+        .route("/token", get(access::token_get).post(access::token_post))
+        .route("/.well-known/jwks.json", get(access::jwks))
         .fallback(handlers::dispatch)
-        .with_state(registry)
+        .with_state(Arc::new(state))
         .layer(SetResponseHeaderLayer::overriding(
             HeaderName::from_static("docker-distribution-api-version"),
             HeaderValue::from_static("registry/2.0"),

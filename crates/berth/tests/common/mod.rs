@@ -83,6 +83,19 @@ impl Server {
         format!("{}{path}", self.base)
     }
 
+    /// The password of the `admin` user berth created on first start.
+    pub fn admin_password(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("admin-password"))
+            .expect("berth wrote the admin password")
+            .trim()
+            .to_owned()
+    }
+
+    /// `admin:<password>`, as skopeo's --creds wants it.
+    pub fn admin_creds(&self) -> String {
+        format!("admin:{}", self.admin_password())
+    }
+
     pub fn log(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
     }
@@ -188,7 +201,26 @@ pub struct Api {
 }
 
 impl Api {
+    /// A client logged in as the admin user (Basic credentials on every request).
     pub fn new(server: &Server) -> Self {
+        Api::with_credentials(server, "admin", &server.admin_password())
+    }
+
+    pub fn with_credentials(server: &Server, user: &str, password: &str) -> Self {
+        use base64::Engine as _;
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Basic {basic}").parse().unwrap(),
+        );
+        Api {
+            http: reqwest::Client::builder().default_headers(headers).build().unwrap(),
+            base: server.base.clone(),
+        }
+    }
+
+    pub fn anonymous(server: &Server) -> Self {
         Api {
             http: reqwest::Client::new(),
             base: server.base.clone(),

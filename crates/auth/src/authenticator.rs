@@ -1,0 +1,630 @@
+//! One decision per request: who is asking, and may they do what the request needs?
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use quick_cache::sync::Cache;
+use sha2::Digest as _;
+
+use crate::Subject;
+use crate::htpasswd::Htpasswd;
+use crate::policy::Policy;
+use crate::reload::Reloading;
+use crate::robots::{ROBOT_PREFIX, RobotStore};
+use crate::scope::{Action, ResourceAccess};
+use crate::throttle::LoginThrottle;
+use crate::token::{Claims, IssuedToken, TokenError, TokenIssuer};
+
+/// Where the authenticator's files are and how it behaves.
+pub struct AuthConfig {
+    pub htpasswd: PathBuf,
+    pub robots: PathBuf,
+    pub signing_key: PathBuf,
+    pub policy: Policy,
+    /// The `service` of challenges and the `aud` of tokens.
+    pub service: String,
+    pub issuer: String,
+    pub token_ttl: Duration,
+    pub refresh_ttl: Duration,
+}
+
+/// Credentials as presented in an `Authorization` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    None,
+    Basic { user: String, password: String },
+    Bearer(String),
+}
+
+impl Credentials {
+    /// Parses an `Authorization` header; a malformed one is `Err`.
+    pub fn from_header(value: Option<&str>) -> Result<Self, AuthError> {
+        let Some(value) = value else {
+            return Ok(Credentials::None);
+        };
+        let (scheme, rest) = value.trim().split_once(' ').ok_or(AuthError::Malformed)?;
+        if scheme.eq_ignore_ascii_case("basic") {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(rest.trim())
+                .map_err(|_| AuthError::Malformed)?;
+            let decoded = String::from_utf8(decoded).map_err(|_| AuthError::Malformed)?;
+            let (user, password) = decoded.split_once(':').ok_or(AuthError::Malformed)?;
+            Ok(Credentials::Basic {
+                user: user.to_owned(),
+                password: password.to_owned(),
+            })
+        } else if scheme.eq_ignore_ascii_case("bearer") {
+            Ok(Credentials::Bearer(rest.trim().to_owned()))
+        } else {
+            Err(AuthError::Malformed)
+        }
+    }
+}
+
+/// What a request needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Required {
+    /// Any valid credentials (`GET /v2/`, which `docker login` uses to check them).
+    Login,
+    Repository {
+        name: String,
+        action: Action,
+    },
+    Catalog,
+}
+
+impl Required {
+    /// The scope a client should ask a token for, as put in a challenge. Writes
+    /// ask for `pull,push`, as Distribution does, since clients read while pushing.
+    pub fn scope(&self) -> Option<String> {
+        match self {
+            Required::Login => None,
+            Required::Catalog => Some("registry:catalog:*".to_owned()),
+            Required::Repository { name, action } => Some(match action {
+                Action::Pull => format!("repository:{name}:pull"),
+                Action::Push => format!("repository:{name}:pull,push"),
+                Action::Delete => format!("repository:{name}:delete"),
+            }),
+        }
+    }
+}
+
+/// An authenticated (or anonymous) requester and where its rights come from.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// Credentials checked now: rights come from the policy.
+    Direct(Subject),
+    /// A token: rights are what it carries.
+    Token(Arc<Claims>),
+}
+
+impl Principal {
+    pub fn name(&self) -> &str {
+        match self {
+            Principal::Direct(subject) => subject.name(),
+            Principal::Token(claims) => &claims.sub,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum Decision {
+    Allow(Principal),
+    /// 401: missing, wrong or insufficient credentials; the client should
+    /// authenticate (again) for the challenged scope. `error` is the token
+    /// spec's `invalid_token` or `insufficient_scope` where one applies.
+    Challenge {
+        error: Option<&'static str>,
+    },
+    /// 403: authenticated, and the policy does not allow it.
+    Deny(String),
+    /// 429: too many failed logins; retry after this long.
+    Throttled(Duration),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("the Authorization header is malformed")]
+    Malformed,
+    #[error("wrong user name or password")]
+    BadCredentials,
+    #[error("too many failed logins: retry in {} s", .0.as_secs().max(1))]
+    Throttled(Duration),
+    #[error("the refresh token is not valid: log in again")]
+    BadRefreshToken,
+}
+
+/// A successful password check, cached so that Basic authentication on every
+/// request does not pay bcrypt every time.
+#[derive(Clone)]
+struct VerifiedLogin {
+    subject: Subject,
+    generations: (u64, u64),
+    at: Instant,
+}
+
+const VERIFIED_LOGIN_TTL: Duration = Duration::from_secs(60);
+const CACHE_ENTRIES: usize = 10_000;
+
+pub struct Authenticator {
+    users: Reloading<Htpasswd>,
+    robots: Reloading<RobotStore>,
+    policy: Policy,
+    tokens: TokenIssuer,
+    throttle: LoginThrottle,
+    logins: Cache<[u8; 32], VerifiedLogin>,
+    /// Verified access tokens: an ES256 check costs far more than a lookup.
+    bearers: Cache<String, Arc<Claims>>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn audit_login_failure(user: &str, client: IpAddr, reason: &str) {
+    tracing::warn!(target: "berth::audit", event = "login_failed", user, %client, reason);
+}
+
+impl Authenticator {
+    pub fn new(config: AuthConfig) -> Result<Self, String> {
+        let users = Reloading::open(&config.htpasswd, |t| {
+            Htpasswd::parse(t).map_err(|e| e.to_string())
+        })?;
+        let robots = Reloading::open(&config.robots, |t| {
+            RobotStore::parse(t).map_err(|e| e.to_string())
+        })?;
+        let tokens = TokenIssuer::load_or_create(
+            &config.signing_key,
+            &config.issuer,
+            &config.service,
+            config.token_ttl,
+            config.refresh_ttl,
+        )
+        .map_err(|e: TokenError| e.to_string())?;
+        Ok(Authenticator {
+            users,
+            robots,
+            policy: config.policy,
+            tokens,
+            throttle: LoginThrottle::default(),
+            logins: Cache::new(CACHE_ENTRIES),
+            bearers: Cache::new(CACHE_ENTRIES),
+        })
+    }
+
+    pub fn service(&self) -> &str {
+        self.tokens.service()
+    }
+
+    pub fn jwks(&self) -> serde_json::Value {
+        self.tokens.jwks()
+    }
+
+    /// Checks a user name and password (a user or a robot).
+    pub fn login(&self, user: &str, password: &str, client: IpAddr) -> Result<Subject, AuthError> {
+        self.throttle
+            .check(client, user)
+            .map_err(AuthError::Throttled)?;
+        let (users, user_generation) = self.users.get();
+        let (robots, robot_generation) = self.robots.get();
+        let generations = (user_generation, robot_generation);
+        let key: [u8; 32] = sha2::Sha256::new()
+            .chain_update(user.as_bytes())
+            .chain_update([0])
+            .chain_update(password.as_bytes())
+            .finalize()
+            .into();
+        if let Some(hit) = self.logins.get(&key)
+            && hit.generations == generations
+            && hit.at.elapsed() < VERIFIED_LOGIN_TTL
+            && !robot_expired(&hit.subject)
+        {
+            return Ok(hit.subject);
+        }
+        let subject = if user.starts_with(ROBOT_PREFIX) {
+            robots
+                .verify(user, password, unix_now())
+                .map(Subject::Robot)
+                .map_err(|e| e.to_string())
+        } else if users.verify(user, password) {
+            Ok(Subject::User(user.to_owned()))
+        } else {
+            Err("wrong user name or password".to_owned())
+        };
+        match subject {
+            Ok(subject) => {
+                self.throttle.succeeded(client, user);
+                self.logins.insert(
+                    key,
+                    VerifiedLogin {
+                        subject: subject.clone(),
+                        generations,
+                        at: Instant::now(),
+                    },
+                );
+                Ok(subject)
+            }
+            Err(reason) => {
+                self.throttle.failed(client, user);
+                audit_login_failure(user, client, &reason);
+                Err(AuthError::BadCredentials)
+            }
+        }
+    }
+
+    fn verify_bearer(&self, token: &str) -> Option<Arc<Claims>> {
+        if let Some(claims) = self.bearers.get(token) {
+            // The cache may outlive a token; its expiry is checked on every use.
+            return (claims.exp > unix_now()).then_some(claims);
+        }
+        let claims = Arc::new(self.tokens.verify_access(token).ok()?);
+        self.bearers.insert(token.to_owned(), claims.clone());
+        Some(claims)
+    }
+
+    /// Whether `principal` may do what `required` needs.
+    pub fn permits(&self, principal: &Principal, required: &Required) -> bool {
+        match principal {
+            Principal::Direct(subject) => match required {
+                Required::Login => !subject.is_anonymous(),
+                Required::Catalog => self.policy.allows_catalog(subject),
+                Required::Repository { name, action } => self.policy.allows(subject, name, *action),
+            },
+            Principal::Token(claims) => match required {
+                Required::Login => !claims.sub.is_empty(),
+                Required::Catalog => claims.access.iter().any(|a| {
+                    a.kind == "registry"
+                        && a.name == "catalog"
+                        && a.actions.iter().any(|x| x == "*")
+                }),
+                Required::Repository { name, action } => claims.access.iter().any(|a| {
+                    a.kind == "repository"
+                        && a.name == *name
+                        && a.actions.iter().any(|x| x == action.as_str() || x == "*")
+                }),
+            },
+        }
+    }
+
+    /// The subject a token was issued to, as it stands now.
+    fn current_subject(&self, name: &str) -> Option<Subject> {
+        if name.is_empty() {
+            return Some(Subject::Anonymous);
+        }
+        if let Some(robot) = name.strip_prefix(ROBOT_PREFIX) {
+            let (robots, _) = self.robots.get();
+            let stored = robots.robots.iter().find(|r| r.name == robot)?;
+            if stored.expires_at.is_some_and(|at| at <= unix_now()) {
+                return None;
+            }
+            return Some(Subject::Robot(crate::robots::RobotGrant {
+                username: name.to_owned(),
+                repositories: stored
+                    .repositories
+                    .iter()
+                    .filter_map(|p| crate::policy::RepositoryPattern::parse(p).ok())
+                    .collect(),
+                actions: stored.actions.clone(),
+                expires_at: stored.expires_at,
+            }));
+        }
+        let (users, _) = self.users.get();
+        users.contains(name).then(|| Subject::User(name.to_owned()))
+    }
+
+    /// The decision for a request presenting `credentials` from `client`.
+    pub fn decide(
+        &self,
+        credentials: &Credentials,
+        client: IpAddr,
+        required: &Required,
+    ) -> Decision {
+        let principal = match credentials {
+            Credentials::Bearer(token) => match self.verify_bearer(token) {
+                Some(claims) => Principal::Token(claims),
+                None => {
+                    return Decision::Challenge {
+                        error: Some("invalid_token"),
+                    };
+                }
+            },
+            Credentials::Basic { user, password } => match self.login(user, password, client) {
+                Ok(subject) => Principal::Direct(subject),
+                Err(AuthError::Throttled(wait)) => return Decision::Throttled(wait),
+                Err(_) => return Decision::Challenge { error: None },
+            },
+            Credentials::None => Principal::Direct(Subject::Anonymous),
+        };
+        if self.permits(&principal, required) {
+            return Decision::Allow(principal);
+        }
+        // Not allowed. An authenticated subject whom the policy refuses gets a
+        // definitive 403; anyone else (anonymous, or a token that merely lacks
+        // the scope) is challenged so the client can fetch the right token.
+        let subject = match &principal {
+            Principal::Direct(subject) => Some(subject.clone()),
+            Principal::Token(claims) => self.current_subject(&claims.sub),
+        };
+        match subject {
+            Some(subject) if !subject.is_anonymous() => {
+                if self.permits(&Principal::Direct(subject.clone()), required) {
+                    Decision::Challenge {
+                        error: Some("insufficient_scope"),
+                    }
+                } else {
+                    tracing::warn!(
+                        target: "berth::audit",
+                        event = "denied",
+                        subject = subject.name(),
+                        %client,
+                        required = ?required,
+                    );
+                    Decision::Deny(subject.name().to_owned())
+                }
+            }
+            _ => Decision::Challenge {
+                error: matches!(principal, Principal::Token(_)).then_some("insufficient_scope"),
+            },
+        }
+    }
+
+    /// What `subject` may have of each requested scope: the intersection of
+    /// what was asked and what is allowed. Scopes granting nothing are left out;
+    /// a partial grant is not an error.
+    pub fn grant(&self, subject: &Subject, scopes: &[String]) -> Vec<ResourceAccess> {
+        scopes
+            .iter()
+            .flat_map(|s| s.split(' '))
+            .filter_map(ResourceAccess::parse_scope)
+            .filter_map(|requested| {
+                let actions: Vec<String> = match requested.kind.as_str() {
+                    "repository" => {
+                        let mut granted: Vec<Action> = requested
+                            .actions
+                            .iter()
+                            .filter_map(|a| Action::parse_list(a))
+                            .flatten()
+                            .filter(|a| self.policy.allows(subject, &requested.name, *a))
+                            .collect();
+                        granted.sort();
+                        granted.dedup();
+                        granted.iter().map(|a| a.as_str().to_owned()).collect()
+                    }
+                    "registry"
+                        if requested.name == "catalog" && self.policy.allows_catalog(subject) =>
+                    {
+                        vec!["*".to_owned()]
+                    }
+                    _ => Vec::new(),
+                };
+                (!actions.is_empty()).then_some(ResourceAccess {
+                    actions,
+                    ..requested
+                })
+            })
+            .collect()
+    }
+
+    /// A token for `subject` over the requested scopes, and a refresh token
+    /// when `offline` and the subject is not anonymous.
+    pub fn issue(
+        &self,
+        subject: &Subject,
+        scopes: &[String],
+        offline: bool,
+    ) -> (IssuedToken, Option<String>) {
+        let access = self.grant(subject, scopes);
+        let token = self.tokens.issue(subject.name(), access);
+        let refresh =
+            (offline && !subject.is_anonymous()).then(|| self.tokens.issue_refresh(subject.name()));
+        (token, refresh)
+    }
+
+    /// The subject a refresh token stands for, if it is still valid and the
+    /// subject still exists (a deleted user or revoked robot cannot refresh).
+    pub fn refresh(&self, refresh_token: &str) -> Result<Subject, AuthError> {
+        let name = self
+            .tokens
+            .verify_refresh(refresh_token)
+            .map_err(|_| AuthError::BadRefreshToken)?;
+        self.current_subject(&name)
+            .filter(|s| !s.is_anonymous())
+            .ok_or(AuthError::BadRefreshToken)
+    }
+}
+
+fn robot_expired(subject: &Subject) -> bool {
+    matches!(subject, Subject::Robot(r) if r.expires_at.is_some_and(|at| at <= unix_now()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{PolicyConfig, RuleConfig};
+
+    fn authenticator(dir: &std::path::Path, rules: Vec<RuleConfig>) -> Authenticator {
+        let mut users = Htpasswd::default();
+        users.set("alice", "secret", 4).unwrap();
+        users.set("bob", "hunter2", 4).unwrap();
+        std::fs::write(dir.join("htpasswd"), users.render()).unwrap();
+        Authenticator::new(AuthConfig {
+            htpasswd: dir.join("htpasswd"),
+            robots: dir.join("robots.json"),
+            signing_key: dir.join("key.pem"),
+            policy: Policy::new(PolicyConfig {
+                groups: Default::default(),
+                rules,
+            })
+            .unwrap(),
+            service: "test".into(),
+            issuer: "berth".into(),
+            token_ttl: Duration::from_secs(60),
+            refresh_ttl: Duration::from_secs(600),
+        })
+        .unwrap()
+    }
+
+    fn local() -> IpAddr {
+        "127.0.0.1".parse().unwrap()
+    }
+
+    fn basic(user: &str, password: &str) -> Credentials {
+        Credentials::Basic {
+            user: user.into(),
+            password: password.into(),
+        }
+    }
+
+    fn pull(name: &str) -> Required {
+        Required::Repository {
+            name: name.into(),
+            action: Action::Pull,
+        }
+    }
+
+    #[test]
+    fn headers() {
+        assert_eq!(Credentials::from_header(None), Ok(Credentials::None));
+        assert_eq!(
+            Credentials::from_header(Some("Basic YWxpY2U6czpl")),
+            Ok(basic("alice", "s:e"))
+        );
+        assert_eq!(
+            Credentials::from_header(Some("bearer abc")),
+            Ok(Credentials::Bearer("abc".into()))
+        );
+        assert!(Credentials::from_header(Some("Basic !!!")).is_err());
+        assert!(Credentials::from_header(Some("Digest x")).is_err());
+    }
+
+    #[test]
+    fn decisions_distinguish_401_403() {
+        let dir = tempfile::tempdir().unwrap();
+        let rule = RuleConfig {
+            subjects: vec!["user:alice".into()],
+            repositories: vec!["a/*".into()],
+            actions: vec!["pull".into()],
+            catalog: false,
+        };
+        let auth = authenticator(dir.path(), vec![rule]);
+        assert!(matches!(
+            auth.decide(&basic("alice", "secret"), local(), &pull("a/x")),
+            Decision::Allow(_)
+        ));
+        assert!(matches!(
+            auth.decide(&basic("alice", "secret"), local(), &pull("b/x")),
+            Decision::Deny(_)
+        ));
+        assert!(matches!(
+            auth.decide(&basic("alice", "bad"), local(), &pull("a/x")),
+            Decision::Challenge { .. }
+        ));
+        assert!(matches!(
+            auth.decide(&Credentials::None, local(), &pull("a/x")),
+            Decision::Challenge { .. }
+        ));
+        assert!(matches!(
+            auth.decide(&Credentials::None, local(), &Required::Login),
+            Decision::Challenge { .. }
+        ));
+        assert!(matches!(
+            auth.decide(&basic("bob", "hunter2"), local(), &Required::Login),
+            Decision::Allow(_)
+        ));
+    }
+
+    #[test]
+    fn tokens_carry_the_granted_intersection() {
+        let dir = tempfile::tempdir().unwrap();
+        let rule = RuleConfig {
+            subjects: vec!["user:alice".into()],
+            repositories: vec!["a/*".into()],
+            actions: vec!["pull".into()],
+            catalog: false,
+        };
+        let auth = authenticator(dir.path(), vec![rule]);
+        let alice = Subject::User("alice".into());
+        let granted = auth.grant(
+            &alice,
+            &[
+                "repository:a/x:pull,push".into(),
+                "repository:b/x:pull".into(),
+            ],
+        );
+        assert_eq!(granted.len(), 1);
+        assert_eq!(granted[0].actions, ["pull"]);
+        let (token, refresh) = auth.issue(&alice, &["repository:a/x:pull,push".into()], true);
+        let bearer = Credentials::Bearer(token.token);
+        assert!(matches!(
+            auth.decide(&bearer, local(), &pull("a/x")),
+            Decision::Allow(_)
+        ));
+        let push = Required::Repository {
+            name: "a/x".into(),
+            action: Action::Push,
+        };
+        assert!(matches!(
+            auth.decide(&bearer, local(), &push),
+            Decision::Deny(_)
+        ));
+        assert!(matches!(
+            auth.decide(&bearer, local(), &pull("a/y")),
+            Decision::Challenge {
+                error: Some("insufficient_scope")
+            }
+        ));
+        assert_eq!(auth.refresh(&refresh.unwrap()), Ok(alice));
+        let (anonymous, refresh) =
+            auth.issue(&Subject::Anonymous, &["repository:a/x:pull".into()], true);
+        assert!(refresh.is_none());
+        assert!(
+            auth.tokens
+                .verify_access(&anonymous.token)
+                .unwrap()
+                .access
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn htpasswd_changes_apply_without_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = authenticator(dir.path(), vec![]);
+        assert!(auth.login("alice", "secret", local()).is_ok());
+        let mut users = Htpasswd::default();
+        users.set("carol", "pw", 4).unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+        std::fs::write(dir.path().join("htpasswd"), users.render()).unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+        assert!(auth.login("carol", "pw", local()).is_ok());
+        assert_eq!(
+            auth.login("alice", "secret", local()),
+            Err(AuthError::BadCredentials)
+        );
+    }
+
+    #[test]
+    fn failed_logins_are_throttled() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = authenticator(dir.path(), vec![]);
+        for _ in 0..5 {
+            assert_eq!(
+                auth.login("alice", "bad", local()),
+                Err(AuthError::BadCredentials)
+            );
+        }
+        assert!(matches!(
+            auth.login("alice", "secret", local()),
+            Err(AuthError::Throttled(_))
+        ));
+        assert!(matches!(
+            auth.decide(&basic("alice", "secret"), local(), &Required::Login),
+            Decision::Throttled(_)
+        ));
+    }
+}

@@ -1,0 +1,314 @@
+//! The access policy: subjects → repository patterns → actions.
+//!
+//! ```toml
+//! [groups]
+//! developers = ["alice", "bob"]
+//!
+//! [[policy]]
+//! subjects = ["group:developers"]
+//! repositories = ["team-a/**"]
+//! actions = ["pull", "push"]
+//!
+//! [[policy]]
+//! subjects = ["anonymous"]
+//! repositories = ["public/*"]
+//! actions = ["pull"]
+//! ```
+//!
+//! Rules only grant; anything no rule grants is refused. Without any rule,
+//! every authenticated user may do everything and anonymous requests nothing.
+//! Robot accounts carry their own scope and are not subject to the rules.
+
+use std::collections::BTreeMap;
+
+use regex::Regex;
+use serde::Deserialize;
+
+use crate::Subject;
+use crate::scope::Action;
+
+/// A repository pattern: `team-a/*` (one path segment), `team-a/**` (anything
+/// below), `**` (everything) or an exact name.
+#[derive(Debug, Clone)]
+pub struct RepositoryPattern {
+    text: String,
+    regex: Regex,
+}
+
+impl PartialEq for RepositoryPattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for RepositoryPattern {}
+
+impl RepositoryPattern {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text.is_empty() || text.starts_with('/') || text.ends_with('/') {
+            return Err(format!(
+                "repository pattern {text:?} is not valid: write e.g. team-a/app, team-a/* or team-a/**"
+            ));
+        }
+        let mut pattern = String::from("^");
+        let mut rest = text;
+        while !rest.is_empty() {
+            if let Some(after) = rest.strip_prefix("**") {
+                pattern.push_str(".*");
+                rest = after;
+            } else if let Some(after) = rest.strip_prefix('*') {
+                pattern.push_str("[^/]*");
+                rest = after;
+            } else {
+                let c = rest.chars().next().expect("non-empty");
+                pattern.push_str(&regex::escape(&c.to_string()));
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+        pattern.push('$');
+        Ok(RepositoryPattern {
+            text: text.to_owned(),
+            regex: Regex::new(&pattern).map_err(|e| e.to_string())?,
+        })
+    }
+
+    pub fn matches(&self, repository: &str) -> bool {
+        self.regex.is_match(repository)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+/// One `[[policy]]` table as written in the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// `user:NAME`, `group:NAME`, `anonymous` or `authenticated`.
+    pub subjects: Vec<String>,
+    #[serde(default)]
+    pub repositories: Vec<String>,
+    /// `pull`, `push`, `delete` or `*`.
+    #[serde(default)]
+    pub actions: Vec<String>,
+    /// Whether these subjects may list the catalog.
+    #[serde(default)]
+    pub catalog: bool,
+}
+
+/// The policy part of the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyConfig {
+    pub groups: BTreeMap<String, Vec<String>>,
+    pub rules: Vec<RuleConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SubjectMatcher {
+    Anonymous,
+    Authenticated,
+    User(String),
+    Group(Vec<String>),
+}
+
+impl SubjectMatcher {
+    fn matches(&self, subject: &Subject) -> bool {
+        match (self, subject) {
+            (SubjectMatcher::Anonymous, Subject::Anonymous) => true,
+            (SubjectMatcher::Authenticated, Subject::User(_)) => true,
+            (SubjectMatcher::User(name), Subject::User(user)) => name == user,
+            (SubjectMatcher::Group(members), Subject::User(user)) => members.contains(user),
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    subjects: Vec<SubjectMatcher>,
+    repositories: Vec<RepositoryPattern>,
+    actions: Vec<Action>,
+    catalog: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// `None`: no rules configured, the default policy applies.
+    rules: Option<Vec<Rule>>,
+}
+
+impl Policy {
+    pub fn new(config: PolicyConfig) -> Result<Self, String> {
+        if config.rules.is_empty() {
+            return Ok(Policy { rules: None });
+        }
+        let mut rules = Vec::new();
+        for (index, rule) in config.rules.iter().enumerate() {
+            let at = |what: String| format!("policy rule {}: {what}", index + 1);
+            if rule.subjects.is_empty() {
+                return Err(at("it names no subjects".into()));
+            }
+            let subjects = rule
+                .subjects
+                .iter()
+                .map(|s| match s.as_str() {
+                    "anonymous" => Ok(SubjectMatcher::Anonymous),
+                    "authenticated" => Ok(SubjectMatcher::Authenticated),
+                    other => match other.split_once(':') {
+                        Some(("user", name)) if !name.is_empty() => Ok(SubjectMatcher::User(name.to_owned())),
+                        Some(("group", name)) => config
+                            .groups
+                            .get(name)
+                            .map(|m| SubjectMatcher::Group(m.clone()))
+                            .ok_or_else(|| at(format!("group {name:?} is not defined under [groups]"))),
+                        _ => Err(at(format!(
+                            "subject {other:?} is not one of user:NAME, group:NAME, anonymous, authenticated"
+                        ))),
+                    },
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let repositories = rule
+                .repositories
+                .iter()
+                .map(|p| RepositoryPattern::parse(p).map_err(at))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut actions = Vec::new();
+            for action in &rule.actions {
+                let parsed = Action::parse_list(action).ok_or_else(|| {
+                    at(format!("action {action:?} is not pull, push, delete or *"))
+                })?;
+                actions.extend(parsed);
+            }
+            if repositories.is_empty() != actions.is_empty() {
+                return Err(at("give both repositories and actions, or neither".into()));
+            }
+            if repositories.is_empty() && !rule.catalog {
+                return Err(at(
+                    "it grants nothing: add repositories and actions, or catalog = true".into(),
+                ));
+            }
+            rules.push(Rule {
+                subjects,
+                repositories,
+                actions,
+                catalog: rule.catalog,
+            });
+        }
+        Ok(Policy { rules: Some(rules) })
+    }
+
+    fn rules_for<'a>(&'a self, subject: &'a Subject) -> impl Iterator<Item = &'a Rule> {
+        self.rules
+            .iter()
+            .flatten()
+            .filter(move |rule| rule.subjects.iter().any(|m| m.matches(subject)))
+    }
+
+    pub fn allows(&self, subject: &Subject, repository: &str, action: Action) -> bool {
+        match (subject, &self.rules) {
+            (Subject::Robot(robot), _) => robot.allows(repository, action),
+            (Subject::User(_), None) => true,
+            (Subject::Anonymous, None) => false,
+            (_, Some(_)) => self.rules_for(subject).any(|rule| {
+                rule.actions.contains(&action)
+                    && rule.repositories.iter().any(|p| p.matches(repository))
+            }),
+        }
+    }
+
+    pub fn allows_catalog(&self, subject: &Subject) -> bool {
+        match (subject, &self.rules) {
+            (Subject::Robot(_), _) => false,
+            (Subject::User(_), None) => true,
+            (Subject::Anonymous, None) => false,
+            (_, Some(_)) => self.rules_for(subject).any(|rule| rule.catalog),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(subjects: &[&str], repositories: &[&str], actions: &[&str]) -> RuleConfig {
+        RuleConfig {
+            subjects: subjects.iter().map(|s| s.to_string()).collect(),
+            repositories: repositories.iter().map(|s| s.to_string()).collect(),
+            actions: actions.iter().map(|s| s.to_string()).collect(),
+            catalog: false,
+        }
+    }
+
+    fn user(name: &str) -> Subject {
+        Subject::User(name.into())
+    }
+
+    #[test]
+    fn patterns() {
+        let one = RepositoryPattern::parse("team-a/*").unwrap();
+        assert!(one.matches("team-a/app"));
+        assert!(!one.matches("team-a/app/sub"));
+        assert!(!one.matches("team-ab/app"));
+        let deep = RepositoryPattern::parse("team-a/**").unwrap();
+        assert!(deep.matches("team-a/app/sub"));
+        assert!(RepositoryPattern::parse("**").unwrap().matches("x/y/z"));
+        let exact = RepositoryPattern::parse("a.b").unwrap();
+        assert!(exact.matches("a.b") && !exact.matches("axb"));
+        assert!(RepositoryPattern::parse("").is_err());
+    }
+
+    #[test]
+    fn default_policy() {
+        let policy = Policy::new(PolicyConfig::default()).unwrap();
+        assert!(policy.allows(&user("x"), "any/thing", Action::Delete));
+        assert!(policy.allows_catalog(&user("x")));
+        assert!(!policy.allows(&Subject::Anonymous, "any", Action::Pull));
+        assert!(!policy.allows_catalog(&Subject::Anonymous));
+    }
+
+    #[test]
+    fn rules_grant_only_what_they_say() {
+        let mut groups = BTreeMap::new();
+        groups.insert("dev".to_owned(), vec!["alice".to_owned()]);
+        let mut catalog = rule(&["authenticated"], &[], &[]);
+        catalog.catalog = true;
+        let policy = Policy::new(PolicyConfig {
+            groups,
+            rules: vec![
+                rule(&["group:dev"], &["team-a/**"], &["pull", "push"]),
+                rule(&["user:bob"], &["team-a/app"], &["pull"]),
+                rule(&["anonymous"], &["public/*"], &["pull"]),
+                rule(&["user:root"], &["**"], &["*"]),
+                catalog,
+            ],
+        })
+        .unwrap();
+        assert!(policy.allows(&user("alice"), "team-a/x/y", Action::Push));
+        assert!(!policy.allows(&user("alice"), "team-a/x", Action::Delete));
+        assert!(!policy.allows(&user("alice"), "team-b/x", Action::Pull));
+        assert!(policy.allows(&user("bob"), "team-a/app", Action::Pull));
+        assert!(!policy.allows(&user("bob"), "team-a/app", Action::Push));
+        assert!(policy.allows(&Subject::Anonymous, "public/x", Action::Pull));
+        assert!(!policy.allows(&Subject::Anonymous, "team-a/app", Action::Pull));
+        assert!(policy.allows(&user("root"), "z", Action::Delete));
+        assert!(policy.allows_catalog(&user("carol")));
+        assert!(!policy.allows_catalog(&Subject::Anonymous));
+    }
+
+    #[test]
+    fn bad_rules_are_named() {
+        let err = |r: RuleConfig| {
+            Policy::new(PolicyConfig {
+                groups: BTreeMap::new(),
+                rules: vec![r],
+            })
+            .unwrap_err()
+        };
+        assert!(err(rule(&["group:nope"], &["a"], &["pull"])).contains("group \"nope\""));
+        assert!(err(rule(&["someone"], &["a"], &["pull"])).contains("subject"));
+        assert!(err(rule(&["anonymous"], &["a"], &["write"])).contains("action \"write\""));
+        assert!(err(rule(&["anonymous"], &["a"], &[])).contains("both"));
+        assert!(err(rule(&["anonymous"], &[], &[])).contains("grants nothing"));
+    }
+}

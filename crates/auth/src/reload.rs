@@ -1,0 +1,84 @@
+//! A file-backed value re-read when the file changes, so a rotated Kubernetes
+//! Secret (an htpasswd file, the robots file) takes effect without a restart.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How often the file's modification time and size are looked at, at most.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+type Parser<T> = fn(&str) -> Result<T, String>;
+
+struct Loaded<T> {
+    value: Arc<T>,
+    stamp: Option<(SystemTime, u64)>,
+    checked: Instant,
+    /// Counts reloads, so caches derived from the value can tell they are stale.
+    generation: u64,
+}
+
+pub struct Reloading<T> {
+    path: PathBuf,
+    parse: Parser<T>,
+    loaded: RwLock<Loaded<T>>,
+}
+
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+fn read<T: Default>(path: &Path, parse: Parser<T>) -> Result<T, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&text).map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+impl<T: Default + Send + Sync> Reloading<T> {
+    /// Loads `path` now; an absent file is an empty value.
+    pub fn open(path: &Path, parse: Parser<T>) -> Result<Self, String> {
+        let value = read(path, parse)?;
+        Ok(Reloading {
+            path: path.to_owned(),
+            parse,
+            loaded: RwLock::new(Loaded {
+                value: Arc::new(value),
+                stamp: stamp(path),
+                checked: Instant::now(),
+                generation: 0,
+            }),
+        })
+    }
+
+    /// The current value and its generation, re-reading the file if it
+    /// changed. A file that became invalid is reported and the last good
+    /// value kept, so a bad edit does not lock everyone out.
+    pub fn get(&self) -> (Arc<T>, u64) {
+        {
+            let loaded = self.loaded.read().expect("reload lock");
+            if loaded.checked.elapsed() < CHECK_EVERY {
+                return (loaded.value.clone(), loaded.generation);
+            }
+        }
+        let mut loaded = self.loaded.write().expect("reload lock");
+        if loaded.checked.elapsed() >= CHECK_EVERY {
+            loaded.checked = Instant::now();
+            let now = stamp(&self.path);
+            if now != loaded.stamp {
+                loaded.stamp = now;
+                match read(&self.path, self.parse) {
+                    Ok(value) => {
+                        loaded.value = Arc::new(value);
+                        loaded.generation += 1;
+                        tracing::info!(file = %self.path.display(), "reloaded");
+                    }
+                    Err(e) => tracing::error!(error = %e, "keeping the previous contents"),
+                }
+            }
+        }
+        (loaded.value.clone(), loaded.generation)
+    }
+}

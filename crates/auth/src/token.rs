@@ -1,0 +1,328 @@
+//! Registry tokens: ES256-signed JWTs in the form of the Docker/OCI token spec.
+//!
+//! The signing key is a P-256 key in PKCS#8 PEM, generated into the data
+//! directory on first start (or given in the configuration); its public half is
+//! published as a JWKS so other services can check berth's tokens.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+
+use crate::scope::ResourceAccess;
+
+/// The claims of an access token. Field names are the spec's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub exp: u64,
+    pub nbf: u64,
+    pub iat: u64,
+    pub jti: String,
+    #[serde(default)]
+    pub access: Vec<ResourceAccess>,
+}
+
+/// A token as handed to a client.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub token: String,
+    pub expires_in: u64,
+    /// RFC 3339.
+    pub issued_at: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("cannot read or write the token signing key {path}: {message}")]
+    Key { path: String, message: String },
+    #[error("token rejected: {0}")]
+    Invalid(String),
+}
+
+/// Audience suffix of refresh tokens, so one can never pass as an access token.
+const REFRESH_AUDIENCE_SUFFIX: &str = "#refresh";
+
+pub struct TokenIssuer {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    kid: String,
+    jwk: serde_json::Value,
+    issuer: String,
+    service: String,
+    ttl: Duration,
+    refresh_ttl: Duration,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+impl TokenIssuer {
+    /// Loads the PEM key at `path`, creating it (mode 0600) if absent.
+    pub fn load_or_create(
+        path: &Path,
+        issuer: &str,
+        service: &str,
+        ttl: Duration,
+        refresh_ttl: Duration,
+    ) -> Result<Self, TokenError> {
+        let key_error = |message: String| TokenError::Key {
+            path: path.display().to_string(),
+            message,
+        };
+        let pem = match std::fs::read_to_string(path) {
+            Ok(pem) => pem,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+                    .map_err(|e| key_error(e.to_string()))?;
+                let pem = key.serialize_pem();
+                write_private(path, &pem).map_err(|e| key_error(e.to_string()))?;
+                pem
+            }
+            Err(e) => return Err(key_error(e.to_string())),
+        };
+        let key = rcgen::KeyPair::from_pem(&pem)
+            .map_err(|e| key_error(format!("not a PKCS#8 PEM P-256 key: {e}")))?;
+        if key.algorithm() != &rcgen::PKCS_ECDSA_P256_SHA256 {
+            return Err(key_error(
+                "the key must be an ECDSA P-256 key (ES256)".into(),
+            ));
+        }
+        let encoding =
+            EncodingKey::from_ec_pem(pem.as_bytes()).map_err(|e| key_error(e.to_string()))?;
+        let decoding = DecodingKey::from_ec_pem(key.public_key_pem().as_bytes())
+            .map_err(|e| key_error(e.to_string()))?;
+        // Uncompressed point: 0x04 || x || y.
+        let raw = key.public_key_raw();
+        let (x, y) = raw[1..].split_at(32);
+        let kid = b64url(&sha2::Sha256::digest(raw)[..16]);
+        let jwk = serde_json::json!({
+            "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig",
+            "kid": kid, "x": b64url(x), "y": b64url(y),
+        });
+        Ok(TokenIssuer {
+            encoding,
+            decoding,
+            kid,
+            jwk,
+            issuer: issuer.to_owned(),
+            service: service.to_owned(),
+            ttl,
+            refresh_ttl,
+        })
+    }
+
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// The public key as a JSON Web Key Set.
+    pub fn jwks(&self) -> serde_json::Value {
+        serde_json::json!({ "keys": [self.jwk] })
+    }
+
+    fn sign(&self, claims: &Claims) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.encoding).expect("ES256 signing cannot fail")
+    }
+
+    fn claims(
+        &self,
+        subject: &str,
+        audience: String,
+        ttl: Duration,
+        access: Vec<ResourceAccess>,
+    ) -> Claims {
+        let now = unix_now();
+        Claims {
+            iss: self.issuer.clone(),
+            sub: subject.to_owned(),
+            aud: audience,
+            exp: now + ttl.as_secs(),
+            nbf: now,
+            iat: now,
+            jti: uuid::Uuid::new_v4().to_string(),
+            access,
+        }
+    }
+
+    /// An access token for `subject` carrying `access`, valid for the
+    /// configured time to live.
+    pub fn issue(&self, subject: &str, access: Vec<ResourceAccess>) -> IssuedToken {
+        let claims = self.claims(subject, self.service.clone(), self.ttl, access);
+        IssuedToken {
+            token: self.sign(&claims),
+            expires_in: self.ttl.as_secs(),
+            issued_at: humantime::format_rfc3339_seconds(
+                UNIX_EPOCH + Duration::from_secs(claims.iat),
+            )
+            .to_string(),
+        }
+    }
+
+    /// A refresh token (what `docker login` keeps as an identity token).
+    pub fn issue_refresh(&self, subject: &str) -> String {
+        let audience = format!("{}{REFRESH_AUDIENCE_SUFFIX}", self.service);
+        self.sign(&self.claims(subject, audience, self.refresh_ttl, Vec::new()))
+    }
+
+    fn verify(&self, token: &str, audience: &str) -> Result<Claims, TokenError> {
+        // Only ES256 is accepted, so `alg: none` or an HMAC algorithm keyed
+        // with the public key cannot pass.
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.set_audience(&[audience]);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = 0;
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| TokenError::Invalid(e.to_string()))
+    }
+
+    /// Checks an access token's signature, issuer, audience and validity time.
+    pub fn verify_access(&self, token: &str) -> Result<Claims, TokenError> {
+        self.verify(token, &self.service)
+    }
+
+    /// Checks a refresh token and returns its subject.
+    pub fn verify_refresh(&self, token: &str) -> Result<String, TokenError> {
+        let audience = format!("{}{REFRESH_AUDIENCE_SUFFIX}", self.service);
+        self.verify(token, &audience).map(|c| c.sub)
+    }
+}
+
+/// Writes a secret file readable only by its owner, atomically.
+pub fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let temp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temp)?;
+    file.write_all(content.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&temp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issuer(dir: &Path, name: &str) -> TokenIssuer {
+        TokenIssuer::load_or_create(
+            &dir.join(name),
+            "berth",
+            "registry.test",
+            Duration::from_secs(300),
+            Duration::from_secs(3600),
+        )
+        .unwrap()
+    }
+
+    fn access() -> Vec<ResourceAccess> {
+        vec![ResourceAccess {
+            kind: "repository".into(),
+            name: "team/app".into(),
+            actions: vec!["pull".into()],
+        }]
+    }
+
+    #[test]
+    fn issue_and_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = issuer(dir.path(), "key.pem");
+        let issued = tokens.issue("alice", access());
+        let claims = tokens.verify_access(&issued.token).unwrap();
+        assert_eq!(claims.sub, "alice");
+        assert_eq!(claims.aud, "registry.test");
+        assert_eq!(claims.access, access());
+        assert_eq!(claims.exp - claims.iat, 300);
+        // The same key is loaded again on restart.
+        let again = issuer(dir.path(), "key.pem");
+        assert!(again.verify_access(&issued.token).is_ok());
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dir.path().join("key.pem"))
+                .unwrap()
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(tokens.jwks()["keys"][0]["crv"], "P-256");
+    }
+
+    #[test]
+    fn refresh_and_access_tokens_do_not_mix() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = issuer(dir.path(), "key.pem");
+        let refresh = tokens.issue_refresh("alice");
+        assert_eq!(tokens.verify_refresh(&refresh).unwrap(), "alice");
+        assert!(tokens.verify_access(&refresh).is_err());
+        assert!(
+            tokens
+                .verify_refresh(&tokens.issue("alice", vec![]).token)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn forged_tokens_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = issuer(dir.path(), "key.pem");
+        let other = issuer(dir.path(), "other.pem");
+        let token = tokens.issue("alice", access()).token;
+        // Another key.
+        assert!(
+            tokens
+                .verify_access(&other.issue("alice", access()).token)
+                .is_err()
+        );
+        // Claims widened by editing the payload.
+        let parts: Vec<&str> = token.split('.').collect();
+        let mut claims: serde_json::Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(parts[1])
+                .unwrap(),
+        )
+        .unwrap();
+        claims["access"][0]["actions"] = serde_json::json!(["pull", "push", "delete"]);
+        let edited = b64url(serde_json::to_string(&claims).unwrap().as_bytes());
+        assert!(
+            tokens
+                .verify_access(&format!("{}.{edited}.{}", parts[0], parts[2]))
+                .is_err()
+        );
+        // alg: none, unsigned.
+        let none = b64url(br#"{"alg":"none","typ":"JWT"}"#);
+        assert!(
+            tokens
+                .verify_access(&format!("{none}.{}.", parts[1]))
+                .is_err()
+        );
+        // HS256 keyed with the public key.
+        let hs = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &tokens.verify_access(&token).unwrap(),
+            &EncodingKey::from_secret(tokens.jwk.to_string().as_bytes()),
+        )
+        .unwrap();
+        assert!(tokens.verify_access(&hs).is_err());
+        // Garbage.
+        assert!(tokens.verify_access("a.b.c").is_err());
+    }
+}
