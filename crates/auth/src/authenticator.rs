@@ -210,15 +210,13 @@ impl Authenticator {
         self.throttle
             .check(client, user)
             .map_err(AuthError::Throttled)?;
-        let (users, user_generation) = self.users.get();
-        let (robots, robot_generation) = self.robots.get();
-        let generations = (user_generation, robot_generation);
         let key: [u8; 32] = sha2::Sha256::new()
             .chain_update(user.as_bytes())
             .chain_update([0])
             .chain_update(password.as_bytes())
             .finalize()
             .into();
+        let generations = (self.users.get().1, self.robots.get().1);
         if let Some(hit) = self.logins.get(&key)
             && hit.generations == generations
             && hit.at.elapsed() < VERIFIED_LOGIN_TTL
@@ -226,18 +224,13 @@ impl Authenticator {
         {
             return Ok(hit.subject);
         }
-        let subject = if user.starts_with(ROBOT_PREFIX) {
-            robots
-                .verify(user, password, unix_now())
-                .map(Subject::Robot)
-                .map_err(|e| e.to_string())
-        } else if users.verify(user, password) {
-            Ok(Subject::User(user.to_owned()))
-        } else {
-            Err("wrong user name or password".to_owned())
-        };
-        match subject {
-            Ok(subject) => {
+        let mut outcome = self.check_password(user, password, false);
+        if outcome.is_err() {
+            // The account may have been added or changed a moment ago.
+            outcome = self.check_password(user, password, true);
+        }
+        match outcome {
+            Ok((subject, generations)) => {
                 self.throttle.succeeded(client, user);
                 self.logins.insert(
                     key,
@@ -255,6 +248,31 @@ impl Authenticator {
                 Err(AuthError::BadCredentials)
             }
         }
+    }
+
+    /// Verifies against the files as loaded, or as they are on disk now.
+    fn check_password(
+        &self,
+        user: &str,
+        password: &str,
+        fresh: bool,
+    ) -> Result<(Subject, (u64, u64)), String> {
+        let ((users, user_generation), (robots, robot_generation)) = if fresh {
+            (self.users.get_fresh(), self.robots.get_fresh())
+        } else {
+            (self.users.get(), self.robots.get())
+        };
+        let subject = if user.starts_with(ROBOT_PREFIX) {
+            robots
+                .verify(user, password, unix_now())
+                .map(Subject::Robot)
+                .map_err(|e| e.to_string())?
+        } else if users.verify(user, password) {
+            Subject::User(user.to_owned())
+        } else {
+            return Err("wrong user name or password".to_owned());
+        };
+        Ok((subject, (user_generation, robot_generation)))
     }
 
     fn verify_bearer(&self, token: &str) -> Option<Arc<Claims>> {

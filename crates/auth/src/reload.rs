@@ -57,14 +57,24 @@ impl<T: Default + Send + Sync> Reloading<T> {
     /// changed. A file that became invalid is reported and the last good
     /// value kept, so a bad edit does not lock everyone out.
     pub fn get(&self) -> (Arc<T>, u64) {
-        {
+        self.load(false)
+    }
+
+    /// Like [`Reloading::get`], but looks at the file now: used before
+    /// refusing credentials, so an account added a moment ago works at once.
+    pub fn get_fresh(&self) -> (Arc<T>, u64) {
+        self.load(true)
+    }
+
+    fn load(&self, now: bool) -> (Arc<T>, u64) {
+        if !now {
             let loaded = self.loaded.read().expect("reload lock");
             if loaded.checked.elapsed() < CHECK_EVERY {
                 return (loaded.value.clone(), loaded.generation);
             }
         }
         let mut loaded = self.loaded.write().expect("reload lock");
-        if loaded.checked.elapsed() >= CHECK_EVERY {
+        if now || loaded.checked.elapsed() >= CHECK_EVERY {
             loaded.checked = Instant::now();
             let now = stamp(&self.path);
             if now != loaded.stamp {

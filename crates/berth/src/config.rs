@@ -57,11 +57,21 @@ pub struct ServeArgs {
     pub htpasswd: Option<PathBuf>,
 
     /// Serve HTTPS with this PEM certificate chain (reloaded when the file changes)
-    #[arg(long, env = "BERTH_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    #[arg(
+        long,
+        env = "BERTH_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
     pub tls_cert: Option<PathBuf>,
 
     /// The private key of --tls-cert, PEM
-    #[arg(long, env = "BERTH_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    #[arg(
+        long,
+        env = "BERTH_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
     pub tls_key: Option<PathBuf>,
 
     /// Serve HTTPS with a certificate from a CA generated into DATA_DIR/tls; the CA's
@@ -74,6 +84,9 @@ pub struct ServeArgs {
     #[arg(long = "tls-host", value_name = "NAME")]
     pub tls_hosts: Vec<String>,
 }
+
+/// Shortest token lifetime the token spec lets clients rely on.
+const MIN_TOKEN_TTL: Duration = Duration::from_secs(60);
 
 /// The config file's keys; each is optional, unknown keys are an error so a
 /// typo is not silently ignored.
@@ -179,24 +192,37 @@ impl ServeArgs {
             path: self.config.clone().unwrap_or_default(),
             message,
         };
-        let duration = |key: &str, text: &Option<String>| -> Result<Option<Duration>, ConfigError> {
-            text.as_deref()
-                .map(|t| {
-                    humantime::parse_duration(t).map_err(|e| {
-                        invalid(format!("{key} = {t:?}: {e} (write e.g. \"30m\" or \"24h\")"))
+        let duration =
+            |key: &str, text: &Option<String>| -> Result<Option<Duration>, ConfigError> {
+                text.as_deref()
+                    .map(|t| {
+                        humantime::parse_duration(t).map_err(|e| {
+                            invalid(format!(
+                                "{key} = {t:?}: {e} (write e.g. \"30m\" or \"24h\")"
+                            ))
+                        })
                     })
-                })
-                .transpose()
-        };
+                    .transpose()
+            };
         let file_ttl = duration("upload_ttl", &file.upload_ttl)?;
         let token_ttl = duration("auth.token_ttl", &file.auth.token_ttl)?;
+        if token_ttl.is_some_and(|t| t < MIN_TOKEN_TTL) {
+            return Err(invalid(
+                "auth.token_ttl must be at least 60s: the token spec has clients treat shorter \
+                 lifetimes as 60s, so they would use expired tokens"
+                    .into(),
+            ));
+        }
         let policy = PolicyConfig {
             groups: file.groups,
             rules: file.policy,
         };
         // Checked now so that a bad rule stops start-up with its message.
         Policy::new(policy.clone()).map_err(invalid)?;
-        let tls = match (self.tls_cert.or(file.tls.cert), self.tls_key.or(file.tls.key)) {
+        let tls = match (
+            self.tls_cert.or(file.tls.cert),
+            self.tls_key.or(file.tls.key),
+        ) {
             (Some(cert), Some(key)) => TlsSettings::Files { cert, key },
             (None, None) if self.tls_self_signed || file.tls.self_signed => {
                 let mut hosts = if self.tls_hosts.is_empty() {
@@ -210,7 +236,11 @@ impl ServeArgs {
                 TlsSettings::SelfSigned { hosts }
             }
             (None, None) => TlsSettings::Off,
-            _ => return Err(invalid("give both the TLS certificate and its key, or neither".into())),
+            _ => {
+                return Err(invalid(
+                    "give both the TLS certificate and its key, or neither".into(),
+                ));
+            }
         };
         let defaults = RegistryConfig::default();
         Ok(ServeConfig {

@@ -5,7 +5,13 @@
 //! `berth-storage`), which do the work.
 
 mod config;
+mod credential_provider;
+mod doctor;
+mod robot;
+mod secret;
 mod serve;
+mod tls;
+mod user;
 
 use std::process::ExitCode;
 
@@ -30,6 +36,16 @@ struct Cli {
 enum Command {
     /// Run the registry
     Serve(config::ServeArgs),
+    /// Manage users (the htpasswd file)
+    User(user::UserArgs),
+    /// Manage robot accounts: scoped, expiring credentials for machines
+    Robot(robot::RobotArgs),
+    /// Image pull Secrets and ServiceAccount patches for kubectl
+    Secret(secret::SecretArgs),
+    /// Kubelet credential provider plugin (run by the kubelet)
+    CredentialProvider(credential_provider::CredentialProviderArgs),
+    /// Explain why a pod will not pull its image, and how to fix it
+    Doctor(doctor::DoctorArgs),
 }
 
 /// Runs one subcommand. Each returns its exit code, or an error whose message
@@ -37,6 +53,11 @@ enum Command {
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
+        Command::User(args) => user::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Robot(args) => robot::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Secret(args) => secret::run(args),
+        Command::CredentialProvider(args) => credential_provider::run(args),
+        Command::Doctor(args) => doctor::run(args),
     }
 }
 

@@ -9,16 +9,17 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use axum::serve::ListenerExt;
 use berth_auth::htpasswd::{BCRYPT_COST, Htpasswd};
 use berth_auth::token::write_private;
 use berth_auth::{AuthConfig, Authenticator, Policy};
-use berth_server::AppState;
-use axum::serve::ListenerExt;
 use berth_registry::Registry;
+use berth_server::AppState;
 use berth_storage::{FsBlobStore, SqliteMetadataStore};
 use tokio::net::TcpListener;
 
-use crate::config::{LogFormat, ServeArgs, ServeConfig};
+use crate::config::{LogFormat, ServeArgs, ServeConfig, TlsSettings};
+use crate::tls;
 
 /// Where berth writes the password of the `admin` user it creates.
 pub const ADMIN_PASSWORD_FILE: &str = "admin-password";
@@ -29,6 +30,8 @@ const REFRESH_TOKEN_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
 
 pub fn run(args: ServeArgs) -> Result<()> {
     let config = args.resolve()?;
+    // One crypto provider for every rustls user in the process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     init_logging(config.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -92,23 +95,58 @@ async fn serve(config: ServeConfig) -> Result<()> {
         )
     })?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, data_dir = %data_dir.display(), "berth listening on http://{addr}");
+    let tls = match &config.tls {
+        TlsSettings::Off => None,
+        TlsSettings::Files { cert, key } => Some(tls::load(cert, key).await?),
+        TlsSettings::SelfSigned { hosts } => {
+            let files = tls::self_signed(data_dir, hosts)?;
+            tracing::warn!(
+                ca = %files.ca_cert.display(),
+                "serving HTTPS with a self-signed certificate for {}: make clients and nodes \
+                 trust the CA {} (containerd: ca = \"{}\" in hosts.toml)",
+                hosts.join(", "),
+                files.ca_cert.display(),
+                files.ca_cert.display()
+            );
+            Some(tls::load(&files.cert, &files.key).await?)
+        }
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, data_dir = %data_dir.display(), "berth listening on {scheme}://{addr}");
 
     let expiry = tokio::spawn(expire_uploads(registry.clone()));
-    // Small responses (manifests) should not wait for Nagle's algorithm.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     let app = berth_server::app(AppState {
         registry,
         auth,
         realm: config.auth.realm.clone(),
-        tls: false,
-    });
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("the HTTP server failed")?;
+        tls: tls.is_some(),
+    })
+    .into_make_service_with_connect_info::<SocketAddr>();
+    match tls {
+        None => {
+            // Small responses (manifests) should not wait for Nagle's algorithm.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+                .context("the HTTP server failed")?;
+        }
+        Some(rustls) => {
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                stopper.graceful_shutdown(None);
+            });
+            axum_server::from_tcp_rustls(listener.into_std()?, rustls)?
+                .handle(handle)
+                .serve(app)
+                .await
+                .context("the HTTPS server failed")?;
+        }
+    }
     expiry.abort();
     tracing::info!("berth stopped");
     Ok(())
@@ -124,7 +162,8 @@ fn open_authenticator(config: &ServeConfig) -> Result<Authenticator> {
         None => {
             let path = data_dir.join("htpasswd");
             let existing = match std::fs::read_to_string(&path) {
-                Ok(text) => Htpasswd::parse(&text).with_context(|| format!("{} is not valid", path.display()))?,
+                Ok(text) => Htpasswd::parse(&text)
+                    .with_context(|| format!("{} is not valid", path.display()))?,
                 Err(_) => Htpasswd::default(),
             };
             if existing.is_empty() {
@@ -156,7 +195,8 @@ fn create_admin(htpasswd: &Path, password_file: &Path) -> Result<()> {
     users.set("admin", &password, BCRYPT_COST)?;
     write_private(password_file, &format!("{password}\n"))
         .with_context(|| format!("cannot write {}", password_file.display()))?;
-    write_private(htpasswd, &users.render()).with_context(|| format!("cannot write {}", htpasswd.display()))?;
+    write_private(htpasswd, &users.render())
+        .with_context(|| format!("cannot write {}", htpasswd.display()))?;
     tracing::warn!(
         password_file = %password_file.display(),
         "created user admin; its password is in {} (readable only by this user)",

@@ -38,7 +38,10 @@ fn skopeo(server: &Server, args: &[&str]) -> String {
     let creds = server.admin_creds();
     let mut all: Vec<&str> = args.to_vec();
     let flags = match args[0] {
-        "copy" => vec![format!("--src-creds={creds}"), format!("--dest-creds={creds}")],
+        "copy" => vec![
+            format!("--src-creds={creds}"),
+            format!("--dest-creds={creds}"),
+        ],
         _ => vec![format!("--creds={creds}")],
     };
     for flag in &flags {
@@ -57,33 +60,45 @@ fn skopeo_copies_a_multi_layer_image_in_and_out_unchanged() {
     layout.tag(&image, "v1");
 
     let remote = format!("docker://{}/interop/app:v1", server.addr);
-    skopeo(&server, &[
-        "copy",
-        "--dest-tls-verify=false",
-        &format!("oci:{}:v1", source.display()),
-        &remote,
-    ]);
+    skopeo(
+        &server,
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:v1", source.display()),
+            &remote,
+        ],
+    );
 
-    let raw = skopeo(&server, &["inspect", "--tls-verify=false", "--raw", &remote]);
+    let raw = skopeo(
+        &server,
+        &["inspect", "--tls-verify=false", "--raw", &remote],
+    );
     assert_eq!(
         sha256(raw.as_bytes()),
         image.digest,
         "the registry serves the pushed bytes"
     );
 
-    let inspect: serde_json::Value =
-        serde_json::from_str(&skopeo(&server, &["inspect", "--tls-verify=false", &remote])).unwrap();
+    let inspect: serde_json::Value = serde_json::from_str(&skopeo(
+        &server,
+        &["inspect", "--tls-verify=false", &remote],
+    ))
+    .unwrap();
     assert_eq!(inspect["Digest"], image.digest);
     assert_eq!(inspect["Architecture"], "amd64");
     assert_eq!(inspect["Layers"].as_array().unwrap().len(), 3);
 
     let back = work.path().join("back");
-    skopeo(&server, &[
-        "copy",
-        "--src-tls-verify=false",
-        &remote,
-        &format!("oci:{}:v1", back.display()),
-    ]);
+    skopeo(
+        &server,
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            &remote,
+            &format!("oci:{}:v1", back.display()),
+        ],
+    );
     assert_eq!(layout_digest(&back, "v1"), image.digest);
     assert_eq!(
         blob_names(&back),
@@ -92,17 +107,23 @@ fn skopeo_copies_a_multi_layer_image_in_and_out_unchanged() {
     );
 
     // A second tag and the tag list.
-    skopeo(&server, &[
-        "copy",
-        "--dest-tls-verify=false",
-        &format!("oci:{}:v1", source.display()),
-        &format!("docker://{}/interop/app:v2", server.addr),
-    ]);
-    let tags: serde_json::Value = serde_json::from_str(&skopeo(&server, &[
-        "list-tags",
-        "--tls-verify=false",
-        &format!("docker://{}/interop/app", server.addr),
-    ]))
+    skopeo(
+        &server,
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:v1", source.display()),
+            &format!("docker://{}/interop/app:v2", server.addr),
+        ],
+    );
+    let tags: serde_json::Value = serde_json::from_str(&skopeo(
+        &server,
+        &[
+            "list-tags",
+            "--tls-verify=false",
+            &format!("docker://{}/interop/app", server.addr),
+        ],
+    ))
     .unwrap();
     assert_eq!(tags["Tags"], serde_json::json!(["v1", "v2"]));
 
@@ -126,35 +147,47 @@ fn skopeo_copies_a_multi_arch_index() {
     layout.tag(&index, "multi");
 
     let remote = format!("docker://{}/interop/multi:1.0", server.addr);
-    skopeo(&server, &[
-        "copy",
-        "--all",
-        "--dest-tls-verify=false",
-        &format!("oci:{}:multi", source.display()),
-        &remote,
-    ]);
-    let raw = skopeo(&server, &["inspect", "--tls-verify=false", "--raw", &remote]);
+    skopeo(
+        &server,
+        &[
+            "copy",
+            "--all",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:multi", source.display()),
+            &remote,
+        ],
+    );
+    let raw = skopeo(
+        &server,
+        &["inspect", "--tls-verify=false", "--raw", &remote],
+    );
     assert_eq!(sha256(raw.as_bytes()), index.digest);
 
     // Each platform resolves through the index.
-    let arm: serde_json::Value = serde_json::from_str(&skopeo(&server, &[
-        "inspect",
-        "--tls-verify=false",
-        "--override-arch",
-        "arm64",
-        &remote,
-    ]))
+    let arm: serde_json::Value = serde_json::from_str(&skopeo(
+        &server,
+        &[
+            "inspect",
+            "--tls-verify=false",
+            "--override-arch",
+            "arm64",
+            &remote,
+        ],
+    ))
     .unwrap();
     assert_eq!(arm["Architecture"], "arm64");
 
     let back = work.path().join("back");
-    skopeo(&server, &[
-        "copy",
-        "--all",
-        "--src-tls-verify=false",
-        &remote,
-        &format!("oci:{}:multi", back.display()),
-    ]);
+    skopeo(
+        &server,
+        &[
+            "copy",
+            "--all",
+            "--src-tls-verify=false",
+            &remote,
+            &format!("oci:{}:multi", back.display()),
+        ],
+    );
     assert_eq!(layout_digest(&back, "multi"), index.digest);
     assert_eq!(blob_names(&back), blob_names(&source));
 }
@@ -168,12 +201,15 @@ fn podman_pulls_and_pushes() {
     let image = layout.image("amd64", &[50_000, 20_000], 3);
     layout.tag(&image, "v1");
     let pulled = format!("{}/podman/source:v1", server.addr);
-    skopeo(&server, &[
-        "copy",
-        "--dest-tls-verify=false",
-        &format!("oci:{}:v1", source.display()),
-        &format!("docker://{pulled}"),
-    ]);
+    skopeo(
+        &server,
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:v1", source.display()),
+            &format!("docker://{pulled}"),
+        ],
+    );
 
     // A private podman store, so the test touches nothing of the machine's.
     let root = work.path().join("podman-root");
@@ -204,11 +240,14 @@ fn podman_pulls_and_pushes() {
     let images = podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     assert!(images.contains("podman/copy:v1"), "{images}");
 
-    let inspect: serde_json::Value = serde_json::from_str(&skopeo(&server, &[
-        "inspect",
-        "--tls-verify=false",
-        &format!("docker://{pushed}"),
-    ]))
+    let inspect: serde_json::Value = serde_json::from_str(&skopeo(
+        &server,
+        &[
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{pushed}"),
+        ],
+    ))
     .unwrap();
     assert_eq!(inspect["Layers"].as_array().unwrap().len(), 2);
 }

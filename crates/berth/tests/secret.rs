@@ -68,12 +68,8 @@ fn berth(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
+    // berth may exit without reading stdin (a refused command line).
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
     child.wait_with_output().unwrap()
 }
 
@@ -150,11 +146,21 @@ fn cases() -> Vec<Case> {
         ),
         case("port", Some("reg.example.com:5000"), "u", "p"),
         case("https", Some("https://reg.example.com"), "u", "p"),
-        case("https-port", Some("https://reg.example.com:8443/v2/"), "u", "p"),
+        case(
+            "https-port",
+            Some("https://reg.example.com:8443/v2/"),
+            "u",
+            "p",
+        ),
         case("http-local", Some("http://localhost:5000"), "u", "p"),
         case("ipv4", Some("10.0.0.7:5000"), "u", "p"),
         case("path", Some("reg.example.com/team-a"), "u", "p"),
-        case("glob", Some("*.dkr.ecr.us-east-1.amazonaws.com"), "AWS", "tok"),
+        case(
+            "glob",
+            Some("*.dkr.ecr.us-east-1.amazonaws.com"),
+            "AWS",
+            "tok",
+        ),
         Case {
             email: Some("<a&b>@example.com"),
             namespaces: &["team-a"],
@@ -239,7 +245,10 @@ fn create_matches_kubectl_byte_for_byte() {
                 // Each List item is kubectl's object, and kubectl reads the List.
                 let list: serde_json::Value = serde_json::from_str(&got).unwrap();
                 for (item, doc) in list["items"].as_array().unwrap().iter().zip(&docs) {
-                    assert_eq!(item, &serde_json::from_str::<serde_json::Value>(doc).unwrap());
+                    assert_eq!(
+                        item,
+                        &serde_json::from_str::<serde_json::Value>(doc).unwrap()
+                    );
                 }
                 let file = dir.path().join("list.json");
                 std::fs::write(&file, &got).unwrap();
@@ -256,7 +265,15 @@ fn create_matches_kubectl_byte_for_byte() {
     }
     // --password (kubectl's way) gives the same bytes, with a warning.
     let out = berth(
-        &["secret", "create", "s", "--username", "u", "--password", "p"],
+        &[
+            "secret",
+            "create",
+            "s",
+            "--username",
+            "u",
+            "--password",
+            "p",
+        ],
         "",
         &[],
     );
@@ -282,8 +299,18 @@ fn legacy_dockercfg_type() {
     let k = Kubectl::new(dir.path());
     let got = ok(&berth(
         &[
-            "secret", "create", "old", "--type", "dockercfg", "--server", "reg.io", "--username",
-            "u", "--password-stdin", "-n", "ns",
+            "secret",
+            "create",
+            "old",
+            "--type",
+            "dockercfg",
+            "--server",
+            "reg.io",
+            "--username",
+            "u",
+            "--password-stdin",
+            "-n",
+            "ns",
         ],
         "p",
         &[],
@@ -349,7 +376,14 @@ fn create_refuses_what_would_not_work() {
     ] {
         refused(
             &run(
-                &["s", "--username", "u", "--password-stdin", "--server", server],
+                &[
+                    "s",
+                    "--username",
+                    "u",
+                    "--password-stdin",
+                    "--server",
+                    server,
+                ],
                 "p",
             ),
             why,
@@ -359,7 +393,14 @@ fn create_refuses_what_would_not_work() {
     refused(
         &run(
             &[
-                "s", "--username", "u", "--password-stdin", "--server", "r.io", "--server", "r.io",
+                "s",
+                "--username",
+                "u",
+                "--password-stdin",
+                "--server",
+                "r.io",
+                "--server",
+                "r.io",
             ],
             "p",
         ),
@@ -565,10 +606,12 @@ fn from_docker_config_takes_only_the_named_registries() {
         "identity token",
     );
     // Passwords never mix with --from-docker-config.
-    assert!(!home
-        .run(&["secret", "create", "x", &from, "--username", "u"])
-        .status
-        .success());
+    assert!(
+        !home
+            .run(&["secret", "create", "x", &from, "--username", "u"])
+            .status
+            .success()
+    );
 }
 
 #[test]
@@ -872,7 +915,10 @@ fn credential_provider_failures_print_nothing_on_stdout() {
     let future = Plugin::new(
         "[[registry]]\nmatch = [\"registry.example.com\"]\nsource = \"berth-registry\"\nurl = \"https://registry.example.com\"\n",
     );
-    refused(&future.ask(&good), "\"berth-registry\" is not supported yet");
+    refused(
+        &future.ask(&good),
+        "\"berth-registry\" is not supported yet",
+    );
     let no_config = berth(&["credential-provider"], &good, &[]);
     refused(&no_config, "pass --config FILE");
 }
@@ -931,8 +977,8 @@ fn example_config_is_a_valid_kubelet_config() {
     );
     assert_eq!(cfg.providers[0].args[2], p.config.to_str().unwrap());
     // The repository's example file is accepted as it is.
-    let example = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../berth-credential-provider.example.toml");
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../berth-credential-provider.example.toml");
     ok(&berth(
         &[
             "credential-provider",

@@ -249,6 +249,58 @@ impl CredentialProviderResponse {
     }
 }
 
+/// The widest `cacheKeyType` that stays correct for a plugin choosing one
+/// credential by `patterns` (first match wins): `Registry` when every pattern
+/// is a bare host, because the answer is then the same for every image of a
+/// registry; `Image` as soon as one pattern has a path, since a cached
+/// per-registry answer would otherwise be reused for a repository another
+/// pattern selects (the kubelet does not call the plugin on a cache hit).
+pub fn cache_key_type_for<'a>(patterns: impl IntoIterator<Item = &'a str>) -> CacheKeyType {
+    if patterns.into_iter().any(|p| p.contains('/')) {
+        CacheKeyType::Image
+    } else {
+        CacheKeyType::Registry
+    }
+}
+
+impl CredentialProviderResponse {
+    /// One credential for `image` (the request's fully-qualified repository),
+    /// keyed so that it matches exactly what the cache entry covers: the
+    /// registry (`host[:port]`) for `Registry` and `Global`, the repository
+    /// for `Image`.
+    pub fn single_credential(
+        api_version: ApiVersion,
+        image: &str,
+        cache_key_type: CacheKeyType,
+        cache_duration: Option<GoDuration>,
+        username: &str,
+        password: &str,
+    ) -> Self {
+        let key = match cache_key_type {
+            CacheKeyType::Image => image,
+            CacheKeyType::Registry | CacheKeyType::Global => {
+                image.split('/').next().unwrap_or_default()
+            }
+        };
+        let mut r = CredentialProviderResponse::new(api_version, cache_key_type, cache_duration);
+        r.auth.insert(
+            key.to_owned(),
+            AuthConfig {
+                username: username.to_owned(),
+                password: password.to_owned(),
+            },
+        );
+        r
+    }
+
+    /// The answer for an image the plugin has no credential for: no `auth`
+    /// (the kubelet then tries other credentials or pulls anonymously) and
+    /// not cached, so a fixed plugin configuration applies at the next pull.
+    pub fn no_credentials(api_version: ApiVersion) -> Self {
+        CredentialProviderResponse::new(api_version, CacheKeyType::Image, Some(GoDuration::ZERO))
+    }
+}
+
 fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
@@ -787,5 +839,54 @@ mod tests {
         let with_token = bad.providers[1].clone();
         let yaml = CredentialProviderConfig::new(vec![with_token]).to_yaml();
         assert!(yaml.contains("    tokenAttributes:\n      serviceAccountTokenAudience: \"\"\n      cacheType: Token\n      requireServiceAccount: false\n      requiredServiceAccountAnnotationKeys:\n        - \"a\"\n"), "{yaml}");
+    }
+
+    #[test]
+    fn plugin_answers() {
+        assert_eq!(
+            cache_key_type_for(["reg.io", "*.reg.io:5000"]),
+            CacheKeyType::Registry
+        );
+        assert_eq!(
+            cache_key_type_for(["reg.io", "reg.io/team"]),
+            CacheKeyType::Image
+        );
+        let r = CredentialProviderResponse::single_credential(
+            ApiVersion::V1,
+            "reg.io:5000/team/app",
+            CacheKeyType::Registry,
+            Some(GoDuration::from_secs(3600)),
+            "u",
+            "p:w",
+        );
+        assert_eq!(
+            r.to_json(),
+            r#"{"kind":"CredentialProviderResponse","apiVersion":"credentialprovider.kubelet.k8s.io/v1","cacheKeyType":"Registry","cacheDuration":"1h0m0s","auth":{"reg.io:5000":{"username":"u","password":"p:w"}}}"#
+        );
+        let image = CredentialProviderResponse::single_credential(
+            ApiVersion::V1beta1,
+            "reg.io/team/app",
+            CacheKeyType::Image,
+            None,
+            "u",
+            "p",
+        );
+        assert_eq!(
+            image.to_json(),
+            r#"{"kind":"CredentialProviderResponse","apiVersion":"credentialprovider.kubelet.k8s.io/v1beta1","cacheKeyType":"Image","auth":{"reg.io/team/app":{"username":"u","password":"p"}}}"#
+        );
+        // Every key matches the image it was asked for, so the kubelet uses it.
+        for resp in [&r, &image] {
+            let repo = if resp.cache_key_type == CacheKeyType::Image {
+                "reg.io/team/app"
+            } else {
+                "reg.io:5000/team/app"
+            };
+            assert_eq!(resp.to_keyring("berth").lookup_repo(repo).len(), 1);
+        }
+        assert_eq!(
+            CredentialProviderResponse::no_credentials(ApiVersion::V1).to_json(),
+            r#"{"kind":"CredentialProviderResponse","apiVersion":"credentialprovider.kubelet.k8s.io/v1","cacheKeyType":"Image","cacheDuration":"0s"}"#
+        );
     }
 }

@@ -8,6 +8,8 @@
 //! - [`docker_config`]: Docker `config.json` and legacy `.dockercfg`, read the
 //!   way the kubelet reads pull secrets and edited without losing unknown
 //!   members (for `berth login`).
+//! - [`cred_helper`]: where the docker CLI finds one registry's credentials
+//!   (`credsStore`, `credHelpers`, `auths`) and the credential-helper protocol.
 //! - [`image_ref`]: image reference normalization (`nginx` →
 //!   `docker.io/library/nginx`), exactly as distribution/reference does it.
 //! - [`keyring`]: the kubelet's credential keyring: key normalization,
@@ -24,6 +26,7 @@
 //! escaping, duration text, YAML quoting) is re-implemented in a private
 //! module and tested against Go's own tables.
 
+pub mod cred_helper;
 pub mod credential_provider;
 pub mod docker_config;
 mod go;

@@ -132,6 +132,13 @@ pub enum SecretError {
          kubelet drops; pass just the registry host"
     )]
     ServerExtraParts { server: String },
+    #[error("a pull secret needs credentials for at least one registry")]
+    NoRegistries,
+    #[error(
+        "the registry server {server:?} is given twice; a pull secret holds one entry per \
+         server, so name each registry once"
+    )]
+    DuplicateServer { server: String },
 }
 
 static DNS1123_SUBDOMAIN: LazyLock<Regex> = LazyLock::new(|| {
@@ -375,32 +382,11 @@ impl DockerRegistrySecret {
 
     /// Refuses what kubectl would accept but the kubelet could not use.
     pub fn validate(&self) -> Result<(), SecretError> {
-        validate_object_name("secret", &self.name)?;
-        if self.append_hash && self.name.len() + 11 > MAX_NAME_LEN {
-            return Err(SecretError::InvalidName {
-                what: "secret",
-                name: self.name.clone(),
-                reason: format!(
-                    "with the 11-character hash suffix it exceeds {MAX_NAME_LEN} characters"
-                ),
-                suggestion: self.name[..MAX_NAME_LEN - 11]
-                    .trim_end_matches(['-', '.'])
-                    .to_owned(),
-            });
-        }
+        validate_secret_name(&self.name, self.append_hash)?;
         if let Some(ns) = &self.namespace {
             validate_namespace(ns)?;
         }
-        if self.username.is_empty() {
-            return Err(SecretError::EmptyUsername);
-        }
-        if self.username.contains(':') {
-            return Err(SecretError::ColonInUsername(self.username.clone()));
-        }
-        if self.password.is_empty() {
-            return Err(SecretError::EmptyPassword);
-        }
-        validate_registry_server(&self.server)
+        validate_credentials(&self.server, &self.username, &self.password)
     }
 
     /// The secret's payload (`.dockerconfigjson` or `.dockercfg`) as kubectl
@@ -446,45 +432,267 @@ impl DockerRegistrySecret {
     /// `-o yaml` output, after validation.
     pub fn to_yaml(&self) -> Result<String, SecretError> {
         self.validate()?;
-        let mut out = String::new();
-        out.push_str("apiVersion: v1\ndata:\n");
-        let _ = writeln!(
-            out,
-            "  {}: {}",
-            scalar(self.secret_type.data_key()),
-            scalar(&self.data_value())
-        );
-        out.push_str("kind: Secret\nmetadata:\n  creationTimestamp: null\n");
-        let _ = writeln!(out, "  name: {}", scalar(&self.final_name()));
-        if let Some(ns) = &self.namespace {
-            let _ = writeln!(out, "  namespace: {}", scalar(ns));
-        }
-        let _ = writeln!(out, "type: {}", scalar(self.secret_type.type_name()));
-        Ok(out)
+        Ok(render_yaml(
+            &self.final_name(),
+            self.namespace.as_deref(),
+            self.secret_type,
+            &self.data_value(),
+        ))
     }
 
     /// `-o json` output, after validation.
     pub fn to_json(&self) -> Result<String, SecretError> {
         self.validate()?;
-        let mut out = String::new();
-        out.push_str("{\n    \"kind\": \"Secret\",\n    \"apiVersion\": \"v1\",\n");
-        write_metadata_json(&mut out, &self.final_name(), self.namespace.as_deref());
-        out.push_str(",\n    \"data\": {\n");
-        let _ = writeln!(
-            out,
-            "        {}: {}",
-            gojson::string(self.secret_type.data_key()),
-            gojson::string(&self.data_value())
-        );
-        out.push_str("    },\n");
-        let _ = writeln!(
-            out,
-            "    \"type\": {}",
-            gojson::string(self.secret_type.type_name())
-        );
-        out.push_str("}\n");
-        Ok(out)
+        Ok(render_json(
+            &self.final_name(),
+            self.namespace.as_deref(),
+            self.secret_type,
+            &self.data_value(),
+        ))
     }
+}
+
+/// Checks a Secret name, leaving room for the `--append-hash` suffix.
+fn validate_secret_name(name: &str, append_hash: bool) -> Result<(), SecretError> {
+    validate_object_name("secret", name)?;
+    if append_hash && name.len() + 11 > MAX_NAME_LEN {
+        return Err(SecretError::InvalidName {
+            what: "secret",
+            name: name.to_owned(),
+            reason: format!(
+                "with the 11-character hash suffix it exceeds {MAX_NAME_LEN} characters"
+            ),
+            suggestion: name[..MAX_NAME_LEN - 11]
+                .trim_end_matches(['-', '.'])
+                .to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks one registry's credentials as the kubelet will use them.
+fn validate_credentials(server: &str, username: &str, password: &str) -> Result<(), SecretError> {
+    if username.is_empty() {
+        return Err(SecretError::EmptyUsername);
+    }
+    if username.contains(':') {
+        return Err(SecretError::ColonInUsername(username.to_owned()));
+    }
+    if password.is_empty() {
+        return Err(SecretError::EmptyPassword);
+    }
+    validate_registry_server(server)
+}
+
+fn render_yaml(name: &str, namespace: Option<&str>, t: SecretType, data_value: &str) -> String {
+    let mut out = String::new();
+    out.push_str("apiVersion: v1\ndata:\n");
+    let _ = writeln!(out, "  {}: {}", scalar(t.data_key()), scalar(data_value));
+    out.push_str("kind: Secret\nmetadata:\n  creationTimestamp: null\n");
+    let _ = writeln!(out, "  name: {}", scalar(name));
+    if let Some(ns) = namespace {
+        let _ = writeln!(out, "  namespace: {}", scalar(ns));
+    }
+    let _ = writeln!(out, "type: {}", scalar(t.type_name()));
+    out
+}
+
+fn render_json(name: &str, namespace: Option<&str>, t: SecretType, data_value: &str) -> String {
+    let mut out = String::new();
+    out.push_str("{\n    \"kind\": \"Secret\",\n    \"apiVersion\": \"v1\",\n");
+    write_metadata_json(&mut out, name, namespace);
+    out.push_str(",\n    \"data\": {\n");
+    let _ = writeln!(
+        out,
+        "        {}: {}",
+        gojson::string(t.data_key()),
+        gojson::string(data_value)
+    );
+    out.push_str("    },\n");
+    let _ = writeln!(out, "    \"type\": {}", gojson::string(t.type_name()));
+    out.push_str("}\n");
+    out
+}
+
+/// One registry's entry in a [`MultiRegistrySecret`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryCredentials {
+    /// Used verbatim as the key of the entry.
+    pub server: String,
+    pub username: String,
+    pub password: String,
+    /// Omitted from the payload when empty.
+    pub email: String,
+}
+
+impl RegistryCredentials {
+    pub fn new(server: &str, username: &str, password: &str) -> Self {
+        RegistryCredentials {
+            server: server.to_owned(),
+            username: username.to_owned(),
+            password: password.to_owned(),
+            email: String::new(),
+        }
+    }
+
+    pub fn email(mut self, email: &str) -> Self {
+        self.email = email.to_owned();
+        self
+    }
+}
+
+/// A pull secret for several registries at once, e.g. copied from a docker
+/// `config.json`. kubectl's generator takes one server only; the equivalent
+/// is `kubectl create secret docker-registry NAME
+/// --from-file=.dockerconfigjson=FILE` with a file holding exactly
+/// [`payload`](Self::payload), which this renders byte-for-byte. With one
+/// registry it prints the same bytes as [`DockerRegistrySecret`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MultiRegistrySecret {
+    pub name: String,
+    pub namespace: Option<String>,
+    /// Entries in payload order.
+    pub registries: Vec<RegistryCredentials>,
+    pub append_hash: bool,
+    pub secret_type: SecretType,
+}
+
+impl MultiRegistrySecret {
+    /// A `kubernetes.io/dockerconfigjson` secret with no namespace and no hash.
+    pub fn new(name: &str, registries: Vec<RegistryCredentials>) -> Self {
+        MultiRegistrySecret {
+            name: name.to_owned(),
+            namespace: None,
+            registries,
+            append_hash: false,
+            secret_type: SecretType::DockerConfigJson,
+        }
+    }
+
+    pub fn namespace(mut self, namespace: &str) -> Self {
+        self.namespace = Some(namespace.to_owned());
+        self
+    }
+
+    pub fn append_hash(mut self, on: bool) -> Self {
+        self.append_hash = on;
+        self
+    }
+
+    pub fn secret_type(mut self, t: SecretType) -> Self {
+        self.secret_type = t;
+        self
+    }
+
+    /// Refuses what the kubelet could not use, and a server named twice
+    /// (one entry would silently replace the other).
+    pub fn validate(&self) -> Result<(), SecretError> {
+        validate_secret_name(&self.name, self.append_hash)?;
+        if let Some(ns) = &self.namespace {
+            validate_namespace(ns)?;
+        }
+        if self.registries.is_empty() {
+            return Err(SecretError::NoRegistries);
+        }
+        for (i, r) in self.registries.iter().enumerate() {
+            if self.registries[..i].iter().any(|o| o.server == r.server) {
+                return Err(SecretError::DuplicateServer {
+                    server: r.server.clone(),
+                });
+            }
+            validate_credentials(&r.server, &r.username, &r.password)?;
+        }
+        Ok(())
+    }
+
+    /// The payload: kubectl-style entries (`username`, `password`, `email`
+    /// when set, `auth`) in order.
+    pub fn payload(&self) -> String {
+        let format = match self.secret_type {
+            SecretType::DockerConfigJson => ConfigFormat::ConfigJson,
+            SecretType::Dockercfg => ConfigFormat::Dockercfg,
+        };
+        let mut doc = DockerConfigFile::new(format);
+        for r in &self.registries {
+            doc.put_entry(AuthEntry::kubectl_style(
+                &r.server,
+                &r.username,
+                &r.password,
+                &r.email,
+            ));
+        }
+        doc.to_json_compact()
+    }
+
+    pub fn data_value(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.payload())
+    }
+
+    /// The name as printed: with kubectl's `-HASH` when `append_hash` is set.
+    pub fn final_name(&self) -> String {
+        if self.append_hash {
+            let hash = secret_hash(
+                &self.name,
+                self.secret_type.type_name(),
+                &[(self.secret_type.data_key(), &self.data_value())],
+            );
+            format!("{}-{hash}", self.name)
+        } else {
+            self.name.clone()
+        }
+    }
+
+    /// `-o yaml` output, after validation.
+    pub fn to_yaml(&self) -> Result<String, SecretError> {
+        self.validate()?;
+        Ok(render_yaml(
+            &self.final_name(),
+            self.namespace.as_deref(),
+            self.secret_type,
+            &self.data_value(),
+        ))
+    }
+
+    /// `-o json` output, after validation.
+    pub fn to_json(&self) -> Result<String, SecretError> {
+        self.validate()?;
+        Ok(render_json(
+            &self.final_name(),
+            self.namespace.as_deref(),
+            self.secret_type,
+            &self.data_value(),
+        ))
+    }
+}
+
+/// Several YAML manifests as one stream, separated by `---` lines, which
+/// `kubectl apply -f -` reads as one object per document.
+pub fn yaml_stream(documents: &[String]) -> String {
+    documents.join("---\n")
+}
+
+/// Several JSON manifests (each as kubectl's `-o json` prints it) wrapped in
+/// a `v1` `List`: one valid JSON document that `kubectl apply -f -` and
+/// `kubectl create -f -` unpack into its items, and what kubectl itself
+/// prints for several objects.
+pub fn json_list(items: &[String]) -> String {
+    let mut out = String::from("{\n    \"apiVersion\": \"v1\",\n    \"items\": [");
+    for (i, item) in items.iter().enumerate() {
+        out.push_str(if i == 0 { "\n" } else { ",\n" });
+        let lines: Vec<String> = item
+            .trim_end_matches('\n')
+            .lines()
+            .map(|l| format!("        {l}"))
+            .collect();
+        out.push_str(&lines.join("\n"));
+    }
+    out.push_str(if items.is_empty() {
+        "],\n"
+    } else {
+        "\n    ],\n"
+    });
+    out.push_str("    \"kind\": \"List\"\n}\n");
+    out
 }
 
 fn write_metadata_json(out: &mut String, name: &str, namespace: Option<&str>) {
@@ -851,6 +1059,83 @@ mod tests {
         assert_eq!(
             image_pull_secrets_json_patch("x", false).unwrap(),
             r#"[{"op":"add","path":"/imagePullSecrets","value":[{"name":"x"}]}]"#
+        );
+    }
+
+    #[test]
+    fn multi_registry_secret() {
+        let one = MultiRegistrySecret::new(
+            "s",
+            vec![RegistryCredentials::new("reg.io:5000", "u", "p:w").email("e@x")],
+        )
+        .namespace("ns")
+        .append_hash(true);
+        let single = DockerRegistrySecret::new("s", "u", "p:w")
+            .server("reg.io:5000")
+            .email("e@x")
+            .namespace("ns")
+            .append_hash(true);
+        // One registry: the same bytes as kubectl's generator.
+        assert_eq!(one.to_yaml().unwrap(), single.to_yaml().unwrap());
+        assert_eq!(one.to_json().unwrap(), single.to_json().unwrap());
+
+        let two = MultiRegistrySecret::new(
+            "s",
+            vec![
+                RegistryCredentials::new("b.io", "u1", "p1"),
+                RegistryCredentials::new("a.io", "u2", "p2"),
+            ],
+        );
+        assert_eq!(
+            two.payload(),
+            r#"{"auths":{"b.io":{"username":"u1","password":"p1","auth":"dTE6cDE="},"a.io":{"username":"u2","password":"p2","auth":"dTI6cDI="}}}"#
+        );
+        assert_eq!(
+            two.clone().secret_type(SecretType::Dockercfg).payload(),
+            r#"{"b.io":{"username":"u1","password":"p1","auth":"dTE6cDE="},"a.io":{"username":"u2","password":"p2","auth":"dTI6cDI="}}"#
+        );
+
+        let err = |s: MultiRegistrySecret| s.validate().unwrap_err();
+        assert_eq!(
+            err(MultiRegistrySecret::new("s", vec![])),
+            SecretError::NoRegistries
+        );
+        let dup = MultiRegistrySecret::new(
+            "s",
+            vec![
+                RegistryCredentials::new("a.io", "u", "p"),
+                RegistryCredentials::new("a.io", "v", "q"),
+            ],
+        );
+        assert!(matches!(err(dup), SecretError::DuplicateServer { .. }));
+        let empty_password =
+            MultiRegistrySecret::new("s", vec![RegistryCredentials::new("a.io", "u", "")]);
+        assert_eq!(err(empty_password), SecretError::EmptyPassword);
+        let bad_server =
+            MultiRegistrySecret::new("s", vec![RegistryCredentials::new("a.io/x:1", "u", "p")]);
+        assert!(matches!(
+            err(bad_server),
+            SecretError::ServerHasTagOrDigest { .. }
+        ));
+    }
+
+    #[test]
+    fn multi_document_output() {
+        let docs = ["a: 1\n".to_owned(), "b: 2\n".to_owned()];
+        assert_eq!(yaml_stream(&docs), "a: 1\n---\nb: 2\n");
+        assert_eq!(yaml_stream(&docs[..1]), "a: 1\n");
+        let items = [
+            "{\n    \"a\": 1\n}\n".to_owned(),
+            "{\n    \"b\": 2\n}\n".to_owned(),
+        ];
+        let list = json_list(&items);
+        assert_eq!(
+            list,
+            "{\n    \"apiVersion\": \"v1\",\n    \"items\": [\n        {\n            \"a\": 1\n        },\n        {\n            \"b\": 2\n        }\n    ],\n    \"kind\": \"List\"\n}\n"
+        );
+        assert_eq!(
+            json_list(&[]),
+            "{\n    \"apiVersion\": \"v1\",\n    \"items\": [],\n    \"kind\": \"List\"\n}\n"
         );
     }
 }

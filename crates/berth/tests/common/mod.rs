@@ -49,18 +49,18 @@ impl Server {
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let addr: String = rest
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let url: String = rest
                         .chars()
                         .take_while(|c| !c.is_whitespace() && *c != '"')
                         .collect();
-                    let _ = tx.send(addr);
+                    let _ = tx.send(url);
                 }
                 sink.lock().unwrap().push(line);
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(addr) => addr,
+        let base = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(url) => url,
             Err(_) => {
                 let _ = child.kill();
                 panic!(
@@ -69,9 +69,14 @@ impl Server {
                 );
             }
         };
+        let addr = base
+            .split("://")
+            .nth(1)
+            .expect("scheme://address")
+            .to_owned();
         Server {
             child,
-            base: format!("http://{addr}"),
+            base,
             addr,
             data_dir: data_dir.to_owned(),
             _temp: None,
@@ -200,6 +205,12 @@ pub struct Api {
     pub base: String,
 }
 
+/// Installs the process-wide rustls crypto provider (ring) that berth uses;
+/// reqwest is built without one of its own.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 impl Api {
     /// A client logged in as the admin user (Basic credentials on every request).
     pub fn new(server: &Server) -> Self {
@@ -214,13 +225,18 @@ impl Api {
             reqwest::header::AUTHORIZATION,
             format!("Basic {basic}").parse().unwrap(),
         );
+        install_crypto_provider();
         Api {
-            http: reqwest::Client::builder().default_headers(headers).build().unwrap(),
+            http: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .unwrap(),
             base: server.base.clone(),
         }
     }
 
     pub fn anonymous(server: &Server) -> Self {
+        install_crypto_provider();
         Api {
             http: reqwest::Client::new(),
             base: server.base.clone(),

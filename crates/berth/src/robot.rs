@@ -1,0 +1,133 @@
+//! `berth robot`: robot accounts, credentials for machines with a limited scope
+//! and an optional expiry, kept in the data directory.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use berth_auth::Action;
+use berth_auth::robots::RobotStore;
+use berth_auth::token::write_private;
+use clap::{Args, Subcommand};
+
+use crate::serve::ROBOTS_FILE;
+
+#[derive(Debug, Args)]
+pub struct RobotArgs {
+    /// berth's data directory; a running berth picks changes up within seconds
+    #[arg(
+        long,
+        env = "BERTH_DATA_DIR",
+        value_name = "DIR",
+        default_value = "berth-data",
+        global = true
+    )]
+    data_dir: PathBuf,
+
+    #[command(subcommand)]
+    command: RobotCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum RobotCommand {
+    /// Create a robot and print its credential (shown only this once)
+    Create {
+        /// Lowercase letters, digits, '-' and '_'; it logs in as robot.NAME
+        name: String,
+        /// Repositories it may use: team/app, team/* (one level) or team/** (repeatable)
+        #[arg(long = "repo", value_name = "PATTERN", required = true)]
+        repositories: Vec<String>,
+        /// What it may do there: pull, push, delete or *, comma-separated
+        #[arg(long, value_delimiter = ',', default_value = "pull")]
+        actions: Vec<String>,
+        /// Lifetime, e.g. 12h or 30d; without it the robot never expires
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<Duration>,
+    },
+    /// List robots (never their secrets)
+    List,
+    /// Delete a robot: its credential stops working within seconds
+    Revoke { name: String },
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn rfc3339(unix: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix)).to_string()
+}
+
+/// Holds an exclusive lock on the robots file's companion lock file, so two
+/// `berth robot` runs never lose each other's changes.
+fn lock(data_dir: &Path) -> Result<File> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let file = File::create(data_dir.join("robots.lock"))?;
+    file.lock()?;
+    Ok(file)
+}
+
+pub fn run(args: RobotArgs) -> Result<()> {
+    let path = args.data_dir.join(ROBOTS_FILE);
+    let _lock = lock(&args.data_dir)?;
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let mut store =
+        RobotStore::parse(&text).with_context(|| format!("{} is not valid", path.display()))?;
+    match args.command {
+        RobotCommand::List => {
+            let now = unix_now();
+            for robot in &store.robots {
+                let expiry = match robot.expires_at {
+                    None => "never expires".to_owned(),
+                    Some(at) if at <= now => format!("expired {}", rfc3339(at)),
+                    Some(at) => format!("expires {}", rfc3339(at)),
+                };
+                let actions: Vec<&str> = robot.actions.iter().map(|a| a.as_str()).collect();
+                println!(
+                    "robot.{}\t{}\t{}\t{expiry}",
+                    robot.name,
+                    robot.repositories.join(","),
+                    actions.join(",")
+                );
+            }
+            return Ok(());
+        }
+        RobotCommand::Create {
+            name,
+            repositories,
+            actions,
+            ttl,
+        } => {
+            let mut parsed = Vec::new();
+            for action in &actions {
+                parsed.extend(Action::parse_list(action).with_context(|| {
+                    format!("action {action:?} is not pull, push, delete or *")
+                })?);
+            }
+            parsed.sort();
+            parsed.dedup();
+            let (username, secret) = store.create(&name, repositories, parsed, ttl, unix_now())?;
+            write_private(&path, &store.render())?;
+            println!("username: {username}");
+            println!("password: {secret}");
+            match ttl {
+                Some(ttl) => println!("expires: {}", rfc3339(unix_now() + ttl.as_secs())),
+                None => println!("expires: never"),
+            }
+        }
+        RobotCommand::Revoke { name } => {
+            store.revoke(&name)?;
+            write_private(&path, &store.render())?;
+            eprintln!("revoked robot.{name}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! `berth user`: manage the htpasswd file of users.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use berth_auth::htpasswd::{BCRYPT_COST, Htpasswd};
+use berth_auth::robots::ROBOT_PREFIX;
+use berth_auth::token::write_private;
+use clap::{Args, Subcommand};
+
+#[derive(Debug, Args)]
+pub struct UserArgs {
+    /// The htpasswd file [default: DATA_DIR/htpasswd]
+    #[arg(long, env = "BERTH_HTPASSWD", value_name = "FILE", global = true)]
+    htpasswd: Option<PathBuf>,
+
+    /// berth's data directory, where the default htpasswd file lives
+    #[arg(
+        long,
+        env = "BERTH_DATA_DIR",
+        value_name = "DIR",
+        default_value = "berth-data",
+        global = true
+    )]
+    data_dir: PathBuf,
+
+    #[command(subcommand)]
+    command: UserCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Add a user (the password is prompted for, or read from stdin)
+    Add(PasswordArgs),
+    /// Change a user's password
+    Passwd(PasswordArgs),
+    /// Remove a user
+    Del { name: String },
+    /// List the users
+    List,
+}
+
+#[derive(Debug, Args)]
+struct PasswordArgs {
+    name: String,
+    /// Read the password from the first line of standard input
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+/// Reads a password from stdin or, on a terminal, from a prompt typed twice.
+/// Never from the command line, where other users could see it.
+pub fn read_password(from_stdin: bool) -> Result<String> {
+    let password = if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    } else if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ")?;
+        let second = rpassword::prompt_password("Password again: ")?;
+        if first != second {
+            bail!("the two passwords differ: nothing was changed");
+        }
+        first
+    } else {
+        bail!(
+            "no terminal to ask the password on: pass it on standard input with --password-stdin"
+        );
+    };
+    if password.is_empty() {
+        bail!("the password is empty: give a non-empty one");
+    }
+    Ok(password)
+}
+
+pub fn run(args: UserArgs) -> Result<()> {
+    let path = args
+        .htpasswd
+        .unwrap_or_else(|| args.data_dir.join("htpasswd"));
+    let mut users = match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            Htpasswd::parse(&text).with_context(|| format!("{} is not valid", path.display()))?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Htpasswd::default(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    match args.command {
+        UserCommand::List => {
+            for user in users.users() {
+                println!("{user}");
+            }
+            return Ok(());
+        }
+        UserCommand::Add(PasswordArgs {
+            name,
+            password_stdin,
+        }) => {
+            if name.starts_with(ROBOT_PREFIX) {
+                bail!(
+                    "user names starting with {ROBOT_PREFIX:?} are kept for robot accounts: pick another name"
+                );
+            }
+            if users.contains(&name) {
+                bail!(
+                    "user {name} already exists: use `berth user passwd {name}` to change the password"
+                );
+            }
+            users.set(&name, &read_password(password_stdin)?, BCRYPT_COST)?;
+        }
+        UserCommand::Passwd(PasswordArgs {
+            name,
+            password_stdin,
+        }) => {
+            if !users.contains(&name) {
+                bail!(
+                    "no user {name} in {}: add it with `berth user add {name}`",
+                    path.display()
+                );
+            }
+            users.set(&name, &read_password(password_stdin)?, BCRYPT_COST)?;
+        }
+        UserCommand::Del { name } => {
+            if !users.remove(&name) {
+                bail!("no user {name} in {}", path.display());
+            }
+        }
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    write_private(&path, &users.render()).with_context(|| {
+        format!(
+            "cannot write {}: is it a read-only mount (a Kubernetes Secret)? Edit the Secret instead",
+            path.display()
+        )
+    })?;
+    eprintln!(
+        "updated {}; a running berth picks the change up within seconds",
+        path.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,266 @@
+//! `berth doctor` against the real berth registry on loopback: the probe's
+//! outcomes through berth's token flow (200, 401 without and with wrong
+//! credentials, 403, 404 tag, 404 repository), berth over TLS with a CA the
+//! client does not trust, and the CLI's JSON schema and exit codes.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use berth_client::{ClientConfig, Credentials, Outcome, RegistryClient};
+use common::{Api, Server};
+
+fn berth(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn add_user(htpasswd: &Path, name: &str, password: &str) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["user", "add", "--htpasswd"])
+        .arg(htpasswd)
+        .args([name, "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// berth with `root` (everything) and `alice` (pull on team/*).
+fn registry(dir: &Path) -> Server {
+    let htpasswd = dir.join("htpasswd");
+    add_user(&htpasswd, "alice", "alice-pw");
+    add_user(&htpasswd, "root", "root-pw");
+    let config = dir.join("berth.toml");
+    std::fs::write(
+        &config,
+        r#"
+[[policy]]
+subjects = ["user:alice"]
+repositories = ["team/*"]
+actions = ["pull"]
+
+[[policy]]
+subjects = ["user:root"]
+repositories = ["**"]
+actions = ["*"]
+"#,
+    )
+    .unwrap();
+    Server::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--htpasswd",
+        htpasswd.to_str().unwrap(),
+    ])
+}
+
+fn client(insecure: &str) -> RegistryClient {
+    RegistryClient::new(ClientConfig {
+        connect_timeout: Duration::from_secs(2),
+        timeout: Duration::from_secs(5),
+        insecure_registries: vec![insecure.to_owned()],
+        ..ClientConfig::default()
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn probe_outcomes_against_berth() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = registry(dir.path());
+    let root = Api::with_credentials(&server, "root", "root-pw");
+    let (_, digest) = root.push_image("team/app", "1.0", 7).await;
+    root.push_image("other/app", "1.0", 8).await;
+    let c = client(&server.addr);
+    let alice = Credentials::new("alice", "alice-pw");
+    let addr = server.addr.as_str();
+
+    let p = c.head_manifest(addr, "team/app", "1.0", Some(&alice)).await;
+    assert_eq!(p.outcome, Outcome::Pullable, "{p:?}");
+    assert_eq!(p.digest.as_deref(), Some(digest.as_str()));
+    assert_eq!(p.auth_scheme.as_deref(), Some("bearer"));
+
+    let p = c.head_manifest(addr, "team/app", "1.0", None).await;
+    assert_eq!(p.outcome, Outcome::AuthRequired, "{p:?}");
+
+    let wrong = Credentials::new("alice", "expired");
+    let p = c.head_manifest(addr, "team/app", "1.0", Some(&wrong)).await;
+    assert_eq!(p.outcome, Outcome::Unauthorized, "{p:?}");
+
+    let p = c.head_manifest(addr, "other/app", "1.0", Some(&alice)).await;
+    assert_eq!(p.outcome, Outcome::Forbidden, "{p:?}");
+
+    let p = c.head_manifest(addr, "team/app", "9.9", Some(&alice)).await;
+    assert_eq!(p.outcome, Outcome::ManifestUnknown, "{p:?}");
+
+    let p = c.head_manifest(addr, "team/gone", "1.0", Some(&alice)).await;
+    assert_eq!(p.outcome, Outcome::RepositoryUnknown, "{p:?}");
+
+    let p = c.check_login(addr, Some(&alice)).await;
+    assert_eq!(p.outcome, Outcome::Pullable, "{p:?}");
+    let p = c.check_login(addr, Some(&wrong)).await;
+    assert_eq!(p.outcome, Outcome::Unauthorized, "{p:?}");
+}
+
+#[tokio::test]
+async fn berth_over_tls_with_an_untrusted_ca() {
+    let server = Server::start(&["--tls-self-signed"]);
+    let c = RegistryClient::new(ClientConfig {
+        connect_timeout: Duration::from_secs(2),
+        timeout: Duration::from_secs(5),
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    let p = c.head_manifest(&server.addr, "team/app", "1.0", None).await;
+    assert_eq!(p.outcome, Outcome::TlsUnknownAuthority, "{p:?}");
+
+    // Trusting berth's CA, the same probe gets through TLS to the registry.
+    let trusting = RegistryClient::new(ClientConfig {
+        ca_files: vec![server.data_dir.join("tls/ca.crt")],
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    let p = trusting
+        .head_manifest(&server.addr, "team/app", "1.0", None)
+        .await;
+    assert_eq!(p.outcome, Outcome::AuthRequired, "{p:?}");
+}
+
+fn secret_yaml(name: &str, server: &str, user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let config = format!(
+        r#"{{"auths":{{"{server}":{{"username":"{user}","password":"{password}","auth":"{}"}}}}}}"#,
+        b64(&format!("{user}:{password}"))
+    );
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: prod\n\
+         type: kubernetes.io/dockerconfigjson\ndata:\n  .dockerconfigjson: {}\n",
+        b64(&config)
+    )
+}
+
+fn deployment_yaml(image: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: prod\n\
+         spec:\n  template:\n    spec:\n      imagePullSecrets:\n      - name: regcred\n\
+         \x20     containers:\n      - name: app\n        image: {image}\n"
+    )
+}
+
+fn findings(out: &std::process::Output) -> Vec<serde_json::Value> {
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    doc["findings"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn doctor_probe_cli_reports_pullable_and_missing_tags() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = registry(dir.path());
+    let root = Api::with_credentials(&server, "root", "root-pw");
+    root.push_image("team/app", "1.0", 9).await;
+    let manifests = dir.path().join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    std::fs::write(
+        manifests.join("secret.yaml"),
+        secret_yaml("regcred", &server.addr, "alice", "alice-pw"),
+    )
+    .unwrap();
+    let probe = |image: &str| {
+        std::fs::write(manifests.join("app.yaml"), deployment_yaml(image)).unwrap();
+        berth(&[
+            "doctor",
+            "-f",
+            manifests.to_str().unwrap(),
+            "--probe",
+            "--insecure-registry",
+            &server.addr,
+            "-o",
+            "json",
+        ])
+    };
+    let out = probe(&format!("{}/team/app:1.0", server.addr));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let f = findings(&out);
+    assert_eq!(f.len(), 1, "{f:#?}");
+    assert_eq!(f[0]["reason"], "Pullable");
+    assert_eq!(f[0]["severity"], "info");
+    assert!(f[0]["message"].as_str().unwrap().contains("secret prod/regcred"));
+
+    let out = probe(&format!("{}/team/app:2.0", server.addr));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let f = findings(&out);
+    assert_eq!(f[0]["reason"], "ManifestUnknown", "{f:#?}");
+    assert_eq!(f[0]["severity"], "error");
+}
+
+#[test]
+fn doctor_json_schema_and_exit_codes() {
+    let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("../doctor/tests/scenarios");
+    let out = berth(&[
+        "doctor",
+        "-f",
+        scenarios.join("mismatch-port").to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "a pull will fail");
+    let f = findings(&out);
+    assert_eq!(f.len(), 1);
+    let keys: Vec<&String> = f[0].as_object().unwrap().keys().collect();
+    let mut want = [
+        "namespace",
+        "kind",
+        "name",
+        "container",
+        "image",
+        "severity",
+        "reason",
+        "message",
+        "fix",
+    ];
+    want.sort();
+    assert_eq!(keys, want);
+    assert_eq!(f[0]["reason"], "RegistryHostMismatch");
+    assert_eq!(f[0]["namespace"], "prod");
+    assert_eq!(f[0]["kind"], "Deployment");
+    assert_eq!(f[0]["name"], "web");
+    assert_eq!(f[0]["container"], "app");
+    assert_eq!(f[0]["image"], "registry.example.com:5000/team/app:1.4.2");
+    assert!(f[0]["fix"].as_str().unwrap().contains("--namespace prod"));
+
+    let out = berth(&[
+        "doctor",
+        "-f",
+        scenarios.join("match-scheme-irrelevant").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "0 errors, 0 warnings\n");
+
+    let out = berth(&["doctor", "-f", "/nonexistent/manifests.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::write(empty.path().join("cm.yaml"), "kind: ConfigMap\n").unwrap();
+    let out = berth(&["doctor", "-f", empty.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no workload"));
+}
