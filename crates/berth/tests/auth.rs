@@ -4,112 +4,12 @@
 
 mod common;
 
-use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::{Api, OCI_MANIFEST, Server, error_code};
+use common::{Api, OCI_MANIFEST, Server, add_user, berth, error_code, fixture};
 use reqwest::StatusCode;
-
-fn berth(args: &[&str], stdin: &str) -> std::process::Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn add_user(htpasswd: &Path, name: &str, password: &str) {
-    let out = berth(
-        &[
-            "user",
-            "add",
-            "--htpasswd",
-            htpasswd.to_str().unwrap(),
-            name,
-            "--password-stdin",
-        ],
-        &format!("{password}\n"),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A server with users alice (pull on team/*), bob (pull and push on team/**),
-/// admin (everything) and anonymous pull on public/*.
-struct Fixture {
-    server: Server,
-    _dir: tempfile::TempDir,
-    htpasswd: std::path::PathBuf,
-}
-
-fn fixture(extra_config: &str, args: &[&str]) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let htpasswd = dir.path().join("htpasswd");
-    add_user(&htpasswd, "alice", "alice-pw");
-    add_user(&htpasswd, "bob", "bob-pw");
-    add_user(&htpasswd, "root", "root-pw");
-    let config = dir.path().join("berth.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-{extra_config}
-[groups]
-writers = ["bob"]
-
-[[policy]]
-subjects = ["user:alice"]
-repositories = ["team/*"]
-actions = ["pull"]
-
-[[policy]]
-subjects = ["group:writers"]
-repositories = ["team/**"]
-actions = ["pull", "push"]
-
-[[policy]]
-subjects = ["user:root"]
-repositories = ["**"]
-actions = ["*"]
-catalog = true
-
-[[policy]]
-subjects = ["anonymous"]
-repositories = ["public/*"]
-actions = ["pull"]
-"#
-        ),
-    )
-    .unwrap();
-    let mut all = vec![
-        "--config",
-        config.to_str().unwrap(),
-        "--htpasswd",
-        htpasswd.to_str().unwrap(),
-    ];
-    all.extend_from_slice(args);
-    let server = Server::start(&all);
-    Fixture {
-        server,
-        _dir: dir,
-        htpasswd,
-    }
-}
 
 fn www_authenticate(r: &reqwest::Response) -> String {
     r.headers()

@@ -33,7 +33,11 @@ fn add_user(htpasswd: &Path, name: &str, password: &str) {
     use std::io::Write as _;
     writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// berth with `root` (everything) and `alice` (pull on team/*).
@@ -98,13 +102,17 @@ async fn probe_outcomes_against_berth() {
     let p = c.head_manifest(addr, "team/app", "1.0", Some(&wrong)).await;
     assert_eq!(p.outcome, Outcome::Unauthorized, "{p:?}");
 
-    let p = c.head_manifest(addr, "other/app", "1.0", Some(&alice)).await;
+    let p = c
+        .head_manifest(addr, "other/app", "1.0", Some(&alice))
+        .await;
     assert_eq!(p.outcome, Outcome::Forbidden, "{p:?}");
 
     let p = c.head_manifest(addr, "team/app", "9.9", Some(&alice)).await;
     assert_eq!(p.outcome, Outcome::ManifestUnknown, "{p:?}");
 
-    let p = c.head_manifest(addr, "team/gone", "1.0", Some(&alice)).await;
+    let p = c
+        .head_manifest(addr, "team/gone", "1.0", Some(&alice))
+        .await;
     assert_eq!(p.outcome, Outcome::RepositoryUnknown, "{p:?}");
 
     let p = c.check_login(addr, Some(&alice)).await;
@@ -202,7 +210,12 @@ async fn doctor_probe_cli_reports_pullable_and_missing_tags() {
     assert_eq!(f.len(), 1, "{f:#?}");
     assert_eq!(f[0]["reason"], "Pullable");
     assert_eq!(f[0]["severity"], "info");
-    assert!(f[0]["message"].as_str().unwrap().contains("secret prod/regcred"));
+    assert!(
+        f[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("secret prod/regcred")
+    );
 
     let out = probe(&format!("{}/team/app:2.0", server.addr));
     assert_eq!(out.status.code(), Some(1), "{out:?}");
@@ -252,7 +265,10 @@ fn doctor_json_schema_and_exit_codes() {
         scenarios.join("match-scheme-irrelevant").to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "0 errors, 0 warnings\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "0 errors, 0 warnings\n"
+    );
 
     let out = berth(&["doctor", "-f", "/nonexistent/manifests.yaml"]);
     assert_eq!(out.status.code(), Some(2));
