@@ -31,34 +31,75 @@ fn skopeo_sees_401_403_and_anonymous_access_as_the_policy_says() {
     for repo in ["team/app", "public/app"] {
         run_tool(
             "skopeo",
-            &["copy", "--dest-tls-verify=false", "--dest-creds=root:root-pw", &source, &format!("docker://{host}/{repo}:v1")],
+            &[
+                "copy",
+                "--dest-tls-verify=false",
+                "--dest-creds=root:root-pw",
+                &source,
+                &format!("docker://{host}/{repo}:v1"),
+            ],
         );
     }
 
     // Good credentials pull.
-    run_tool("skopeo", &["inspect", "--tls-verify=false", "--creds=alice:alice-pw", &format!("docker://{host}/team/app:v1")]);
+    run_tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--tls-verify=false",
+            "--creds=alice:alice-pw",
+            &format!("docker://{host}/team/app:v1"),
+        ],
+    );
 
     // A wrong password: the client reports the 401.
     let err = lower(run_tool_failing(
         "skopeo",
-        &["inspect", "--tls-verify=false", "--creds=alice:wrong", &format!("docker://{host}/team/app:v1")],
+        &[
+            "inspect",
+            "--tls-verify=false",
+            "--creds=alice:wrong",
+            &format!("docker://{host}/team/app:v1"),
+        ],
     ));
     assert!(err.contains("unauthorized") || err.contains("401"), "{err}");
 
     // Pull-only alice cannot push: the client reports the 403.
     let err = lower(run_tool_failing(
         "skopeo",
-        &["copy", "--dest-tls-verify=false", "--dest-creds=alice:alice-pw", &source, &format!("docker://{host}/team/app:v2")],
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds=alice:alice-pw",
+            &source,
+            &format!("docker://{host}/team/app:v2"),
+        ],
     ));
     assert!(err.contains("denied"), "{err}");
 
     // Anonymous pull works where the policy grants it, and nowhere else.
-    run_tool("skopeo", &["inspect", "--tls-verify=false", "--no-creds", &format!("docker://{host}/public/app:v1")]);
+    run_tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--tls-verify=false",
+            "--no-creds",
+            &format!("docker://{host}/public/app:v1"),
+        ],
+    );
     let err = lower(run_tool_failing(
         "skopeo",
-        &["inspect", "--tls-verify=false", "--no-creds", &format!("docker://{host}/team/app:v1")],
+        &[
+            "inspect",
+            "--tls-verify=false",
+            "--no-creds",
+            &format!("docker://{host}/team/app:v1"),
+        ],
     ));
-    assert!(err.contains("unauthorized") || err.contains("authentication required"), "{err}");
+    assert!(
+        err.contains("unauthorized") || err.contains("authentication required"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -68,25 +109,74 @@ fn a_robot_credential_works_with_skopeo_until_it_expires() {
     let source = image(&work.path().join("image"));
     let host = &f.server.addr;
     let target = format!("docker://{host}/team/app:v1");
-    run_tool("skopeo", &["copy", "--dest-tls-verify=false", "--dest-creds=root:root-pw", &source, &target]);
+    run_tool(
+        "skopeo",
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds=root:root-pw",
+            &source,
+            &target,
+        ],
+    );
 
     let data_dir = f.server.data_dir.to_str().unwrap();
     let out = berth(
-        &["robot", "create", "ci", "--repo", "team/**", "--actions", "pull,push", "--ttl", "4s", "--data-dir", data_dir],
+        &[
+            "robot",
+            "create",
+            "ci",
+            "--repo",
+            "team/**",
+            "--actions",
+            "pull,push",
+            "--ttl",
+            "4s",
+            "--data-dir",
+            data_dir,
+        ],
         "",
     );
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    let field = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)).unwrap().trim().to_owned();
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
     let creds = format!("{}:{}", field("username:"), field("password:"));
 
-    run_tool("skopeo", &["inspect", "--tls-verify=false", &format!("--creds={creds}"), &target]);
     run_tool(
         "skopeo",
-        &["copy", "--dest-tls-verify=false", &format!("--dest-creds={creds}"), &source, &format!("docker://{host}/team/robot:v1")],
+        &[
+            "inspect",
+            "--tls-verify=false",
+            &format!("--creds={creds}"),
+            &target,
+        ],
+    );
+    run_tool(
+        "skopeo",
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            &format!("--dest-creds={creds}"),
+            &source,
+            &format!("docker://{host}/team/robot:v1"),
+        ],
     );
     std::thread::sleep(Duration::from_millis(4500));
-    let err = lower(run_tool_failing("skopeo", &["inspect", "--tls-verify=false", &format!("--creds={creds}"), &target]));
+    let err = lower(run_tool_failing(
+        "skopeo",
+        &[
+            "inspect",
+            "--tls-verify=false",
+            &format!("--creds={creds}"),
+            &target,
+        ],
+    ));
     assert!(err.contains("unauthorized") || err.contains("401"), "{err}");
 }
 
@@ -104,13 +194,30 @@ fn skopeo_and_podman_over_tls_with_the_self_signed_ca() {
     let target = format!("docker://{}/secure/app:v1", server.addr);
 
     // Without the CA the certificate is refused.
-    let err = lower(run_tool_failing("skopeo", &["inspect", &format!("--creds={creds}"), &target]));
+    let err = lower(run_tool_failing(
+        "skopeo",
+        &["inspect", &format!("--creds={creds}"), &target],
+    ));
     assert!(err.contains("certificate") || err.contains("x509"), "{err}");
 
-    run_tool("skopeo", &["copy", &format!("--dest-cert-dir={certs}"), &format!("--dest-creds={creds}"), &source, &target]);
+    run_tool(
+        "skopeo",
+        &[
+            "copy",
+            &format!("--dest-cert-dir={certs}"),
+            &format!("--dest-creds={creds}"),
+            &source,
+            &target,
+        ],
+    );
     let inspect: serde_json::Value = serde_json::from_str(&run_tool(
         "skopeo",
-        &["inspect", &format!("--cert-dir={certs}"), &format!("--creds={creds}"), &target],
+        &[
+            "inspect",
+            &format!("--cert-dir={certs}"),
+            &format!("--creds={creds}"),
+            &target,
+        ],
     ))
     .unwrap();
     assert_eq!(inspect["Architecture"], "amd64");
@@ -139,13 +246,49 @@ fn skopeo_and_podman_over_tls_with_the_self_signed_ca() {
             .output()
             .expect("podman is installed (scripts/test installs it)")
     };
-    let out = podman(&["login", "--cert-dir", certs, "-u", "admin", "-p", "wrong", &server.addr]);
+    let out = podman(&[
+        "login",
+        "--cert-dir",
+        certs,
+        "-u",
+        "admin",
+        "-p",
+        "wrong",
+        &server.addr,
+    ]);
     assert!(!out.status.success());
     let err = lower(String::from_utf8_lossy(&out.stderr).into_owned());
-    assert!(err.contains("unauthorized") || err.contains("401") || err.contains("invalid username/password"), "{err}");
+    assert!(
+        err.contains("unauthorized")
+            || err.contains("401")
+            || err.contains("invalid username/password"),
+        "{err}"
+    );
     let password = server.admin_password();
-    let out = podman(&["login", "--cert-dir", certs, "-u", "admin", "-p", &password, &server.addr]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = podman(&["pull", "--cert-dir", certs, &format!("{}/secure/app:v1", server.addr)]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = podman(&[
+        "login",
+        "--cert-dir",
+        certs,
+        "-u",
+        "admin",
+        "-p",
+        &password,
+        &server.addr,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = podman(&[
+        "pull",
+        "--cert-dir",
+        certs,
+        &format!("{}/secure/app:v1", server.addr),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -6,7 +6,7 @@
 //! with `UNSUPPORTED` ("the operation could not be carried out") and the cause
 //! goes to the log, not to the client.
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_registry::RegistryError;
 use serde_json::json;
@@ -57,7 +57,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: ErrorCode,
     pub message: String,
-    pub headers: HeaderMap,
+    /// Extra headers (a challenge, Retry-After, Range…); few, so a list.
+    pub headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
@@ -66,13 +67,13 @@ impl ApiError {
             status,
             code,
             message: message.into(),
-            headers: HeaderMap::new(),
+            headers: Vec::new(),
         }
     }
 
     pub fn with_header(mut self, name: header::HeaderName, value: String) -> Self {
         if let Ok(value) = HeaderValue::from_str(&value) {
-            self.headers.insert(name, value);
+            self.headers.push((name, value));
         }
         self
     }
@@ -134,7 +135,9 @@ impl IntoResponse for ApiError {
             body.to_string(),
         )
             .into_response();
-        response.headers_mut().extend(self.headers);
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, value);
+        }
         response
     }
 }

@@ -1,0 +1,758 @@
+//! The offline analysis: for every container, what the API server and the
+//! kubelet will do with its image reference, pull policy and pull secrets,
+//! and every way that goes wrong. Pure: it reads an [`Inventory`] and the
+//! node-side configuration and returns findings plus, for the probe, the
+//! credentials the kubelet would try in its order.
+
+use berth_client::Credentials;
+use berth_kube::credential_provider::CredentialProviderConfig;
+use berth_kube::docker_config::DockerConfigFile;
+use berth_kube::image_ref::{ImageRef, parse_image_name};
+use berth_kube::keyring::{
+    CredentialSource, Keyring, MatchedCredential, PullSecret, SkipReason, Verdict,
+    keyring_from_pull_secrets, normalize_key,
+};
+use berth_kube::pull_policy::{PullPolicy, effective_pull_policy};
+
+use crate::events;
+use crate::model::{Inventory, Secret, Workload};
+use crate::report::{Finding, Reason, Severity, Subject};
+
+/// What the node contributes: its docker config and credential providers.
+#[derive(Debug, Clone, Default)]
+pub struct NodeConfig {
+    /// The node's `config.json` and the path it was read from.
+    pub docker_config: Option<(String, DockerConfigFile)>,
+    pub providers: Option<CredentialProviderConfig>,
+}
+
+/// One credential the kubelet would offer, for the probe.
+#[derive(Debug, Clone)]
+pub struct PlannedCredential {
+    /// `secret prod/regcred`, `node config /var/lib/kubelet/config.json`, …
+    pub source: String,
+    /// `None` for a credential provider plugin, whose answer is not known offline.
+    pub credentials: Option<Credentials>,
+}
+
+/// What the kubelet will do to pull one container's image.
+#[derive(Debug, Clone)]
+pub struct PullPlan {
+    pub subject: Subject,
+    pub image: ImageRef,
+    pub credentials: Vec<PlannedCredential>,
+}
+
+/// The analysis result.
+#[derive(Debug, Clone, Default)]
+pub struct Analysis {
+    pub findings: Vec<Finding>,
+    pub plans: Vec<PullPlan>,
+}
+
+/// The fix command that creates a pull secret for `server` in `namespace`.
+pub fn secret_create_fix(name: &str, server: &str, namespace: &str) -> String {
+    format!(
+        "berth secret create {name} --server {server} --username USER --password-stdin \
+         --namespace {namespace} | kubectl apply -f -"
+    )
+}
+
+/// The server to write in a secret so the kubelet matches `image`.
+pub fn server_for(image: &ImageRef) -> String {
+    if image.domain() == "docker.io" {
+        // What `docker login` writes and the kubelet's Docker Hub fallback serves.
+        "https://index.docker.io/v1/".to_owned()
+    } else {
+        image.domain().to_owned()
+    }
+}
+
+fn pull_secret(s: &Secret) -> PullSecret {
+    PullSecret {
+        namespace: s.namespace.clone(),
+        name: s.name.clone(),
+        secret_type: s.secret_type.clone(),
+        data: s.data.clone(),
+    }
+}
+
+/// Why one Secret gives the kubelet no usable credentials, if it does not.
+enum SecretCheck {
+    Usable,
+    Problem(Reason, Severity, String, Vec<String>),
+}
+
+fn check_secret(s: &Secret) -> SecretCheck {
+    let key = match s.secret_type.as_str() {
+        "kubernetes.io/dockerconfigjson" => ".dockerconfigjson",
+        "kubernetes.io/dockercfg" => ".dockercfg",
+        _ => "",
+    };
+    if !key.is_empty() && s.undecodable.iter().any(|k| k == key) {
+        return SecretCheck::Problem(
+            Reason::SecretMalformed,
+            Severity::Error,
+            format!(
+                "pull secret {} has a {key} value that is not base64",
+                s.name
+            ),
+            vec![format!("secret {}/{}: data.{key}", s.namespace, s.name)],
+        );
+    }
+    match keyring_from_pull_secrets(&[pull_secret(s)]) {
+        Err(e) => SecretCheck::Problem(
+            Reason::SecretMalformed,
+            Severity::Error,
+            format!("pull secret {} cannot be read by the kubelet", s.name),
+            vec![e.to_string()],
+        ),
+        Ok(out) => {
+            if let Some((_, reason)) = out.skipped.first() {
+                return match reason {
+                    SkipReason::UnsupportedType(t) => SecretCheck::Problem(
+                        Reason::SecretWrongType,
+                        Severity::Error,
+                        format!(
+                            "pull secret {} has type {t}, which the kubelet silently ignores",
+                            s.name
+                        ),
+                        vec![format!("secret {}/{}: {reason}", s.namespace, s.name)],
+                    ),
+                    SkipReason::MissingKey(k) => SecretCheck::Problem(
+                        Reason::SecretMalformed,
+                        Severity::Error,
+                        format!(
+                            "pull secret {} has no {k} data, so it holds no credentials",
+                            s.name
+                        ),
+                        vec![format!("secret {}/{}: {reason}", s.namespace, s.name)],
+                    ),
+                };
+            }
+            if out.keyring.is_empty() {
+                let mut evidence = vec![format!(
+                    "secret {}/{}: no entry under \"auths\"",
+                    s.namespace, s.name
+                )];
+                for i in out.keyring.ignored() {
+                    evidence.push(format!(
+                        "entry {:?} is skipped by the kubelet: {}",
+                        i.server, i.error
+                    ));
+                }
+                return SecretCheck::Problem(
+                    Reason::SecretMalformed,
+                    Severity::Error,
+                    format!(
+                        "pull secret {} holds no registry credentials the kubelet can use \
+                         (a config.json from a credential store has only \"credsStore\")",
+                        s.name
+                    ),
+                    evidence,
+                );
+            }
+            SecretCheck::Usable
+        }
+    }
+}
+
+/// Runs the whole offline analysis.
+pub fn analyze(inv: &Inventory, node: &NodeConfig) -> Analysis {
+    let mut out = Analysis::default();
+    let node_keyring = node
+        .docker_config
+        .as_ref()
+        .and_then(|(path, cfg)| {
+            Keyring::from_configs([(CredentialSource::NodeConfig { path: path.clone() }, cfg)]).ok()
+        })
+        .unwrap_or_default();
+    for w in &inv.workloads {
+        analyze_workload(inv, node, &node_keyring, w, &mut out);
+    }
+    for w in &inv.workloads {
+        for state in &w.waiting {
+            if let Some(f) = from_text(w, &state.container, &state.message, "container status") {
+                out.findings.push(f);
+            }
+        }
+    }
+    for e in &inv.events {
+        let subject_workload = inv.workloads.iter().find(|w| {
+            w.namespace == e.namespace && w.kind == e.object_kind && w.name == e.object_name
+        });
+        let image = events::image_in_message(&e.message).unwrap_or_default();
+        if let Some((reason, severity, cause)) = events::classify(&e.message) {
+            let container = e.container.clone().unwrap_or_default();
+            let subject = Subject {
+                namespace: e.namespace.clone(),
+                kind: e.object_kind.clone(),
+                name: e.object_name.clone(),
+                image: subject_workload
+                    .and_then(|w| container_image(w, &container))
+                    .unwrap_or(image)
+                    .to_owned(),
+                container,
+            };
+            out.findings.push(
+                Finding::new(
+                    &subject,
+                    severity,
+                    reason,
+                    format!("{cause} (from an Event)"),
+                )
+                .evidence(format!("event {}: {}", e.reason, e.message)),
+            );
+        }
+    }
+    out
+}
+
+fn container_image<'a>(w: &'a Workload, container: &str) -> Option<&'a str> {
+    w.spec
+        .all_containers()
+        .find(|(_, c)| c.name == container)
+        .and_then(|(_, c)| c.image.as_deref())
+}
+
+fn from_text(w: &Workload, container: &str, message: &str, what: &str) -> Option<Finding> {
+    let (reason, severity, cause) = events::classify(message)?;
+    let subject = Subject {
+        namespace: w.namespace.clone(),
+        kind: w.kind.clone(),
+        name: w.name.clone(),
+        container: container.to_owned(),
+        image: container_image(w, container).unwrap_or_default().to_owned(),
+    };
+    Some(
+        Finding::new(
+            &subject,
+            severity,
+            reason,
+            format!("{cause} (from the {what})"),
+        )
+        .evidence(message.to_owned()),
+    )
+}
+
+fn names_json(names: &[String]) -> String {
+    let items: Vec<String> = names
+        .iter()
+        .map(|n| format!("{{\"name\":\"{n}\"}}"))
+        .collect();
+    format!("[{}]", items.join(","))
+}
+
+fn analyze_workload(
+    inv: &Inventory,
+    node: &NodeConfig,
+    node_keyring: &Keyring,
+    w: &Workload,
+    out: &mut Analysis,
+) {
+    let ns = &w.namespace;
+    let pod_subject = Subject {
+        namespace: ns.clone(),
+        kind: w.kind.clone(),
+        name: w.name.clone(),
+        container: String::new(),
+        image: String::new(),
+    };
+    // The first parsable image names the registry in pod-level fixes.
+    let first_image = w
+        .spec
+        .all_containers()
+        .filter_map(|(_, c)| c.image.as_deref())
+        .find_map(|i| ImageRef::parse(i).ok());
+    let fix_server = first_image
+        .as_ref()
+        .map(server_for)
+        .unwrap_or_else(|| "REGISTRY".into());
+
+    let sa_name = w.spec.service_account();
+    let sa = inv.service_account(ns, sa_name);
+    if sa.is_none() && sa_name != "default" && inv.has_service_accounts_in(ns) {
+        out.findings.push(
+            Finding::new(
+                &pod_subject,
+                Severity::Error,
+                Reason::ServiceAccountNotFound,
+                format!(
+                    "ServiceAccount {sa_name} does not exist in namespace {ns}; the API server \
+                     refuses to create the pod"
+                ),
+            )
+            .evidence(format!(
+                "serviceAccountName: {sa_name}; ServiceAccounts in {ns}: {}",
+                inv.service_accounts
+                    .iter()
+                    .filter(|s| &s.namespace == ns)
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+            .fix(format!(
+                "kubectl create serviceaccount {sa_name} --namespace {ns}"
+            )),
+        );
+    }
+    let own: Vec<String> = w
+        .spec
+        .image_pull_secrets
+        .iter()
+        .map(|r| r.name.clone())
+        .filter(|n| !n.is_empty())
+        .collect();
+    let sa_secrets: Vec<String> = sa.map(|s| s.image_pull_secrets.clone()).unwrap_or_default();
+    let effective: Vec<String> = if !own.is_empty() {
+        let ignored: Vec<&String> = sa_secrets.iter().filter(|s| !own.contains(s)).collect();
+        if !ignored.is_empty() {
+            out.findings.push(
+                Finding::new(
+                    &pod_subject,
+                    Severity::Warning,
+                    Reason::ServiceAccountSecretsNotApplied,
+                    format!(
+                        "the pod lists its own imagePullSecrets, so those of ServiceAccount \
+                         {sa_name} are not added to it"
+                    ),
+                )
+                .evidence(format!(
+                    "pod imagePullSecrets: {}; ServiceAccount {sa_name} lists: {}",
+                    own.join(", "),
+                    sa_secrets.join(", ")
+                ))
+                .fix("add the ServiceAccount's secrets to the pod's imagePullSecrets too"),
+            );
+        }
+        own.clone()
+    } else if w.live {
+        if !sa_secrets.is_empty() {
+            out.findings.push(
+                Finding::new(
+                    &pod_subject,
+                    Severity::Error,
+                    Reason::ServiceAccountSecretsNotApplied,
+                    format!(
+                        "ServiceAccount {sa_name} lists pull secrets but this pod has none: it \
+                         was created before they were added, and a pod gets them only when it \
+                         is created"
+                    ),
+                )
+                .evidence(format!(
+                    "pod {}/{} imagePullSecrets: none; ServiceAccount {sa_name} lists: {}",
+                    ns,
+                    w.name,
+                    sa_secrets.join(", ")
+                ))
+                .fix(format!(
+                    "kubectl delete pod {} --namespace {ns}   # its controller recreates it with the secrets",
+                    w.name
+                )),
+            );
+        }
+        Vec::new()
+    } else {
+        sa_secrets.clone()
+    };
+
+    // Resolve every referenced secret.
+    let mut usable: Vec<PullSecret> = Vec::new();
+    for name in &effective {
+        let via = if own.contains(name) {
+            String::new()
+        } else {
+            format!(" (from ServiceAccount {sa_name})")
+        };
+        match inv.secret(ns, name) {
+            Some(s) => match check_secret(s) {
+                SecretCheck::Usable => usable.push(pull_secret(s)),
+                SecretCheck::Problem(reason, severity, message, evidence) => {
+                    let mut f = Finding::new(&pod_subject, severity, reason, message);
+                    f.evidence = evidence;
+                    let f = f.fix(format!(
+                        "kubectl delete secret {name} --namespace {ns} && {}",
+                        secret_create_fix(name, &fix_server, ns)
+                    ));
+                    out.findings.push(f);
+                }
+            },
+            None => {
+                let elsewhere: Vec<&Secret> = inv
+                    .secrets
+                    .iter()
+                    .filter(|s| &s.name == name && &s.namespace != ns)
+                    .collect();
+                if let Some(other) = elsewhere.first() {
+                    out.findings.push(
+                        Finding::new(
+                            &pod_subject,
+                            Severity::Error,
+                            Reason::SecretInOtherNamespace,
+                            format!(
+                                "pull secret {name}{via} exists only in namespace {}, and a pod \
+                                 can use secrets of its own namespace {ns} only",
+                                other.namespace
+                            ),
+                        )
+                        .evidence(format!(
+                            "found {}; not found in {ns}",
+                            elsewhere
+                                .iter()
+                                .map(|s| format!("{}/{}", s.namespace, s.name))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))
+                        .fix(secret_create_fix(name, &fix_server, ns)),
+                    );
+                } else if inv.has_secrets_in(ns) {
+                    out.findings.push(
+                        Finding::new(
+                            &pod_subject,
+                            Severity::Error,
+                            Reason::SecretNotFound,
+                            format!(
+                                "pull secret {name}{via} does not exist in namespace {ns}; the \
+                                 kubelet skips it and pulls without it"
+                            ),
+                        )
+                        .evidence(format!(
+                            "secrets in {ns}: {}",
+                            inv.secrets
+                                .iter()
+                                .filter(|s| &s.namespace == ns)
+                                .map(|s| s.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))
+                        .fix(secret_create_fix(name, &fix_server, ns)),
+                    );
+                }
+            }
+        }
+    }
+    let pod_keyring = keyring_from_pull_secrets(&usable)
+        .map(|k| k.keyring)
+        .unwrap_or_default();
+
+    for (_, c) in w.spec.all_containers() {
+        analyze_container(
+            inv,
+            node,
+            node_keyring,
+            w,
+            c,
+            &pod_keyring,
+            &effective,
+            &own,
+            sa_name,
+            &sa_secrets,
+            out,
+        );
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn analyze_container(
+    inv: &Inventory,
+    node: &NodeConfig,
+    node_keyring: &Keyring,
+    w: &Workload,
+    c: &crate::model::Container,
+    pod_keyring: &Keyring,
+    effective: &[String],
+    own: &[String],
+    sa_name: &str,
+    sa_secrets: &[String],
+    out: &mut Analysis,
+) {
+    let ns = &w.namespace;
+    let image_text = c.image.clone().unwrap_or_default();
+    let subject = Subject {
+        namespace: ns.clone(),
+        kind: w.kind.clone(),
+        name: w.name.clone(),
+        container: c.name.clone(),
+        image: image_text.clone(),
+    };
+    if let Err(e) = parse_image_name(&image_text) {
+        out.findings.push(
+            Finding::new(
+                &subject,
+                Severity::Error,
+                Reason::InvalidImageName,
+                "the image reference does not parse; the kubelet reports InvalidImageName and \
+                 never pulls"
+                    .into(),
+            )
+            .evidence(e.to_string())
+            .fix(
+                "write the image as [registry[:port]/]repository[:tag][@sha256:digest] with a \
+                 lowercase repository, e.g. registry.example.com:5000/team/app:1.4.2",
+            ),
+        );
+        return;
+    }
+    let image = ImageRef::parse(&image_text).expect("parsed above");
+    let explicit = c.image_pull_policy.as_deref().and_then(|p| p.parse().ok());
+    let policy = effective_pull_policy(&image_text, explicit);
+    if policy == PullPolicy::Never {
+        out.findings.push(
+            Finding::new(
+                &subject,
+                Severity::Warning,
+                Reason::NeverPolicy,
+                "imagePullPolicy is Never: the kubelet never pulls, so the image must already be \
+                 on every node the pod can run on (else ErrImageNeverPull)"
+                    .into(),
+            )
+            .fix("set imagePullPolicy: IfNotPresent, or preload the image on every node"),
+        );
+        return;
+    }
+    if image.digest().is_none() {
+        let tag = image.kubelet_tag().unwrap_or("latest");
+        let untagged = image.tag().is_none();
+        let floating = tag == "latest" || !tag.bytes().any(|b| b.is_ascii_digit());
+        if floating {
+            let what = if untagged {
+                "has no tag, so it means :latest".to_owned()
+            } else {
+                format!("uses the tag {tag:?}, which is usually moved")
+            };
+            out.findings.push(
+                Finding::new(
+                    &subject,
+                    Severity::Warning,
+                    Reason::MutableTag,
+                    format!(
+                        "the image {what}: nodes resolve it when they pull, so pods may run \
+                         different images"
+                    ),
+                )
+                .evidence(format!("imagePullPolicy: {policy}"))
+                .fix(format!(
+                    "pin a versioned tag or a digest, e.g. image: {}@sha256:<digest>",
+                    image.familiar_name()
+                )),
+            );
+        }
+    }
+
+    let pod_matches = pod_keyring.lookup(&image);
+    let node_matches = node_keyring.lookup(&image);
+    let providers: Vec<String> = node
+        .providers
+        .iter()
+        .flat_map(|p| &p.providers)
+        .filter(|p| p.matches(&image))
+        .map(|p| p.name.clone())
+        .collect();
+    let mut planned: Vec<PlannedCredential> = pod_matches
+        .iter()
+        .chain(node_matches.iter())
+        .map(planned)
+        .collect();
+    planned.extend(providers.iter().map(|p| PlannedCredential {
+        source: format!("credential provider {p}"),
+        credentials: None,
+    }));
+    out.plans.push(PullPlan {
+        subject: subject.clone(),
+        image: image.clone(),
+        credentials: planned,
+    });
+    let node_has = !node_matches.is_empty() || !providers.is_empty();
+
+    if !pod_keyring.is_empty() && pod_matches.is_empty() {
+        let mut f = Finding::new(
+            &subject,
+            if node_has {
+                Severity::Warning
+            } else {
+                Severity::Error
+            },
+            Reason::RegistryHostMismatch,
+            format!(
+                "the pod's pull secrets hold credentials, but no key matches {} under the \
+                 kubelet's rules, so none is offered for this image{}",
+                image.name(),
+                if node_has {
+                    " (the node's credentials are used instead)"
+                } else {
+                    ""
+                }
+            ),
+        );
+        for ex in pod_keyring.explain(&image) {
+            if let Verdict::NoMatch(reasons) = &ex.verdict {
+                for entry in ex.entries {
+                    let mut why: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+                    if let Some(h) = hub_hint(ex.key, &image) {
+                        why.insert(0, h);
+                    }
+                    let mut e = format!("{} key {:?}", entry.source, entry.server);
+                    if let Ok(n) = normalize_key(&entry.server)
+                        && n.key != entry.server
+                    {
+                        e.push_str(&format!(" (read as {:?}", n.key));
+                        if let Some(s) = &n.scheme {
+                            e.push_str(&format!("; the {s}:// scheme never matters"));
+                        }
+                        e.push(')');
+                    }
+                    e.push_str(": ");
+                    e.push_str(&why.join("; "));
+                    f = f.evidence(e);
+                }
+            }
+        }
+        let name = effective
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "regcred".into());
+        f = f.fix(format!(
+            "{}   # or change the secret's server to {}",
+            secret_create_fix(
+                &format!("{name}-{}", slug(image.domain())),
+                &server_for(&image),
+                ns
+            ),
+            server_for(&image)
+        ));
+        out.findings.push(f);
+        return;
+    }
+    if pod_matches.is_empty() && !node_has {
+        // A secret that would match sits unused in the namespace?
+        let candidates: Vec<&Secret> = inv
+            .secrets
+            .iter()
+            .filter(|s| {
+                &s.namespace == ns && !effective.contains(&s.name) && !sa_secrets.contains(&s.name)
+            })
+            .filter(|s| {
+                matches!(check_secret(s), SecretCheck::Usable)
+                    && keyring_from_pull_secrets(&[pull_secret(s)])
+                        .map(|k| !k.keyring.lookup(&image).is_empty())
+                        .unwrap_or(false)
+            })
+            .collect();
+        if let Some(s) = candidates.first() {
+            let fix = if own.is_empty() {
+                let mut list = sa_secrets.to_vec();
+                list.push(s.name.clone());
+                let mut fix = format!(
+                    "kubectl patch serviceaccount {sa_name} --namespace {ns} -p '{{\"imagePullSecrets\":{}}}'",
+                    names_json(&list)
+                );
+                if w.live || w.kind != "Pod" {
+                    fix.push_str(&format!("\nthen recreate the pods: {}", restart_hint(w)));
+                }
+                fix
+            } else {
+                format!(
+                    "add {{name: {}}} to the pod template's imagePullSecrets",
+                    s.name
+                )
+            };
+            out.findings.push(
+                Finding::new(
+                    &subject,
+                    Severity::Error,
+                    Reason::SecretNotReferenced,
+                    format!(
+                        "pull secret {} in namespace {ns} matches {}, but neither the pod nor \
+                         ServiceAccount {sa_name} references it, so no credential is offered",
+                        s.name,
+                        image.domain()
+                    ),
+                )
+                .evidence(format!(
+                    "secret {}/{} ({}); pod imagePullSecrets: {}",
+                    ns,
+                    s.name,
+                    s.secret_type,
+                    if effective.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        effective.join(", ")
+                    }
+                ))
+                .fix(fix),
+            );
+        } else if pod_keyring.is_empty() && !(w.live && own.is_empty() && !sa_secrets.is_empty()) {
+            out.findings.push(
+                Finding::new(
+                    &subject,
+                    Severity::Info,
+                    Reason::NoCredentials,
+                    format!(
+                        "no credential will be offered for {}: the pull is anonymous, which \
+                         works only for public images",
+                        image.domain()
+                    ),
+                )
+                .fix(format!(
+                    "if the image is private: {}",
+                    secret_create_fix("regcred", &server_for(&image), ns)
+                )),
+            );
+        }
+    }
+}
+
+fn restart_hint(w: &Workload) -> String {
+    match w.kind.as_str() {
+        "Deployment" | "StatefulSet" | "DaemonSet" => format!(
+            "kubectl rollout restart {} {} --namespace {}",
+            w.kind.to_lowercase(),
+            w.name,
+            w.namespace
+        ),
+        "Pod" => format!("kubectl delete pod {} --namespace {}", w.name, w.namespace),
+        _ => format!("delete the {}'s pods in namespace {}", w.kind, w.namespace),
+    }
+}
+
+fn slug(domain: &str) -> String {
+    domain
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect::<String>()
+        .trim_matches('-')
+        .to_owned()
+}
+
+/// The Docker Hub name confusion, spelled out.
+fn hub_hint(key: &str, image: &ImageRef) -> Option<String> {
+    let host = key.split('/').next().unwrap_or_default();
+    if image.domain() == "docker.io" && host == "registry-1.docker.io" {
+        Some(
+            "registry-1.docker.io is the host containerd connects to, but the kubelet matches \
+             keys against the image name's registry, docker.io; use https://index.docker.io/v1/ \
+             (what docker login writes) or docker.io"
+                .into(),
+        )
+    } else if image.domain() == "registry-1.docker.io"
+        && (host == "docker.io" || host == "index.docker.io")
+    {
+        Some(
+            "the image names registry-1.docker.io, which the kubelet does not treat as Docker \
+             Hub; write the image as docker.io/… instead"
+                .into(),
+        )
+    } else {
+        None
+    }
+}
+
+fn planned(m: &MatchedCredential) -> PlannedCredential {
+    PlannedCredential {
+        source: format!("{} key {:?}", m.entry.source, m.entry.server),
+        credentials: Some(Credentials::new(
+            m.entry.credentials.username.clone(),
+            m.entry.credentials.password.clone(),
+        )),
+    }
+}

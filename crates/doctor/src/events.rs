@@ -1,0 +1,200 @@
+//! Recognising the kubelet's and containerd's pull-failure texts (Events'
+//! `Failed to pull image …` messages and container waiting messages) and
+//! naming their cause with the same reason codes as the offline analysis
+//! and the probe.
+
+use crate::report::{Reason, Severity};
+
+/// The cause named by a pull-failure text, or `None` for a text that is not
+/// about a failed pull (`Pulling image`, `Back-off pulling image` alone).
+pub fn classify(message: &str) -> Option<(Reason, Severity, &'static str)> {
+    let m = message;
+    let has = |s: &str| m.contains(s);
+    // Ordered from the most specific text to the most generic: a DNS error
+    // text also contains "dial tcp", a TLS error "failed to do request".
+    let found = if has("no space left on device") {
+        (
+            Reason::NodeDiskFull,
+            "the node's disk is full while unpacking the image",
+        )
+    } else if has("couldn't parse image name")
+        || has("Failed to apply default image tag")
+        || has("InvalidImageName")
+        || has("invalid reference format")
+    {
+        (
+            Reason::InvalidImageName,
+            "the image reference does not parse",
+        )
+    } else if has("not present with pull policy of Never") || has("ErrImageNeverPull") {
+        (
+            Reason::NeverPolicy,
+            "imagePullPolicy is Never and the image is not on the node",
+        )
+    } else if has("server gave HTTP response to HTTPS client") {
+        (
+            Reason::HttpResponseToHttps,
+            "the registry speaks plain HTTP but the node uses HTTPS for it",
+        )
+    } else if has("certificate signed by unknown authority")
+        || has("certificate is not trusted")
+        || has("unable to get local issuer certificate")
+    {
+        (
+            Reason::TlsUnknownAuthority,
+            "the node does not trust the CA that signed the registry's certificate",
+        )
+    } else if has("x509:") || has("tls:") || has("remote error: tls") {
+        (
+            Reason::TlsError,
+            "the TLS handshake with the registry failed",
+        )
+    } else if has("no such host") || has("server misbehaving") || has("dial tcp: lookup") {
+        (
+            Reason::DnsFailure,
+            "the node cannot resolve the registry's host name",
+        )
+    } else if has("connection refused") {
+        (
+            Reason::ConnectionRefused,
+            "nothing listens on the registry's address as the node sees it",
+        )
+    } else if has("i/o timeout")
+        || has("context deadline exceeded")
+        || has("Client.Timeout")
+        || has("TLS handshake timeout")
+        || has("because of no progress")
+    {
+        (Reason::Timeout, "the registry did not answer in time")
+    } else if has("429 Too Many Requests") || has("toomanyrequests") {
+        (Reason::RateLimited, "the registry is rate limiting pulls")
+    } else if has("403 Forbidden") || has("denied: requested access") {
+        (
+            Reason::Forbidden,
+            "the credentials are valid but may not pull this repository",
+        )
+    } else if has("failed to fetch anonymous token") || has("no basic auth credentials") {
+        (
+            Reason::AuthRequired,
+            "the registry requires credentials and the node offered none",
+        )
+    } else if has("failed to fetch oauth token") || has("401 Unauthorized") {
+        (
+            Reason::Unauthorized,
+            "the registry refused the credentials (wrong, expired, or none sent)",
+        )
+    } else if has("pull access denied") || has("insufficient_scope") {
+        (
+            Reason::AuthRequired,
+            "the repository does not exist or needs credentials the pull did not have",
+        )
+    } else if has("repository name not known") || has("NAME_UNKNOWN") || has("name unknown") {
+        (Reason::RepositoryUnknown, "the repository does not exist")
+    } else if has(": not found")
+        || has("code = NotFound")
+        || has("manifest unknown")
+        || has("MANIFEST_UNKNOWN")
+    {
+        (
+            Reason::ManifestUnknown,
+            "the tag or digest does not exist in the repository",
+        )
+    } else if has("500 Internal Server Error")
+        || has("502 Bad Gateway")
+        || has("503 Service Unavailable")
+        || has("504 Gateway Timeout")
+    {
+        (
+            Reason::RegistryError,
+            "the registry failed with a 5xx error",
+        )
+    } else {
+        return None;
+    };
+    Some((found.0, Severity::Error, found.1))
+}
+
+/// The image named in `Failed to pull image "X": …`.
+pub fn image_in_message(message: &str) -> Option<&str> {
+    let rest = message.split("image \"").nth(1)?;
+    rest.split('"').next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn containerd_and_kubelet_texts() {
+        let cases = [
+            (
+                r#"Failed to pull image "docker.io/substratusai/controller-manager:v0.0.2-alpha": rpc error: code = NotFound desc = failed to pull and unpack image "docker.io/substratusai/controller-manager:v0.0.2-alpha": failed to resolve reference "docker.io/substratusai/controller-manager:v0.0.2-alpha": docker.io/substratusai/controller-manager:v0.0.2-alpha: not found"#,
+                Reason::ManifestUnknown,
+            ),
+            (
+                r#"Failed to pull image "x/y:1": failed to pull and unpack image "docker.io/x/y:1": failed to resolve reference "docker.io/x/y:1": pull access denied, repository does not exist or may require authorization: server message: insufficient_scope: authorization failed"#,
+                Reason::AuthRequired,
+            ),
+            (
+                r#"Failed to pull image "r.io/a:1": rpc error: code = Unknown desc = failed to pull and unpack image "r.io/a:1": failed to resolve reference "r.io/a:1": failed to authorize: failed to fetch anonymous token: unexpected status from GET request to https://r.io/token?scope=repository%3Aa%3Apull&service=r: 401 Unauthorized"#,
+                Reason::AuthRequired,
+            ),
+            (
+                r#"Failed to pull image "r.io/a:1": failed to resolve reference "r.io/a:1": failed to authorize: failed to fetch oauth token: unexpected status from GET request to https://r.io/token: 401 Unauthorized"#,
+                Reason::Unauthorized,
+            ),
+            (
+                r#"Failed to pull image "r.io/a:1": failed to resolve reference "r.io/a:1": unexpected status from HEAD request to https://r.io/v2/a/manifests/1: 403 Forbidden"#,
+                Reason::Forbidden,
+            ),
+            (
+                r#"Failed to pull image "r.io/a:1": failed to resolve reference "r.io/a:1": unexpected status from HEAD request to https://r.io/v2/a/manifests/1: 429 Too Many Requests"#,
+                Reason::RateLimited,
+            ),
+            (
+                r#"Failed to pull image "reg.corp/a:1": failed to resolve reference "reg.corp/a:1": failed to do request: Head "https://reg.corp/v2/a/manifests/1": dial tcp: lookup reg.corp on 10.0.0.10:53: no such host"#,
+                Reason::DnsFailure,
+            ),
+            (
+                r#"Failed to pull image "reg:5000/a:1": failed to do request: Head "https://reg:5000/v2/a/manifests/1": tls: failed to verify certificate: x509: certificate signed by unknown authority"#,
+                Reason::TlsUnknownAuthority,
+            ),
+            (
+                r#"Failed to pull image "reg:5000/a:1": failed to do request: Head "https://reg:5000/v2/a/manifests/1": http: server gave HTTP response to HTTPS client"#,
+                Reason::HttpResponseToHttps,
+            ),
+            (
+                r#"Failed to pull image "reg:5000/a:1": failed to do request: Head "https://reg:5000/v2/a/manifests/1": dial tcp 10.1.2.3:5000: connect: connection refused"#,
+                Reason::ConnectionRefused,
+            ),
+            (
+                r#"Failed to pull image "reg:5000/a:1": failed to do request: Head "https://reg:5000/v2/a/manifests/1": dial tcp 10.1.2.3:5000: i/o timeout"#,
+                Reason::Timeout,
+            ),
+            (
+                r#"Failed to pull image "big:1": failed to pull and unpack image "docker.io/library/big:1": failed to extract layer (application/vnd.oci.image.layer.v1.tar+gzip sha256:abc) to overlayfs as "extract-1": write /var/lib/containerd/tmp: no space left on device"#,
+                Reason::NodeDiskFull,
+            ),
+            (
+                r#"Container image "app:1" is not present with pull policy of Never"#,
+                Reason::NeverPolicy,
+            ),
+            (
+                r#"Failed to apply default image tag "Bad/Name": couldn't parse image name "Bad/Name": invalid reference format: repository name (Bad/Name) must be lowercase"#,
+                Reason::InvalidImageName,
+            ),
+            (
+                r#"Failed to pull image "r/a:1": unexpected status from HEAD request to https://r/v2/a/manifests/1: 503 Service Unavailable"#,
+                Reason::RegistryError,
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(classify(text).map(|c| c.0), Some(want), "{text}");
+        }
+        assert!(classify(r#"Pulling image "nginx""#).is_none());
+        assert_eq!(
+            image_in_message(r#"Failed to pull image "a/b:1": x"#),
+            Some("a/b:1")
+        );
+    }
+}

@@ -1,0 +1,160 @@
+//! The probe: for each pull plan, a manifest HEAD with every credential the
+//! kubelet would try, in its order, through the token flow. The kubelet
+//! stops at the first credential that works, so one success makes the
+//! other failures warnings.
+
+use std::collections::HashMap;
+
+use berth_client::{Probe, RegistryClient};
+
+use crate::analyze::PullPlan;
+use crate::report::{Finding, Reason, Severity};
+
+/// What to tell the user to do about a probe outcome.
+fn fix_for(reason: Reason, plan: &PullPlan) -> Option<String> {
+    let host = plan.image.domain();
+    let ns = &plan.subject.namespace;
+    Some(match reason {
+        Reason::AuthRequired => crate::analyze::secret_create_fix(
+            "regcred",
+            &crate::analyze::server_for(&plan.image),
+            ns,
+        ),
+        Reason::Unauthorized => format!(
+            "renew the credentials (berth secret create … --server {host} --namespace {ns}) and \
+             replace the secret"
+        ),
+        Reason::Forbidden => {
+            "grant the account pull access to the repository, or use an account that has it".into()
+        }
+        Reason::ManifestUnknown => format!(
+            "push the tag, or fix it in the manifest (list tags: curl https://{host}/v2/{}/tags/list)",
+            plan.image.path()
+        ),
+        Reason::RepositoryUnknown => {
+            "check the repository path in the image name, or push the image".into()
+        }
+        Reason::RateLimited => {
+            "wait for Retry-After, authenticate the pulls, or mirror the image".into()
+        }
+        Reason::DnsFailure => {
+            format!("make {host} resolvable from the nodes, or fix the host name")
+        }
+        Reason::ConnectionRefused => format!("start the registry, or fix the port in {host}"),
+        Reason::Timeout => "check firewalls and that the registry is up".into(),
+        Reason::TlsUnknownAuthority => format!(
+            "install the registry's CA on every node (/etc/containerd/certs.d/{host}/ca.crt) and \
+             pass it here with --ca-file"
+        ),
+        Reason::TlsError => "fix the registry's certificate (host name, validity)".into(),
+        Reason::HttpResponseToHttps => format!(
+            "configure the nodes for plain HTTP to {host} (containerd hosts.toml: server = \"http://{host}\") and pass --insecure-registry {host} here, or serve TLS"
+        ),
+        Reason::RegistryError => "the registry failed; check its logs".into(),
+        _ => return None,
+    })
+}
+
+/// Probes every plan; identical (image, credential) pairs are probed once.
+pub async fn probe(client: &RegistryClient, plans: &[PullPlan]) -> Vec<Finding> {
+    let mut cache: HashMap<(String, String, Option<String>), Probe> = HashMap::new();
+    let mut findings = Vec::new();
+    for plan in plans {
+        let reference = plan
+            .image
+            .digest()
+            .or(plan.image.kubelet_tag())
+            .unwrap_or("latest")
+            .to_owned();
+        let mut attempts: Vec<(String, Probe)> = Vec::new();
+        let offered: Vec<_> = plan
+            .credentials
+            .iter()
+            .filter(|c| c.credentials.is_some())
+            .collect();
+        let skipped_plugins: Vec<_> = plan
+            .credentials
+            .iter()
+            .filter(|c| c.credentials.is_none())
+            .collect();
+        if offered.is_empty() && skipped_plugins.is_empty() {
+            let key = (plan.image.to_string(), reference.clone(), None);
+            let p = match cache.get(&key) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = client
+                        .head_manifest(plan.image.domain(), plan.image.path(), &reference, None)
+                        .await;
+                    cache.insert(key, p.clone());
+                    p
+                }
+            };
+            attempts.push(("no credentials (anonymous)".into(), p));
+        }
+        for c in &offered {
+            let creds = c.credentials.as_ref().expect("filtered");
+            let key = (
+                plan.image.to_string(),
+                reference.clone(),
+                Some(format!("{}:{}", creds.username, creds.password)),
+            );
+            let p = match cache.get(&key) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = client
+                        .head_manifest(
+                            plan.image.domain(),
+                            plan.image.path(),
+                            &reference,
+                            Some(creds),
+                        )
+                        .await;
+                    cache.insert(key, p.clone());
+                    p
+                }
+            };
+            attempts.push((c.source.clone(), p));
+        }
+        let any_ok = attempts.iter().any(|(_, p)| p.outcome.is_success());
+        for (source, p) in attempts {
+            let reason = Reason::from_outcome(p.outcome);
+            let severity = if p.outcome.is_success() {
+                Severity::Info
+            } else if any_ok || !skipped_plugins.is_empty() {
+                Severity::Warning
+            } else {
+                Severity::Error
+            };
+            let message = if p.outcome.is_success() {
+                format!("the manifest is readable with {source}")
+            } else {
+                format!("with {source}: {}", p.detail)
+            };
+            let mut f = Finding::new(&plan.subject, severity, reason, message);
+            if let Some(s) = p.status {
+                f = f.evidence(format!("HEAD {} → {s}", p.url));
+            } else {
+                f = f.evidence(p.url.clone());
+            }
+            if let Some(d) = &p.digest {
+                f = f.evidence(format!("digest {d}"));
+            }
+            if let Some(fix) = fix_for(reason, plan) {
+                f = f.fix(fix);
+            }
+            findings.push(f);
+        }
+        for c in skipped_plugins {
+            findings.push(Finding::new(
+                &plan.subject,
+                Severity::Info,
+                Reason::NoCredentials,
+                format!(
+                    "{} would supply credentials on the node; they cannot be probed from here",
+                    c.source
+                ),
+            ));
+        }
+    }
+    findings
+}

@@ -1,0 +1,170 @@
+//! Runs the offline analysis on every directory under `tests/scenarios/` and
+//! compares the findings with the directory's `expected` file.
+//!
+//! `expected` has one line per finding: `SEVERITY REASON NS/KIND/NAME
+//! CONTAINER [| TEXT]`, with `-` for a pod-level finding and TEXT a piece
+//! the message, evidence or fix must contain. An optional `args` file holds
+//! `--namespace`, `--node-docker-config` and `--credential-provider-config`
+//! lines (paths relative to the scenario).
+
+use std::path::{Path, PathBuf};
+
+use berth_doctor::NodeConfig;
+
+struct Expected {
+    key: String,
+    text: Option<String>,
+}
+
+fn parse_expected(text: &str) -> Vec<Expected> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (key, text) = match l.split_once('|') {
+                Some((k, t)) => (k.trim(), Some(t.trim().to_owned())),
+                None => (l, None),
+            };
+            Expected {
+                key: key.split_whitespace().collect::<Vec<_>>().join(" "),
+                text,
+            }
+        })
+        .collect()
+}
+
+fn run(dir: &Path) -> Result<(), String> {
+    let mut namespace = "default".to_owned();
+    let mut node = NodeConfig::default();
+    if let Ok(args) = std::fs::read_to_string(dir.join("args")) {
+        for line in args.lines().filter(|l| !l.trim().is_empty()) {
+            let (flag, value) = line.split_once(' ').expect("flag value");
+            match flag {
+                "--namespace" => namespace = value.to_owned(),
+                "--node-docker-config" => {
+                    node.docker_config =
+                        Some(berth_doctor::read_node_docker_config(&dir.join(value)).unwrap());
+                }
+                "--credential-provider-config" => {
+                    node.providers =
+                        Some(berth_doctor::read_provider_config(&dir.join(value)).unwrap());
+                }
+                other => panic!("unknown flag {other} in {}", dir.display()),
+            }
+        }
+    }
+    let analysis = berth_doctor::check(
+        &[dir.to_path_buf()],
+        &mut std::io::empty(),
+        &namespace,
+        &node,
+    )
+    .map_err(|e| format!("input unusable: {e}"))?;
+    let expected = parse_expected(&std::fs::read_to_string(dir.join("expected")).unwrap());
+    let got: Vec<(String, String)> = analysis
+        .findings
+        .iter()
+        .map(|f| {
+            let s = &f.subject;
+            let key = format!(
+                "{} {} {}/{}/{} {}",
+                f.severity.as_str(),
+                f.reason.code(),
+                s.namespace,
+                s.kind,
+                s.name,
+                if s.container.is_empty() {
+                    "-"
+                } else {
+                    &s.container
+                }
+            );
+            let all = format!(
+                "{} {} {}",
+                f.message,
+                f.evidence.join(" "),
+                f.fix.clone().unwrap_or_default()
+            );
+            (key, all)
+        })
+        .collect();
+    let mut got_keys: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
+    let mut want_keys: Vec<&str> = expected.iter().map(|e| e.key.as_str()).collect();
+    got_keys.sort();
+    want_keys.sort();
+    let report = || berth_doctor::report::to_text(&analysis.findings);
+    if got_keys != want_keys {
+        return Err(format!(
+            "findings differ\n  want: {want_keys:#?}\n  got:  {got_keys:#?}\n{}",
+            report()
+        ));
+    }
+    for e in &expected {
+        if let Some(t) = &e.text
+            && !got
+                .iter()
+                .any(|(k, all)| k == &e.key && all.contains(t.as_str()))
+        {
+            return Err(format!(
+                "finding {} does not mention {t:?}\n{}",
+                e.key,
+                report()
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn every_scenario_matches_its_expected_findings() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    assert!(dirs.len() >= 20, "the corpus went missing");
+    let failures: Vec<String> = dirs
+        .iter()
+        .filter_map(|d| {
+            run(d)
+                .err()
+                .map(|e| format!("scenario {}: {e}", d.file_name().unwrap().to_string_lossy()))
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} scenarios failed:\n\n{}",
+        failures.len(),
+        dirs.len(),
+        failures.join("\n\n")
+    );
+}
+
+#[test]
+fn every_offline_reason_code_has_a_scenario() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios");
+    let mut all = String::new();
+    for e in std::fs::read_dir(&root).unwrap() {
+        let p = e.unwrap().path().join("expected");
+        all.push_str(&std::fs::read_to_string(p).unwrap_or_default());
+    }
+    for code in [
+        "InvalidImageName",
+        "SecretNotFound",
+        "SecretInOtherNamespace",
+        "SecretWrongType",
+        "SecretMalformed",
+        "RegistryHostMismatch",
+        "SecretNotReferenced",
+        "ServiceAccountNotFound",
+        "ServiceAccountSecretsNotApplied",
+        "NoCredentials",
+        "NeverPolicy",
+        "MutableTag",
+        "NodeDiskFull",
+    ] {
+        assert!(all.contains(&format!(" {code} ")), "no scenario for {code}");
+    }
+}
