@@ -17,7 +17,9 @@
 //!
 //! Rules only grant; anything no rule grants is refused. Without any rule,
 //! every authenticated user may do everything and anonymous requests nothing.
-//! Robot accounts carry their own scope and are not subject to the rules.
+//! Robot accounts carry their own scope; a rule naming `robot:NAME` grants a
+//! robot more, while `authenticated` means users only, so that a broad rule
+//! never widens a robot made narrow on purpose.
 
 use std::collections::BTreeMap;
 
@@ -25,6 +27,7 @@ use regex::Regex;
 use serde::Deserialize;
 
 use crate::Subject;
+use crate::robots::ROBOT_PREFIX;
 use crate::scope::Action;
 
 /// A repository pattern: `team-a/*` (one path segment), `team-a/**` (anything
@@ -110,6 +113,8 @@ enum SubjectMatcher {
     Authenticated,
     User(String),
     Group(Vec<String>),
+    /// A robot's user name, `robot.NAME`.
+    Robot(String),
 }
 
 impl SubjectMatcher {
@@ -119,6 +124,7 @@ impl SubjectMatcher {
             (SubjectMatcher::Authenticated, Subject::User(_)) => true,
             (SubjectMatcher::User(name), Subject::User(user)) => name == user,
             (SubjectMatcher::Group(members), Subject::User(user)) => members.contains(user),
+            (SubjectMatcher::Robot(name), Subject::Robot(robot)) => *name == robot.username,
             _ => false,
         }
     }
@@ -157,13 +163,16 @@ impl Policy {
                     "authenticated" => Ok(SubjectMatcher::Authenticated),
                     other => match other.split_once(':') {
                         Some(("user", name)) if !name.is_empty() => Ok(SubjectMatcher::User(name.to_owned())),
+                        Some(("robot", name)) if !name.is_empty() => {
+                            Ok(SubjectMatcher::Robot(format!("{ROBOT_PREFIX}{name}")))
+                        }
                         Some(("group", name)) => config
                             .groups
                             .get(name)
                             .map(|m| SubjectMatcher::Group(m.clone()))
                             .ok_or_else(|| at(format!("group {name:?} is not defined under [groups]"))),
                         _ => Err(at(format!(
-                            "subject {other:?} is not one of user:NAME, group:NAME, anonymous, authenticated"
+                            "subject {other:?} is not one of user:NAME, group:NAME, robot:NAME, anonymous, authenticated"
                         ))),
                     },
                 })
@@ -205,23 +214,28 @@ impl Policy {
             .filter(move |rule| rule.subjects.iter().any(|m| m.matches(subject)))
     }
 
+    fn rules_allow(&self, subject: &Subject, repository: &str, action: Action) -> bool {
+        self.rules_for(subject).any(|rule| {
+            rule.actions.contains(&action)
+                && rule.repositories.iter().any(|p| p.matches(repository))
+        })
+    }
+
     pub fn allows(&self, subject: &Subject, repository: &str, action: Action) -> bool {
         match (subject, &self.rules) {
-            (Subject::Robot(robot), _) => robot.allows(repository, action),
+            (Subject::Robot(robot), _) => {
+                robot.allows(repository, action) || self.rules_allow(subject, repository, action)
+            }
             (Subject::User(_), None) => true,
             (Subject::Anonymous, None) => false,
-            (_, Some(_)) => self.rules_for(subject).any(|rule| {
-                rule.actions.contains(&action)
-                    && rule.repositories.iter().any(|p| p.matches(repository))
-            }),
+            (_, Some(_)) => self.rules_allow(subject, repository, action),
         }
     }
 
     pub fn allows_catalog(&self, subject: &Subject) -> bool {
         match (subject, &self.rules) {
-            (Subject::Robot(_), _) => false,
             (Subject::User(_), None) => true,
-            (Subject::Anonymous, None) => false,
+            (Subject::Anonymous | Subject::Robot(_), None) => false,
             (_, Some(_)) => self.rules_for(subject).any(|rule| rule.catalog),
         }
     }
@@ -294,6 +308,34 @@ mod tests {
         assert!(policy.allows(&user("root"), "z", Action::Delete));
         assert!(policy.allows_catalog(&user("carol")));
         assert!(!policy.allows_catalog(&Subject::Anonymous));
+    }
+
+    #[test]
+    fn robots_keep_their_scope_unless_a_rule_names_them() {
+        let robot = |name: &str| {
+            Subject::Robot(crate::robots::RobotGrant {
+                username: format!("robot.{name}"),
+                repositories: vec![RepositoryPattern::parse("team/*").unwrap()],
+                actions: vec![Action::Pull],
+                expires_at: None,
+            })
+        };
+        let mut extra = rule(&["robot:ci"], &["tools/*"], &["pull", "push"]);
+        extra.catalog = true;
+        let policy = Policy::new(PolicyConfig {
+            groups: BTreeMap::new(),
+            rules: vec![rule(&["authenticated"], &["**"], &["*"]), extra],
+        })
+        .unwrap();
+        assert!(policy.allows(&robot("ci"), "team/app", Action::Pull));
+        assert!(policy.allows(&robot("ci"), "tools/x", Action::Push));
+        assert!(policy.allows_catalog(&robot("ci")));
+        assert!(
+            !policy.allows(&robot("other"), "tools/x", Action::Pull),
+            "authenticated is users only"
+        );
+        assert!(!policy.allows(&robot("other"), "team/app", Action::Push));
+        assert!(!policy.allows_catalog(&robot("other")));
     }
 
     #[test]
