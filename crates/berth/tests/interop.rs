@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 
 use common::image::Layout;
-use common::{Server, run_tool, run_tool_failing, sha256};
+use common::{Server, run_tool, run_tool_failing, sha256, succeed};
 
 /// The manifest digest index.json gives for `tag`.
 fn layout_digest(dir: &Path, tag: &str) -> String {
@@ -211,25 +211,7 @@ fn podman_pulls_and_pushes() {
         ],
     );
 
-    // A private podman store, so the test touches nothing of the machine's.
-    let root = work.path().join("podman-root");
-    let runroot = work.path().join("podman-run");
-    let podman = |args: &[&str]| {
-        let mut all = vec![
-            "--root",
-            root.to_str().unwrap(),
-            "--runroot",
-            runroot.to_str().unwrap(),
-            "--storage-driver",
-            "vfs",
-            "--events-backend",
-            "file",
-            "--cgroup-manager",
-            "cgroupfs",
-        ];
-        all.extend_from_slice(args);
-        run_tool("podman", &all)
-    };
+    let podman = |args: &[&str]| succeed(common::podman(work.path()).args(args));
     let creds = server.admin_creds();
     podman(&["pull", "--tls-verify=false", "--creds", &creds, &pulled]);
     let pushed = format!("{}/podman/copy:v1", server.addr);

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::image::Layout;
@@ -223,26 +222,9 @@ fn skopeo_and_podman_over_tls_with_the_self_signed_ca() {
     assert_eq!(inspect["Architecture"], "amd64");
 
     // podman: login (wrong, then right) and pull, trusting the CA.
-    let root = work.path().join("podman-root");
-    let runroot = work.path().join("podman-run");
-    let authfile = work.path().join("auth.json");
     let podman = |args: &[&str]| {
-        let mut all = vec![
-            "--root",
-            root.to_str().unwrap(),
-            "--runroot",
-            runroot.to_str().unwrap(),
-            "--storage-driver",
-            "vfs",
-            "--events-backend",
-            "file",
-            "--cgroup-manager",
-            "cgroupfs",
-        ];
-        all.extend_from_slice(args);
-        Command::new("podman")
-            .args(&all)
-            .env("REGISTRY_AUTH_FILE", &authfile)
+        common::podman(work.path())
+            .args(args)
             .output()
             .expect("podman is installed (scripts/test installs it)")
     };

@@ -12,7 +12,8 @@ fn certificate(name: &str) -> (String, String, String) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(rcgen::DnType::CommonName, format!("{name} CA"));
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, format!("{name} CA"));
     let ca_cert = ca.self_signed(&ca_key).unwrap();
     let issuer = rcgen::Issuer::new(ca, &ca_key);
     let key = rcgen::KeyPair::generate().unwrap();
@@ -54,10 +55,16 @@ async fn certificate_files_are_served_and_reloaded_when_they_change() {
     std::fs::write(&key_path, key2).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while client(&ca2).get(&url).send().await.is_err() {
-        assert!(Instant::now() < deadline, "the renewed certificate was never served");
+        assert!(
+            Instant::now() < deadline,
+            "the renewed certificate was never served"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert!(client(&ca1).get(&url).send().await.is_err(), "the old certificate is gone");
+    assert!(
+        client(&ca1).get(&url).send().await.is_err(),
+        "the old certificate is gone"
+    );
 }
 
 #[test]
@@ -78,5 +85,8 @@ fn a_key_that_does_not_match_is_refused_at_start() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("cannot load the TLS certificate"), "{stderr}");
+    assert!(
+        stderr.contains("cannot load the TLS certificate"),
+        "{stderr}"
+    );
 }

@@ -168,16 +168,44 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
 /// Runs an external tool, failing the test with its output when it fails, and
 /// with an install hint when it is missing.
 pub fn run_tool(program: &str, args: &[&str]) -> String {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {program} ({e}): install it (scripts/test installs every test tool)")
-        });
+    succeed(Command::new(program).args(args))
+}
+
+/// A podman with a private store under `dir` (vfs, no systemd), so tests touch
+/// nothing of the machine's own containers; credentials it logs in with go to
+/// `dir/auth.json`.
+pub fn podman(dir: &Path) -> Command {
+    let auth_file = dir.join("auth.json");
+    if !auth_file.exists() {
+        // podman refuses a REGISTRY_AUTH_FILE that does not exist.
+        std::fs::write(&auth_file, "{}").unwrap();
+    }
+    let mut command = Command::new("podman");
+    command
+        .arg("--root")
+        .arg(dir.join("podman-root"))
+        .arg("--runroot")
+        .arg(dir.join("podman-run"))
+        .args([
+            "--storage-driver",
+            "vfs",
+            "--events-backend",
+            "file",
+            "--cgroup-manager",
+            "cgroupfs",
+        ])
+        .env("REGISTRY_AUTH_FILE", auth_file);
+    command
+}
+
+/// Runs `command`, failing the test with its output unless it succeeds.
+pub fn succeed(command: &mut Command) -> String {
+    let output = command.output().unwrap_or_else(|e| {
+        panic!("cannot run {command:?} ({e}): install it (scripts/test installs every test tool)")
+    });
     assert!(
         output.status.success(),
-        "{program} {} failed with {}:\nstdout: {}\nstderr: {}",
-        args.join(" "),
+        "{command:?} failed with {}:\nstdout: {}\nstderr: {}",
         output.status,
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
