@@ -11,7 +11,10 @@ use sha2::Digest as _;
 
 use crate::Subject;
 use crate::htpasswd::Htpasswd;
-use crate::policy::Policy;
+use crate::policy::{Policy, RepositoryPattern};
+use crate::pull_credential::{
+    PATTERN_ACCESS_TYPE, PullCredential, PullCredentialError, PullGrant, choose_patterns,
+};
 use crate::reload::Reloading;
 use crate::robots::{ROBOT_PREFIX, RobotStore};
 use crate::scope::{Action, ResourceAccess};
@@ -29,6 +32,8 @@ pub struct AuthConfig {
     pub issuer: String,
     pub token_ttl: Duration,
     pub refresh_ttl: Duration,
+    /// The longest life of a pull credential.
+    pub pull_credential_ttl: Duration,
 }
 
 /// Credentials as presented in an `Authorization` header.
@@ -154,6 +159,7 @@ pub struct Authenticator {
     robots: Reloading<RobotStore>,
     policy: Policy,
     tokens: TokenIssuer,
+    pull_credential_ttl: Duration,
     throttle: LoginThrottle,
     logins: Cache<[u8; 32], VerifiedLogin>,
     /// Verified access tokens: an ES256 check costs far more than a lookup.
@@ -191,6 +197,7 @@ impl Authenticator {
             robots,
             policy: config.policy,
             tokens,
+            pull_credential_ttl: config.pull_credential_ttl,
             throttle: LoginThrottle::default(),
             logins: Cache::new(CACHE_ENTRIES),
             bearers: Cache::new(CACHE_ENTRIES),
@@ -220,7 +227,7 @@ impl Authenticator {
         if let Some(hit) = self.logins.get(&key)
             && hit.generations == generations
             && hit.at.elapsed() < VERIFIED_LOGIN_TTL
-            && !robot_expired(&hit.subject)
+            && !subject_expired(&hit.subject)
         {
             return Ok(hit.subject);
         }
@@ -262,17 +269,101 @@ impl Authenticator {
         } else {
             (self.users.get(), self.robots.get())
         };
-        let subject = if user.starts_with(ROBOT_PREFIX) {
+        let generations = (user_generation, robot_generation);
+        // A password shaped like a JWT is first tried as a pull credential;
+        // if it is none, it may still be someone's own password.
+        let pull_credential = if looks_like_jwt(password) {
+            match self.pull_credential(user, password) {
+                Ok(grant) => return Ok((Subject::PullCredential(grant), generations)),
+                Err(reason) => Some(reason),
+            }
+        } else {
+            None
+        };
+        let own_password = if user.starts_with(ROBOT_PREFIX) {
             robots
                 .verify(user, password, unix_now())
                 .map(Subject::Robot)
-                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())
         } else if users.verify(user, password) {
-            Subject::User(user.to_owned())
+            Ok(Subject::User(user.to_owned()))
         } else {
-            return Err("wrong user name or password".to_owned());
+            Err("wrong user name or password".to_owned())
         };
-        Ok((subject, (user_generation, robot_generation)))
+        let subject = own_password.map_err(|reason| pull_credential.unwrap_or(reason))?;
+        Ok((subject, generations))
+    }
+
+    /// Checks a pull credential presented as `user`'s password.
+    fn pull_credential(&self, user: &str, password: &str) -> Result<PullGrant, String> {
+        let claims = self
+            .tokens
+            .verify_pull_credential(password)
+            .map_err(|e| format!("pull credential: {e}"))?;
+        if claims.sub != user {
+            return Err("pull credential issued to another user".to_owned());
+        }
+        let holder = self
+            .current_subject(user)
+            .filter(|s| !s.is_anonymous())
+            .ok_or("pull credential of a user or robot that no longer exists")?;
+        let repositories = claims
+            .access
+            .iter()
+            .map(|a| {
+                if a.kind != PATTERN_ACCESS_TYPE || a.actions != ["pull"] {
+                    return Err("pull credential with an unexpected access claim".to_owned());
+                }
+                RepositoryPattern::parse(&a.name)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(PullGrant {
+            holder: Box::new(holder),
+            repositories,
+            expires_at: claims.exp,
+        })
+    }
+
+    /// A pull credential for `subject` (who just logged in with its own
+    /// credential): for the `requested` repository patterns (all it may pull
+    /// when empty), living `ttl` capped by the configured maximum and by a
+    /// robot's own expiry.
+    pub fn issue_pull_credential(
+        &self,
+        subject: &Subject,
+        requested: &[String],
+        ttl: Option<Duration>,
+    ) -> Result<PullCredential, PullCredentialError> {
+        match subject {
+            Subject::Anonymous => return Err(PullCredentialError::Anonymous),
+            Subject::PullCredential(_) => return Err(PullCredentialError::NotExchangeable),
+            Subject::User(_) | Subject::Robot(_) => {}
+        }
+        let ttl = ttl.map_or(self.pull_credential_ttl, |t| {
+            t.min(self.pull_credential_ttl)
+        });
+        if ttl.as_secs() == 0 {
+            return Err(PullCredentialError::ZeroLifetime);
+        }
+        let allowed = self.policy.pull_patterns(subject);
+        let patterns = choose_patterns(subject.name(), &allowed, requested)?;
+        let now = unix_now();
+        let mut expires_at = now + ttl.as_secs();
+        if let Subject::Robot(robot) = subject
+            && let Some(robot_expiry) = robot.expires_at
+        {
+            expires_at = expires_at.min(robot_expiry);
+        }
+        let texts: Vec<&str> = patterns.iter().map(RepositoryPattern::as_str).collect();
+        Ok(PullCredential {
+            username: subject.name().to_owned(),
+            password: self
+                .tokens
+                .issue_pull_credential(subject.name(), &texts, expires_at),
+            repositories: texts.iter().map(|t| (*t).to_owned()).collect(),
+            expires_at,
+            expires_in: expires_at.saturating_sub(now),
+        })
     }
 
     fn verify_bearer(&self, token: &str) -> Option<Arc<Claims>> {
@@ -366,7 +457,18 @@ impl Authenticator {
         // the scope) is challenged so the client can fetch the right token.
         let subject = match &principal {
             Principal::Direct(subject) => Some(subject.clone()),
-            Principal::Token(claims) => self.current_subject(&claims.sub),
+            Principal::Token(claims) => self.current_subject(&claims.sub).map(|holder| {
+                if claims.pull_only {
+                    Subject::PullCredential(PullGrant {
+                        holder: Box::new(holder),
+                        // The token itself names the repositories.
+                        repositories: vec![RepositoryPattern::parse("**").expect("valid")],
+                        expires_at: claims.exp,
+                    })
+                } else {
+                    holder
+                }
+            }),
         };
         match subject {
             Some(subject) if !subject.is_anonymous() => {
@@ -437,6 +539,11 @@ impl Authenticator {
         offline: bool,
     ) -> (IssuedToken, Option<String>) {
         let access = self.grant(subject, scopes);
+        if matches!(subject, Subject::PullCredential(_)) {
+            // No refresh token: it would outlive the credential and carry
+            // the holder's full rights.
+            return (self.tokens.issue_pull_only(subject.name(), access), None);
+        }
         let token = self.tokens.issue(subject.name(), access);
         let refresh =
             (offline && !subject.is_anonymous()).then(|| self.tokens.issue_refresh(subject.name()));
@@ -456,8 +563,17 @@ impl Authenticator {
     }
 }
 
-fn robot_expired(subject: &Subject) -> bool {
-    matches!(subject, Subject::Robot(r) if r.expires_at.is_some_and(|at| at <= unix_now()))
+fn subject_expired(subject: &Subject) -> bool {
+    match subject {
+        Subject::Robot(r) => r.expires_at.is_some_and(|at| at <= unix_now()),
+        Subject::PullCredential(grant) => grant.expires_at <= unix_now(),
+        Subject::Anonymous | Subject::User(_) => false,
+    }
+}
+
+/// Whether a password has the shape of a JWT, and so may be a pull credential.
+fn looks_like_jwt(password: &str) -> bool {
+    password.len() > 32 && password.bytes().filter(|b| *b == b'.').count() == 2
 }
 
 #[cfg(test)]
@@ -483,6 +599,7 @@ mod tests {
             issuer: "berth".into(),
             token_ttl: Duration::from_secs(60),
             refresh_ttl: Duration::from_secs(600),
+            pull_credential_ttl: Duration::from_secs(3600),
         })
         .unwrap()
     }
@@ -606,6 +723,171 @@ mod tests {
                 .unwrap()
                 .access
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn pull_credentials_pull_only_what_was_granted() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = vec![
+            RuleConfig {
+                subjects: vec!["user:alice".into()],
+                repositories: vec!["a/*".into()],
+                actions: vec!["pull".into(), "push".into()],
+                catalog: true,
+            },
+            RuleConfig {
+                subjects: vec!["user:bob".into()],
+                repositories: vec!["b/*".into()],
+                actions: vec!["push".into()],
+                catalog: false,
+            },
+        ];
+        let auth = authenticator(dir.path(), rules);
+        let alice = auth.login("alice", "secret", local()).unwrap();
+        let credential = auth.issue_pull_credential(&alice, &[], None).unwrap();
+        assert_eq!(credential.username, "alice");
+        assert_eq!(credential.repositories, ["a/*"]);
+        assert_eq!(credential.expires_in, 3600);
+        let basic = basic("alice", &credential.password);
+        assert!(matches!(
+            auth.decide(&basic, local(), &pull("a/x")),
+            Decision::Allow(_)
+        ));
+        let push = Required::Repository {
+            name: "a/x".into(),
+            action: Action::Push,
+        };
+        assert!(matches!(
+            auth.decide(&basic, local(), &push),
+            Decision::Deny(_)
+        ));
+        assert!(matches!(
+            auth.decide(&basic, local(), &pull("b/x")),
+            Decision::Deny(_)
+        ));
+        assert!(matches!(
+            auth.decide(&basic, local(), &Required::Catalog),
+            Decision::Deny(_)
+        ));
+        // Another user's name, or the credential as a bearer token: refused.
+        assert_eq!(
+            auth.login("bob", &credential.password, local()),
+            Err(AuthError::BadCredentials)
+        );
+        assert!(matches!(
+            auth.decide(
+                &Credentials::Bearer(credential.password.clone()),
+                local(),
+                &pull("a/x")
+            ),
+            Decision::Challenge {
+                error: Some("invalid_token")
+            }
+        ));
+        // Through the token flow: pull only, no refresh token, and a push
+        // is refused outright although alice herself may push.
+        let subject = auth.login("alice", &credential.password, local()).unwrap();
+        assert!(matches!(subject, Subject::PullCredential(_)));
+        let (token, refresh) = auth.issue(&subject, &["repository:a/x:pull,push".into()], true);
+        assert!(refresh.is_none());
+        let bearer = Credentials::Bearer(token.token);
+        assert!(matches!(
+            auth.decide(&bearer, local(), &pull("a/x")),
+            Decision::Allow(_)
+        ));
+        assert!(matches!(
+            auth.decide(&bearer, local(), &push),
+            Decision::Deny(_)
+        ));
+        // It cannot be renewed with itself, nor widened.
+        assert_eq!(
+            auth.issue_pull_credential(&subject, &[], None),
+            Err(PullCredentialError::NotExchangeable)
+        );
+        assert!(matches!(
+            auth.issue_pull_credential(&alice, &["a/**".into()], None),
+            Err(PullCredentialError::Wider { .. })
+        ));
+        let narrow = auth
+            .issue_pull_credential(&alice, &["a/x".into()], Some(Duration::from_secs(9000)))
+            .unwrap();
+        assert_eq!(narrow.expires_in, 3600, "capped by the configured maximum");
+        assert!(matches!(
+            auth.decide(&basic_of(&narrow), local(), &pull("a/y")),
+            Decision::Deny(_)
+        ));
+        // bob may push but not pull: nothing to issue.
+        let bob = auth.login("bob", "hunter2", local()).unwrap();
+        assert!(matches!(
+            auth.issue_pull_credential(&bob, &[], None),
+            Err(PullCredentialError::NoPullRights(_))
+        ));
+        assert_eq!(
+            auth.issue_pull_credential(&Subject::Anonymous, &[], None),
+            Err(PullCredentialError::Anonymous)
+        );
+    }
+
+    fn basic_of(credential: &PullCredential) -> Credentials {
+        basic(&credential.username, &credential.password)
+    }
+
+    #[test]
+    fn pull_credentials_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = authenticator(dir.path(), vec![]);
+        let alice = auth.login("alice", "secret", local()).unwrap();
+        let credential = auth
+            .issue_pull_credential(&alice, &[], Some(Duration::from_secs(1)))
+            .unwrap();
+        assert_eq!(credential.repositories, ["**"]);
+        // Logged in once, so the expiry must also end the cached login.
+        assert!(auth.login("alice", &credential.password, local()).is_ok());
+        std::thread::sleep(Duration::from_millis(2100));
+        assert_eq!(
+            auth.login("alice", &credential.password, local()),
+            Err(AuthError::BadCredentials)
+        );
+        assert_eq!(
+            auth.issue_pull_credential(&alice, &[], Some(Duration::ZERO)),
+            Err(PullCredentialError::ZeroLifetime)
+        );
+    }
+
+    #[test]
+    fn pull_credentials_end_with_their_robot() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = authenticator(dir.path(), vec![]);
+        let mut store = crate::robots::RobotStore::default();
+        let (name, secret) = store
+            .create(
+                "node",
+                vec!["team/**".into()],
+                vec![Action::Pull, Action::Push],
+                Some(Duration::from_secs(100)),
+                unix_now(),
+            )
+            .unwrap();
+        std::fs::write(dir.path().join("robots.json"), store.render()).unwrap();
+        let robot = auth.login(&name, &secret, local()).unwrap();
+        // Capped by the robot's own expiry; its push right is not carried.
+        let credential = auth.issue_pull_credential(&robot, &[], None).unwrap();
+        assert!(credential.expires_in <= 100, "{credential:?}");
+        assert_eq!(credential.repositories, ["team/**"]);
+        let basic = basic_of(&credential);
+        assert!(matches!(
+            auth.decide(&basic, local(), &pull("team/a/b")),
+            Decision::Allow(_)
+        ));
+        // Revoking the robot revokes the credentials issued to it.
+        std::thread::sleep(Duration::from_millis(1100));
+        store.revoke("node").unwrap();
+        std::fs::write(dir.path().join("robots.json"), store.render()).unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(
+            auth.login(&name, &credential.password, local()),
+            Err(AuthError::BadCredentials)
         );
     }
 

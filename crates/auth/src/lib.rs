@@ -4,6 +4,8 @@
 //! * [`robots`]: robot accounts with a scope and an expiry, stored hashed;
 //! * [`policy`]: which subject may do which action on which repositories;
 //! * [`token`]: signed registry tokens (the Docker/OCI token protocol, ES256 JWTs);
+//! * [`pull_credential`]: short-lived, pull-only passwords a user or robot
+//!   exchanges its own credential for (what kubelets present);
 //! * [`throttle`]: slowing down repeated failed logins;
 //! * [`Authenticator`]: all of it behind one decision per request, with files
 //!   re-read when they change.
@@ -13,6 +15,7 @@
 mod authenticator;
 pub mod htpasswd;
 pub mod policy;
+pub mod pull_credential;
 mod reload;
 pub mod robots;
 pub mod scope;
@@ -31,6 +34,9 @@ pub enum Subject {
     Anonymous,
     User(String),
     Robot(robots::RobotGrant),
+    /// A user or robot that logged in with a pull credential: its holder's
+    /// name, and rights narrowed to pulling some repositories until expiry.
+    PullCredential(pull_credential::PullGrant),
 }
 
 impl Subject {
@@ -41,6 +47,7 @@ impl Subject {
             Subject::Anonymous => "",
             Subject::User(name) => name,
             Subject::Robot(robot) => &robot.username,
+            Subject::PullCredential(grant) => grant.holder.name(),
         }
     }
 

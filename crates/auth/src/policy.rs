@@ -53,25 +53,9 @@ impl RepositoryPattern {
                 "repository pattern {text:?} is not valid: write e.g. team-a/app, team-a/* or team-a/**"
             ));
         }
-        let mut pattern = String::from("^");
-        let mut rest = text;
-        while !rest.is_empty() {
-            if let Some(after) = rest.strip_prefix("**") {
-                pattern.push_str(".*");
-                rest = after;
-            } else if let Some(after) = rest.strip_prefix('*') {
-                pattern.push_str("[^/]*");
-                rest = after;
-            } else {
-                let c = rest.chars().next().expect("non-empty");
-                pattern.push_str(&regex::escape(&c.to_string()));
-                rest = &rest[c.len_utf8()..];
-            }
-        }
-        pattern.push('$');
         Ok(RepositoryPattern {
             text: text.to_owned(),
-            regex: Regex::new(&pattern).map_err(|e| e.to_string())?,
+            regex: Regex::new(&pattern_regex(text, "[^/]*")).map_err(|e| e.to_string())?,
         })
     }
 
@@ -82,6 +66,49 @@ impl RepositoryPattern {
     pub fn as_str(&self) -> &str {
         &self.text
     }
+
+    /// Whether every repository `other` matches is matched by `self` too.
+    ///
+    /// `other`'s wildcards are replaced by marker characters no repository
+    /// name holds: `*` by one that only `*` or `**` of `self` can absorb,
+    /// `**` by one that only `**` can. Whatever a wildcard of `other` stands
+    /// for, the same part of `self` then absorbs it, so a match is a proof
+    /// of inclusion (never a false yes; a rare false no only refuses).
+    pub fn covers(&self, other: &RepositoryPattern) -> bool {
+        if other.text.contains([ONE_SEGMENT_MARK, ANY_MARK]) {
+            return false;
+        }
+        let probe = other
+            .text
+            .replace("**", &ANY_MARK.to_string())
+            .replace('*', &ONE_SEGMENT_MARK.to_string());
+        let segment = format!("[^/{}]*", regex::escape(&ANY_MARK.to_string()));
+        Regex::new(&pattern_regex(&self.text, &segment)).is_ok_and(|r| r.is_match(&probe))
+    }
+}
+
+const ONE_SEGMENT_MARK: char = '\u{1}';
+const ANY_MARK: char = '\u{2}';
+
+/// The anchored regex of a pattern, `*` becoming `segment`.
+fn pattern_regex(text: &str, segment: &str) -> String {
+    let mut pattern = String::from("^");
+    let mut rest = text;
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix("**") {
+            pattern.push_str("(?s:.*)");
+            rest = after;
+        } else if let Some(after) = rest.strip_prefix('*') {
+            pattern.push_str(segment);
+            rest = after;
+        } else {
+            let c = rest.chars().next().expect("non-empty");
+            pattern.push_str(&regex::escape(&c.to_string()));
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    pattern.push('$');
+    pattern
 }
 
 /// One `[[policy]]` table as written in the config file.
@@ -223,6 +250,13 @@ impl Policy {
 
     pub fn allows(&self, subject: &Subject, repository: &str, action: Action) -> bool {
         match (subject, &self.rules) {
+            // Never more than its holder may do now, so removing the holder
+            // or its rights also takes them from credentials already issued.
+            (Subject::PullCredential(grant), _) => {
+                action == Action::Pull
+                    && grant.repositories.iter().any(|p| p.matches(repository))
+                    && self.allows(&grant.holder, repository, action)
+            }
             (Subject::Robot(robot), _) => {
                 robot.allows(repository, action) || self.rules_allow(subject, repository, action)
             }
@@ -234,10 +268,34 @@ impl Policy {
 
     pub fn allows_catalog(&self, subject: &Subject) -> bool {
         match (subject, &self.rules) {
+            (Subject::PullCredential(_), _) => false,
             (Subject::User(_), None) => true,
             (Subject::Anonymous | Subject::Robot(_), None) => false,
             (_, Some(_)) => self.rules_for(subject).any(|rule| rule.catalog),
         }
+    }
+
+    /// The repository patterns `subject` may pull from, as the policy states
+    /// them (empty when none): what a pull credential may be issued for.
+    pub fn pull_patterns(&self, subject: &Subject) -> Vec<RepositoryPattern> {
+        let mut patterns = match (subject, &self.rules) {
+            (Subject::PullCredential(_), _) => return Vec::new(),
+            (Subject::User(_), None) => {
+                return vec![RepositoryPattern::parse("**").expect("valid pattern")];
+            }
+            (Subject::Robot(robot), _) if robot.actions.contains(&Action::Pull) => {
+                robot.repositories.clone()
+            }
+            _ => Vec::new(),
+        };
+        for rule in self.rules_for(subject) {
+            if rule.actions.contains(&Action::Pull) {
+                patterns.extend(rule.repositories.iter().cloned());
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        patterns.retain(|p| seen.insert(p.text.clone()));
+        patterns
     }
 }
 
@@ -336,6 +394,39 @@ mod tests {
         );
         assert!(!policy.allows(&robot("other"), "team/app", Action::Push));
         assert!(!policy.allows_catalog(&robot("other")));
+    }
+
+    #[test]
+    fn pull_patterns_follow_the_rules() {
+        let policy = Policy::new(PolicyConfig {
+            groups: BTreeMap::new(),
+            rules: vec![
+                rule(&["user:alice"], &["team/*", "public/**"], &["pull"]),
+                rule(&["user:alice"], &["team/*"], &["pull", "push"]),
+                rule(&["user:bob"], &["team/*"], &["push"]),
+                rule(&["robot:ci"], &["extra/*"], &["pull"]),
+            ],
+        })
+        .unwrap();
+        let texts = |s: &Subject| {
+            policy
+                .pull_patterns(s)
+                .iter()
+                .map(|p| p.as_str().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(texts(&user("alice")), ["team/*", "public/**"]);
+        assert!(texts(&user("bob")).is_empty());
+        let robot = Subject::Robot(crate::robots::RobotGrant {
+            username: "robot.ci".into(),
+            repositories: vec![RepositoryPattern::parse("ci/*").unwrap()],
+            actions: vec![Action::Pull],
+            expires_at: None,
+        });
+        assert_eq!(texts(&robot), ["ci/*", "extra/*"]);
+        let default = Policy::new(PolicyConfig::default()).unwrap();
+        assert_eq!(default.pull_patterns(&user("x"))[0].as_str(), "**");
+        assert!(default.pull_patterns(&Subject::Anonymous).is_empty());
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub struct Claims {
     pub jti: String,
     #[serde(default)]
     pub access: Vec<ResourceAccess>,
+    /// Set in access tokens obtained with a pull credential, so that a push
+    /// with one is refused (403) rather than challenged for a wider token.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pull_only: bool,
 }
 
 /// A token as handed to a client.
@@ -47,6 +51,9 @@ pub enum TokenError {
 
 /// Audience suffix of refresh tokens, so one can never pass as an access token.
 const REFRESH_AUDIENCE_SUFFIX: &str = "#refresh";
+/// Audience suffix of pull credentials (passwords, see [`crate::pull_credential`]),
+/// so that none of the three kinds can pass as another.
+const PULL_CREDENTIAL_AUDIENCE_SUFFIX: &str = "#pull-credential";
 
 pub struct TokenIssuer {
     encoding: EncodingKey,
@@ -156,6 +163,7 @@ impl TokenIssuer {
             iat: now,
             jti: uuid::Uuid::new_v4().to_string(),
             access,
+            pull_only: false,
         }
     }
 
@@ -171,6 +179,49 @@ impl TokenIssuer {
             )
             .to_string(),
         }
+    }
+
+    /// An access token as [`TokenIssuer::issue`], marked as obtained with a
+    /// pull credential.
+    pub fn issue_pull_only(&self, subject: &str, access: Vec<ResourceAccess>) -> IssuedToken {
+        let mut claims = self.claims(subject, self.service.clone(), self.ttl, access);
+        claims.pull_only = true;
+        IssuedToken {
+            token: self.sign(&claims),
+            expires_in: self.ttl.as_secs(),
+            issued_at: humantime::format_rfc3339_seconds(
+                UNIX_EPOCH + Duration::from_secs(claims.iat),
+            )
+            .to_string(),
+        }
+    }
+
+    /// A pull credential's password for `subject`, valid until `expires_at`
+    /// (Unix seconds) for pulling from `patterns`.
+    pub fn issue_pull_credential(
+        &self,
+        subject: &str,
+        patterns: &[&str],
+        expires_at: u64,
+    ) -> String {
+        let audience = format!("{}{PULL_CREDENTIAL_AUDIENCE_SUFFIX}", self.service);
+        let access = patterns
+            .iter()
+            .map(|p| ResourceAccess {
+                kind: crate::pull_credential::PATTERN_ACCESS_TYPE.to_owned(),
+                name: (*p).to_owned(),
+                actions: vec!["pull".to_owned()],
+            })
+            .collect();
+        let mut claims = self.claims(subject, audience, Duration::ZERO, access);
+        claims.exp = expires_at;
+        self.sign(&claims)
+    }
+
+    /// Checks a pull credential's password and returns its claims.
+    pub fn verify_pull_credential(&self, token: &str) -> Result<Claims, TokenError> {
+        let audience = format!("{}{PULL_CREDENTIAL_AUDIENCE_SUFFIX}", self.service);
+        self.verify(token, &audience)
     }
 
     /// A refresh token (what `docker login` keeps as an identity token).
@@ -277,6 +328,43 @@ mod tests {
             tokens
                 .verify_refresh(&tokens.issue("alice", vec![]).token)
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn pull_credentials_do_not_mix_with_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = issuer(dir.path(), "key.pem");
+        let exp = unix_now() + 100;
+        let credential = tokens.issue_pull_credential("alice", &["team/*"], exp);
+        let claims = tokens.verify_pull_credential(&credential).unwrap();
+        assert_eq!((claims.sub.as_str(), claims.exp), ("alice", exp));
+        assert_eq!(claims.aud, "registry.test#pull-credential");
+        assert_eq!(claims.access[0].kind, "repository-pattern");
+        assert_eq!(claims.access[0].actions, ["pull"]);
+        assert!(tokens.verify_access(&credential).is_err());
+        assert!(tokens.verify_refresh(&credential).is_err());
+        assert!(
+            tokens
+                .verify_pull_credential(&tokens.issue("alice", access()).token)
+                .is_err()
+        );
+        assert!(
+            tokens
+                .verify_pull_credential(&tokens.issue_refresh("alice"))
+                .is_err()
+        );
+        let expired = tokens.issue_pull_credential("alice", &["team/*"], unix_now() - 1);
+        assert!(tokens.verify_pull_credential(&expired).is_err());
+        // The marker of pull-only access tokens survives a round trip and is
+        // absent from ordinary ones.
+        let pull_only = tokens.issue_pull_only("alice", access());
+        assert!(tokens.verify_access(&pull_only.token).unwrap().pull_only);
+        assert!(
+            !tokens
+                .verify_access(&tokens.issue("alice", access()).token)
+                .unwrap()
+                .pull_only
         );
     }
 

@@ -85,6 +85,11 @@ pub struct ServeArgs {
     pub tls_hosts: Vec<String>,
 }
 
+/// How long a pull credential lives at most unless configured: long enough
+/// that a kubelet renewing at half-life asks twice a day, short enough that a
+/// leaked one is soon useless.
+const DEFAULT_PULL_CREDENTIAL_TTL: Duration = Duration::from_secs(12 * 3600);
+
 /// Shortest token lifetime the token spec lets clients rely on.
 const MIN_TOKEN_TTL: Duration = Duration::from_secs(60);
 
@@ -116,6 +121,7 @@ struct FileAuth {
     service: Option<String>,
     realm: Option<String>,
     token_ttl: Option<String>,
+    pull_credential_ttl: Option<String>,
     signing_key: Option<PathBuf>,
 }
 
@@ -137,6 +143,8 @@ pub struct AuthSettings {
     pub service: String,
     pub realm: Option<String>,
     pub token_ttl: Duration,
+    /// The longest life of a pull credential (`POST /berth/v1/pull-credentials`).
+    pub pull_credential_ttl: Duration,
     pub signing_key: Option<PathBuf>,
     pub policy: PolicyConfig,
 }
@@ -213,6 +221,14 @@ impl ServeArgs {
                     .into(),
             ));
         }
+        let pull_credential_ttl =
+            duration("auth.pull_credential_ttl", &file.auth.pull_credential_ttl)?;
+        if pull_credential_ttl.is_some_and(|t| t.as_secs() == 0) {
+            return Err(invalid(
+                "auth.pull_credential_ttl must be at least 1s; remove the key for the default 12h"
+                    .into(),
+            ));
+        }
         let policy = PolicyConfig {
             groups: file.groups,
             rules: file.policy,
@@ -273,6 +289,7 @@ impl ServeArgs {
                 service: file.auth.service.unwrap_or_else(|| "berth".into()),
                 realm: file.auth.realm,
                 token_ttl: token_ttl.unwrap_or(Duration::from_secs(300)),
+                pull_credential_ttl: pull_credential_ttl.unwrap_or(DEFAULT_PULL_CREDENTIAL_TTL),
                 signing_key: file.auth.signing_key,
                 policy,
             },
@@ -298,6 +315,28 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("berth-data"));
         assert!(c.registry.delete_enabled);
         assert_eq!(c.registry.max_manifest_bytes, 4 << 20);
+        assert_eq!(c.auth.pull_credential_ttl, Duration::from_secs(12 * 3600));
+    }
+
+    #[test]
+    fn pull_credential_ttl() {
+        let resolve = |text: &str| {
+            let file = write(text);
+            ServeArgs {
+                config: Some(file.path().to_owned()),
+                ..Default::default()
+            }
+            .resolve()
+        };
+        let c = resolve("[auth]\npull_credential_ttl = \"90m\"\n").unwrap();
+        assert_eq!(c.auth.pull_credential_ttl, Duration::from_secs(5400));
+        let err = resolve("[auth]\npull_credential_ttl = \"0s\"\n").unwrap_err();
+        assert!(err.to_string().contains("at least 1s"), "{err}");
+        let err = resolve("[auth]\npull_credential_ttl = \"long\"\n").unwrap_err();
+        assert!(
+            err.to_string().contains("auth.pull_credential_ttl"),
+            "{err}"
+        );
     }
 
     #[test]

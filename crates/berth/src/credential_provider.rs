@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
+use berth_client::pull_credential::{IssuedPullCredential, PullCredentialRequest};
+use berth_client::{ClientConfig, Credentials, RegistryClient};
 use berth_kube::credential_provider::{
     CredentialProviderConfig, CredentialProviderRequest, CredentialProviderResponse, GoDuration,
     cache_key_type_for,
@@ -124,18 +126,63 @@ fn answer(config: &ProviderConfig, request: &str) -> anyhow::Result<String> {
         );
         return Ok(CredentialProviderResponse::no_credentials(req.api_version).to_json() + "\n");
     };
-    let (username, password) = match &registry.source {
-        Source::Static { credentials_file } => read_credentials_file(credentials_file)?,
+    let (username, password, cache_duration) = match &registry.source {
+        Source::Static { credentials_file } => {
+            let (username, password) = read_credentials_file(credentials_file)?;
+            (username, password, registry.cache_duration)
+        }
+        Source::BerthRegistry(source) => {
+            let issued = exchange(source)?;
+            let renew_after = half_life(issued.expires_in);
+            (issued.username, issued.password, Some(renew_after))
+        }
     };
     let response = CredentialProviderResponse::single_credential(
         req.api_version,
         &req.image,
         config.cache_key_type,
-        registry.cache_duration,
+        cache_duration,
         &username,
         &password,
     );
     Ok(response.to_json() + "\n")
+}
+
+/// The kubelet's cache duration for a credential living `expires_in` more
+/// seconds: half of it, so the kubelet asks again while the cached one still
+/// has half its life left (for clock skew and pulls already under way).
+fn half_life(expires_in: u64) -> GoDuration {
+    GoDuration::from_secs(i64::try_from(expires_in / 2).unwrap_or(i64::MAX / 1_000_000_000))
+}
+
+/// Exchanges the node credential at the berth registry.
+fn exchange(source: &BerthRegistrySource) -> anyhow::Result<IssuedPullCredential> {
+    let (username, password) = read_credentials_file(&source.node_credentials_file)?;
+    let client = RegistryClient::new(ClientConfig {
+        ca_files: source.ca_file.iter().cloned().collect(),
+        ..ClientConfig::default()
+    })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let request = PullCredentialRequest {
+        repositories: Vec::new(),
+        ttl_seconds: source.lifetime.map(|d| d.as_secs().max(1)),
+    };
+    runtime
+        .block_on(client.exchange_pull_credential(
+            &source.url,
+            &Credentials::new(username, password),
+            &request,
+        ))
+        .with_context(|| {
+            format!(
+                "cannot exchange the node credential in {} for a pull credential at {}",
+                source.node_credentials_file.display(),
+                source.url
+            )
+        })
 }
 
 /// A static credentials file: one line `username:password`, split at the
@@ -186,6 +233,19 @@ struct Registry {
 enum Source {
     /// A username and password in a file on the node.
     Static { credentials_file: PathBuf },
+    /// A short-lived pull credential from a berth registry, obtained with
+    /// the node's long-lived credential.
+    BerthRegistry(BerthRegistrySource),
+}
+
+#[derive(Debug)]
+struct BerthRegistrySource {
+    /// The registry's base URL, `https://host[:port]`.
+    url: String,
+    node_credentials_file: PathBuf,
+    ca_file: Option<PathBuf>,
+    /// Requested life of each credential; the registry caps it.
+    lifetime: Option<std::time::Duration>,
 }
 
 #[derive(Deserialize)]
@@ -199,10 +259,18 @@ struct FileConfig {
 #[serde(tag = "source", rename_all = "kebab-case")]
 enum FileRegistry {
     Static(StaticRegistry),
-    /// Reserved: exchange a node credential at a berth registry for a
-    /// short-lived pull-only one. Recognized so that it is refused with a
-    /// clear message rather than as an unknown source.
-    BerthRegistry(serde::de::IgnoredAny),
+    BerthRegistry(BerthRegistryEntry),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BerthRegistryEntry {
+    #[serde(rename = "match")]
+    patterns: Vec<String>,
+    url: String,
+    node_credentials_file: PathBuf,
+    ca_file: Option<PathBuf>,
+    lifetime: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -235,10 +303,26 @@ impl ProviderConfig {
         for (i, entry) in file.registry.into_iter().enumerate() {
             let n = i + 1;
             let r = match entry {
-                FileRegistry::BerthRegistry(_) => bail!(
-                    "[[registry]] #{n}: source = \"berth-registry\" is not supported yet; use \
-                     source = \"static\" with a credentials_file for now"
-                ),
+                FileRegistry::BerthRegistry(b) => {
+                    let url =
+                        check_url(&b.url).with_context(|| format!("[[registry]] #{n}: url"))?;
+                    let lifetime = b
+                        .lifetime
+                        .map(|t| parse_lifetime(&t))
+                        .transpose()
+                        .with_context(|| format!("[[registry]] #{n}: lifetime"))?;
+                    Registry {
+                        patterns: b.patterns,
+                        // Set from each credential's remaining life.
+                        cache_duration: None,
+                        source: Source::BerthRegistry(BerthRegistrySource {
+                            url,
+                            node_credentials_file: base.join(b.node_credentials_file),
+                            ca_file: b.ca_file.map(|f| base.join(f)),
+                            lifetime,
+                        }),
+                    }
+                }
                 FileRegistry::Static(s) => {
                     let cache_duration = s
                         .cache_duration
@@ -278,6 +362,30 @@ impl ProviderConfig {
         }
         out
     }
+}
+
+/// A registry base URL: `https://host[:port]` (or `http://` for a registry
+/// serving plain HTTP), without a path.
+fn check_url(text: &str) -> anyhow::Result<String> {
+    let fix = "write it like https://registry.example.com or https://registry.example.com:5000";
+    let Some(rest) = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))
+    else {
+        bail!("{text:?} has no https:// or http:// scheme; {fix}");
+    };
+    let host = rest.trim_end_matches('/');
+    if host.is_empty() || host.contains(['/', '?', '#', '@', ' ']) {
+        bail!("{text:?} is not a registry base URL; {fix}");
+    }
+    Ok(text.trim_end_matches('/').to_owned())
+}
+
+fn parse_lifetime(text: &str) -> anyhow::Result<std::time::Duration> {
+    let d = GoDuration::parse(text).context("write it like 12h, 30m or 1h30m")?;
+    d.to_std()
+        .filter(|d| d.as_secs() > 0)
+        .with_context(|| format!("{text:?} is shorter than 1s"))
 }
 
 fn parse_cache_duration(text: &str) -> anyhow::Result<GoDuration> {
@@ -386,7 +494,9 @@ mod tests {
             c.registries[0].cache_duration,
             Some(GoDuration::from_secs(5400))
         );
-        let Source::Static { credentials_file } = &c.registries[0].source;
+        let Source::Static { credentials_file } = &c.registries[0].source else {
+            panic!("a static source");
+        };
         assert_eq!(credentials_file, Path::new("/etc/berth/reg.cred"));
         assert_eq!(c.registries[1].cache_duration, None);
         assert_eq!(c.patterns(), ["reg.io", "*.reg.io", "other.io:5000"]);
@@ -402,7 +512,23 @@ mod tests {
             ("", "no [[registry]]"),
             (
                 "[[registry]]\nmatch=[\"r.io\"]\nsource=\"berth-registry\"\nurl=\"https://r.io\"",
-                "not supported yet",
+                "missing field `node_credentials_file`",
+            ),
+            (
+                "[[registry]]\nmatch=[\"r.io\"]\nsource=\"berth-registry\"\nurl=\"r.io\"\nnode_credentials_file=\"n\"",
+                "no https:// or http:// scheme",
+            ),
+            (
+                "[[registry]]\nmatch=[\"r.io\"]\nsource=\"berth-registry\"\nurl=\"https://r.io/v2/\"\nnode_credentials_file=\"n\"",
+                "not a registry base URL",
+            ),
+            (
+                "[[registry]]\nmatch=[\"r.io\"]\nsource=\"berth-registry\"\nurl=\"https://r.io\"\nnode_credentials_file=\"n\"\nlifetime=\"0s\"",
+                "shorter than 1s",
+            ),
+            (
+                "[[registry]]\nmatch=[\"r.io\"]\nsource=\"berth-registry\"\nurl=\"https://r.io\"\nnode_credentials_file=\"n\"\ncache_duration=\"1h\"",
+                "unknown field `cache_duration`",
             ),
             (
                 "[[registry]]\nmatch=[\"r.io\"]\nsource=\"vault\"",
@@ -456,15 +582,47 @@ mod tests {
             c.registries[0].cache_duration,
             Some(GoDuration::from_secs(12 * 3600))
         );
-        // Its commented-out future block is refused, not half-accepted.
-        let future: String = text
+        // Its commented-out berth-registry block is valid once uncommented.
+        let berth: String = text
             .lines()
             .skip_while(|l| !l.starts_with("# [[registry]]"))
+            .filter(|l| !l.starts_with("# #"))
             .map(|l| l.trim_start_matches("# "))
             .collect::<Vec<_>>()
             .join("\n");
-        let err = format!("{:#}", parse(&future).unwrap_err());
-        assert!(err.contains("not supported yet"), "{err}");
+        let c = parse(&berth).unwrap();
+        let Source::BerthRegistry(b) = &c.registries[0].source else {
+            panic!("a berth-registry source");
+        };
+        assert_eq!(b.url, "https://registry.example.com");
+        assert_eq!(b.node_credentials_file, Path::new("/etc/berth/node.cred"));
+        assert_eq!(
+            b.ca_file.as_deref(),
+            Some(Path::new("/etc/berth/registry-ca.pem"))
+        );
+        assert_eq!(b.lifetime, Some(std::time::Duration::from_secs(12 * 3600)));
+    }
+
+    #[test]
+    fn berth_registry_entries() {
+        let c = parse(
+            "[[registry]]\nmatch=[\"127.0.0.1:5000\"]\nsource=\"berth-registry\"\n\
+             url=\"http://127.0.0.1:5000/\"\nnode_credentials_file=\"node.cred\"",
+        )
+        .unwrap();
+        let Source::BerthRegistry(b) = &c.registries[0].source else {
+            panic!("a berth-registry source");
+        };
+        assert_eq!(b.url, "http://127.0.0.1:5000");
+        assert_eq!(b.node_credentials_file, Path::new("/etc/berth/node.cred"));
+        assert_eq!((b.ca_file.as_deref(), b.lifetime), (None, None));
+    }
+
+    #[test]
+    fn renewal_at_half_life() {
+        assert_eq!(half_life(43200), GoDuration::from_secs(21600));
+        assert_eq!(half_life(3), GoDuration::from_secs(1));
+        assert_eq!(half_life(0), GoDuration::ZERO);
     }
 
     #[test]

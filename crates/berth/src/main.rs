@@ -7,6 +7,7 @@
 mod config;
 mod credential_provider;
 mod doctor;
+mod login;
 mod robot;
 mod secret;
 mod serve;
@@ -46,6 +47,10 @@ enum Command {
     CredentialProvider(credential_provider::CredentialProviderArgs),
     /// Explain why a pod will not pull its image, and how to fix it
     Doctor(doctor::DoctorArgs),
+    /// Check credentials against a registry and save them in docker's config.json
+    Login(login::LoginArgs),
+    /// Remove a registry's credentials from docker's config.json
+    Logout(login::LogoutArgs),
 }
 
 /// Runs one subcommand. Each returns its exit code, or an error whose message
@@ -58,6 +63,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Secret(args) => secret::run(args),
         Command::CredentialProvider(args) => credential_provider::run(args),
         Command::Doctor(args) => doctor::run(args),
+        Command::Login(args) => login::login(args).map(|()| ExitCode::SUCCESS),
+        Command::Logout(args) => login::logout(args).map(|()| ExitCode::SUCCESS),
     }
 }
 

@@ -185,6 +185,7 @@ fn open_authenticator(config: &ServeConfig) -> Result<Authenticator> {
         issuer: "berth".to_owned(),
         token_ttl: config.auth.token_ttl,
         refresh_ttl: REFRESH_TOKEN_TTL,
+        pull_credential_ttl: config.auth.pull_credential_ttl,
     })
     .map_err(anyhow::Error::msg)
 }

@@ -912,12 +912,12 @@ fn credential_provider_failures_print_nothing_on_stdout() {
     std::fs::write(p.dir.path().join("reg.cred"), "no-colon\n").unwrap();
     refused(&p.ask(&good), "username:password");
 
-    let future = Plugin::new(
+    let incomplete = Plugin::new(
         "[[registry]]\nmatch = [\"registry.example.com\"]\nsource = \"berth-registry\"\nurl = \"https://registry.example.com\"\n",
     );
     refused(
-        &future.ask(&good),
-        "\"berth-registry\" is not supported yet",
+        &incomplete.ask(&good),
+        "missing field `node_credentials_file`",
     );
     let no_config = berth(&["credential-provider"], &good, &[]);
     refused(&no_config, "pass --config FILE");

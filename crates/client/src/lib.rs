@@ -10,11 +10,12 @@
 //! of every failure into an [`Outcome`] ([`classify`] holds that logic as
 //! plain functions). It downloads no blobs.
 //!
-//! `berth doctor --probe` uses it now; `berth login`, the credential provider
-//! and the pull-through cache are meant to reuse [`RegistryClient`].
+//! `berth doctor --probe` and `berth login` use it; [`pull_credential`] is the
+//! client of berth's pull credential exchange (for `berth credential-provider`).
 
 pub mod challenge;
 pub mod classify;
+pub mod pull_credential;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

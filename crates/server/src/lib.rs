@@ -4,12 +4,14 @@
 //! responses: routing of `/v2/…` paths ([`route`]), the spec's headers, and the
 //! one place where registry errors become OCI error codes and statuses
 //! ([`error`]). Handlers stay thin; the protocol rules live in the registry and
-//! OCI crates where they are tested without HTTP.
+//! OCI crates where they are tested without HTTP. Beside `/v2/`: the token
+//! endpoint and JWKS, and berth's own `POST /berth/v1/pull-credentials`.
 
 mod access;
 pub mod error;
 mod handlers;
 mod logging;
+mod pull_credentials;
 pub mod route;
 
 use std::sync::Arc;
@@ -29,6 +31,10 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(handlers::readyz))
         .route("/token", get(access::token_get).post(access::token_post))
         .route("/.well-known/jwks.json", get(access::jwks))
+        .route(
+            pull_credentials::PATH,
+            axum::routing::post(pull_credentials::exchange),
+        )
         .fallback(handlers::dispatch)
         .with_state(Arc::new(state))
         .layer(SetResponseHeaderLayer::overriding(
