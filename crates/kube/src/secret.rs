@@ -380,75 +380,55 @@ impl DockerRegistrySecret {
         self
     }
 
+    /// The same secret as a one-registry [`MultiRegistrySecret`], which
+    /// renders and validates it: one server is the general case's special case.
+    fn as_multi(&self) -> MultiRegistrySecret {
+        MultiRegistrySecret {
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+            registries: vec![
+                RegistryCredentials::new(&self.server, &self.username, &self.password)
+                    .email(&self.email),
+            ],
+            append_hash: self.append_hash,
+            secret_type: self.secret_type,
+        }
+    }
+
     /// Refuses what kubectl would accept but the kubelet could not use.
     pub fn validate(&self) -> Result<(), SecretError> {
-        validate_secret_name(&self.name, self.append_hash)?;
-        if let Some(ns) = &self.namespace {
-            validate_namespace(ns)?;
-        }
-        validate_credentials(&self.server, &self.username, &self.password)
+        self.as_multi().validate()
     }
 
     /// The secret's payload (`.dockerconfigjson` or `.dockercfg`) as kubectl
     /// would marshal it.
     pub fn payload(&self) -> String {
-        let format = match self.secret_type {
-            SecretType::DockerConfigJson => ConfigFormat::ConfigJson,
-            SecretType::Dockercfg => ConfigFormat::Dockercfg,
-        };
-        let mut doc = DockerConfigFile::new(format);
-        doc.put_entry(AuthEntry::kubectl_style(
-            &self.server,
-            &self.username,
-            &self.password,
-            &self.email,
-        ));
-        doc.to_json_compact()
+        self.as_multi().payload()
     }
 
     /// The payload base64-encoded, as it appears under `data`.
     pub fn data_value(&self) -> String {
-        base64::engine::general_purpose::STANDARD.encode(self.payload())
+        self.as_multi().data_value()
     }
 
     /// kubectl's `--append-hash` suffix for this secret (`hash.SecretHash`).
     pub fn hash_suffix(&self) -> String {
-        secret_hash(
-            &self.name,
-            self.secret_type.type_name(),
-            &[(self.secret_type.data_key(), &self.data_value())],
-        )
+        self.as_multi().hash_suffix()
     }
 
     /// The name as printed: with `-HASH` when `append_hash` is set.
     pub fn final_name(&self) -> String {
-        if self.append_hash {
-            format!("{}-{}", self.name, self.hash_suffix())
-        } else {
-            self.name.clone()
-        }
+        self.as_multi().final_name()
     }
 
     /// `-o yaml` output, after validation.
     pub fn to_yaml(&self) -> Result<String, SecretError> {
-        self.validate()?;
-        Ok(render_yaml(
-            &self.final_name(),
-            self.namespace.as_deref(),
-            self.secret_type,
-            &self.data_value(),
-        ))
+        self.as_multi().to_yaml()
     }
 
     /// `-o json` output, after validation.
     pub fn to_json(&self) -> Result<String, SecretError> {
-        self.validate()?;
-        Ok(render_json(
-            &self.final_name(),
-            self.namespace.as_deref(),
-            self.secret_type,
-            &self.data_value(),
-        ))
+        self.as_multi().to_json()
     }
 }
 
@@ -628,15 +608,19 @@ impl MultiRegistrySecret {
         base64::engine::general_purpose::STANDARD.encode(self.payload())
     }
 
+    /// kubectl's `--append-hash` suffix for this secret (`hash.SecretHash`).
+    pub fn hash_suffix(&self) -> String {
+        secret_hash(
+            &self.name,
+            self.secret_type.type_name(),
+            &[(self.secret_type.data_key(), &self.data_value())],
+        )
+    }
+
     /// The name as printed: with kubectl's `-HASH` when `append_hash` is set.
     pub fn final_name(&self) -> String {
         if self.append_hash {
-            let hash = secret_hash(
-                &self.name,
-                self.secret_type.type_name(),
-                &[(self.secret_type.data_key(), &self.data_value())],
-            );
-            format!("{}-{hash}", self.name)
+            format!("{}-{}", self.name, self.hash_suffix())
         } else {
             self.name.clone()
         }
