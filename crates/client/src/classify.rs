@@ -8,7 +8,7 @@ use std::fmt;
 use serde::Serialize;
 
 /// What a probe found, named as `berth doctor` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub enum Outcome {
     /// The manifest answered 200: a pull with these credentials works.
     Pullable,

@@ -33,7 +33,7 @@ pub fn classify(message: &str) -> Option<(Reason, Severity, &'static str)> {
         )
     } else if has("server gave HTTP response to HTTPS client") {
         (
-            Reason::HttpResponseToHttps,
+            Reason::Probe(berth_client::Outcome::HttpResponseToHttps),
             "the registry speaks plain HTTP but the node uses HTTPS for it",
         )
     } else if has("certificate signed by unknown authority")
@@ -41,22 +41,22 @@ pub fn classify(message: &str) -> Option<(Reason, Severity, &'static str)> {
         || has("unable to get local issuer certificate")
     {
         (
-            Reason::TlsUnknownAuthority,
+            Reason::Probe(berth_client::Outcome::TlsUnknownAuthority),
             "the node does not trust the CA that signed the registry's certificate",
         )
     } else if has("x509:") || has("tls:") || has("remote error: tls") {
         (
-            Reason::TlsError,
+            Reason::Probe(berth_client::Outcome::TlsError),
             "the TLS handshake with the registry failed",
         )
     } else if has("no such host") || has("server misbehaving") || has("dial tcp: lookup") {
         (
-            Reason::DnsFailure,
+            Reason::Probe(berth_client::Outcome::DnsFailure),
             "the node cannot resolve the registry's host name",
         )
     } else if has("connection refused") {
         (
-            Reason::ConnectionRefused,
+            Reason::Probe(berth_client::Outcome::ConnectionRefused),
             "nothing listens on the registry's address as the node sees it",
         )
     } else if has("i/o timeout")
@@ -65,38 +65,47 @@ pub fn classify(message: &str) -> Option<(Reason, Severity, &'static str)> {
         || has("TLS handshake timeout")
         || has("because of no progress")
     {
-        (Reason::Timeout, "the registry did not answer in time")
+        (
+            Reason::Probe(berth_client::Outcome::Timeout),
+            "the registry did not answer in time",
+        )
     } else if has("429 Too Many Requests") || has("toomanyrequests") {
-        (Reason::RateLimited, "the registry is rate limiting pulls")
+        (
+            Reason::Probe(berth_client::Outcome::RateLimited),
+            "the registry is rate limiting pulls",
+        )
     } else if has("403 Forbidden") || has("denied: requested access") {
         (
-            Reason::Forbidden,
+            Reason::Probe(berth_client::Outcome::Forbidden),
             "the credentials are valid but may not pull this repository",
         )
     } else if has("failed to fetch anonymous token") || has("no basic auth credentials") {
         (
-            Reason::AuthRequired,
+            Reason::Probe(berth_client::Outcome::AuthRequired),
             "the registry requires credentials and the node offered none",
         )
     } else if has("failed to fetch oauth token") || has("401 Unauthorized") {
         (
-            Reason::Unauthorized,
+            Reason::Probe(berth_client::Outcome::Unauthorized),
             "the registry refused the credentials (wrong, expired, or none sent)",
         )
     } else if has("pull access denied") || has("insufficient_scope") {
         (
-            Reason::AuthRequired,
+            Reason::Probe(berth_client::Outcome::AuthRequired),
             "the repository does not exist or needs credentials the pull did not have",
         )
     } else if has("repository name not known") || has("NAME_UNKNOWN") || has("name unknown") {
-        (Reason::RepositoryUnknown, "the repository does not exist")
+        (
+            Reason::Probe(berth_client::Outcome::RepositoryUnknown),
+            "the repository does not exist",
+        )
     } else if has(": not found")
         || has("code = NotFound")
         || has("manifest unknown")
         || has("MANIFEST_UNKNOWN")
     {
         (
-            Reason::ManifestUnknown,
+            Reason::Probe(berth_client::Outcome::ManifestUnknown),
             "the tag or digest does not exist in the repository",
         )
     } else if has("500 Internal Server Error")
@@ -105,7 +114,7 @@ pub fn classify(message: &str) -> Option<(Reason, Severity, &'static str)> {
         || has("504 Gateway Timeout")
     {
         (
-            Reason::RegistryError,
+            Reason::Probe(berth_client::Outcome::RegistryError),
             "the registry failed with a 5xx error",
         )
     } else {
@@ -129,47 +138,47 @@ mod tests {
         let cases = [
             (
                 r#"Failed to pull image "docker.io/substratusai/controller-manager:v0.0.2-alpha": rpc error: code = NotFound desc = failed to pull and unpack image "docker.io/substratusai/controller-manager:v0.0.2-alpha": failed to resolve reference "docker.io/substratusai/controller-manager:v0.0.2-alpha": docker.io/substratusai/controller-manager:v0.0.2-alpha: not found"#,
-                Reason::ManifestUnknown,
+                Reason::Probe(berth_client::Outcome::ManifestUnknown),
             ),
             (
                 r#"Failed to pull image "x/y:1": failed to pull and unpack image "docker.io/x/y:1": failed to resolve reference "docker.io/x/y:1": pull access denied, repository does not exist or may require authorization: server message: insufficient_scope: authorization failed"#,
-                Reason::AuthRequired,
+                Reason::Probe(berth_client::Outcome::AuthRequired),
             ),
             (
                 r#"Failed to pull image "r.io/a:1": rpc error: code = Unknown desc = failed to pull and unpack image "r.io/a:1": failed to resolve reference "r.io/a:1": failed to authorize: failed to fetch anonymous token: unexpected status from GET request to https://r.io/token?scope=repository%3Aa%3Apull&service=r: 401 Unauthorized"#,
-                Reason::AuthRequired,
+                Reason::Probe(berth_client::Outcome::AuthRequired),
             ),
             (
                 r#"Failed to pull image "r.io/a:1": failed to resolve reference "r.io/a:1": failed to authorize: failed to fetch oauth token: unexpected status from GET request to https://r.io/token: 401 Unauthorized"#,
-                Reason::Unauthorized,
+                Reason::Probe(berth_client::Outcome::Unauthorized),
             ),
             (
                 r#"Failed to pull image "r.io/a:1": failed to resolve reference "r.io/a:1": unexpected status from HEAD request to https://r.io/v2/a/manifests/1: 403 Forbidden"#,
-                Reason::Forbidden,
+                Reason::Probe(berth_client::Outcome::Forbidden),
             ),
             (
                 r#"Failed to pull image "r.io/a:1": failed to resolve reference "r.io/a:1": unexpected status from HEAD request to https://r.io/v2/a/manifests/1: 429 Too Many Requests"#,
-                Reason::RateLimited,
+                Reason::Probe(berth_client::Outcome::RateLimited),
             ),
             (
                 r#"Failed to pull image "reg.corp/a:1": failed to resolve reference "reg.corp/a:1": failed to do request: Head "https://reg.corp/v2/a/manifests/1": dial tcp: lookup reg.corp on 10.0.0.10:53: no such host"#,
-                Reason::DnsFailure,
+                Reason::Probe(berth_client::Outcome::DnsFailure),
             ),
             (
                 r#"Failed to pull image "reg:5000/a:1": failed to do request: Head "https://reg:5000/v2/a/manifests/1": tls: failed to verify certificate: x509: certificate signed by unknown authority"#,
-                Reason::TlsUnknownAuthority,
+                Reason::Probe(berth_client::Outcome::TlsUnknownAuthority),
             ),
             (
                 r#"Failed to pull image "reg:5000/a:1": failed to do request: Head "https://reg:5000/v2/a/manifests/1": http: server gave HTTP response to HTTPS client"#,
-                Reason::HttpResponseToHttps,
+                Reason::Probe(berth_client::Outcome::HttpResponseToHttps),
             ),
             (
                 r#"Failed to pull image "reg:5000/a:1": failed to do request: Head "https://reg:5000/v2/a/manifests/1": dial tcp 10.1.2.3:5000: connect: connection refused"#,
-                Reason::ConnectionRefused,
+                Reason::Probe(berth_client::Outcome::ConnectionRefused),
             ),
             (
                 r#"Failed to pull image "reg:5000/a:1": failed to do request: Head "https://reg:5000/v2/a/manifests/1": dial tcp 10.1.2.3:5000: i/o timeout"#,
-                Reason::Timeout,
+                Reason::Probe(berth_client::Outcome::Timeout),
             ),
             (
                 r#"Failed to pull image "big:1": failed to pull and unpack image "docker.io/library/big:1": failed to extract layer (application/vnd.oci.image.layer.v1.tar+gzip sha256:abc) to overlayfs as "extract-1": write /var/lib/containerd/tmp: no space left on device"#,
@@ -185,7 +194,7 @@ mod tests {
             ),
             (
                 r#"Failed to pull image "r/a:1": unexpected status from HEAD request to https://r/v2/a/manifests/1: 503 Service Unavailable"#,
-                Reason::RegistryError,
+                Reason::Probe(berth_client::Outcome::RegistryError),
             ),
         ];
         for (text, want) in cases {

@@ -15,42 +15,50 @@ fn fix_for(reason: Reason, plan: &PullPlan) -> Option<String> {
     let host = plan.image.domain();
     let ns = &plan.subject.namespace;
     Some(match reason {
-        Reason::AuthRequired => crate::analyze::secret_create_fix(
+        Reason::Probe(berth_client::Outcome::AuthRequired) => crate::analyze::secret_create_fix(
             "regcred",
             &crate::analyze::server_for(&plan.image),
             ns,
         ),
-        Reason::Unauthorized => format!(
+        Reason::Probe(berth_client::Outcome::Unauthorized) => format!(
             "renew the credentials (berth secret create … --server {host} --namespace {ns}) and \
              replace the secret"
         ),
-        Reason::Forbidden => {
+        Reason::Probe(berth_client::Outcome::Forbidden) => {
             "grant the account pull access to the repository, or use an account that has it".into()
         }
-        Reason::ManifestUnknown => format!(
+        Reason::Probe(berth_client::Outcome::ManifestUnknown) => format!(
             "push the tag, or fix it in the manifest (list tags: curl https://{host}/v2/{}/tags/list)",
             plan.image.path()
         ),
-        Reason::RepositoryUnknown => {
+        Reason::Probe(berth_client::Outcome::RepositoryUnknown) => {
             "check the repository path in the image name, or push the image".into()
         }
-        Reason::RateLimited => {
+        Reason::Probe(berth_client::Outcome::RateLimited) => {
             "wait for Retry-After, authenticate the pulls, or mirror the image".into()
         }
-        Reason::DnsFailure => {
+        Reason::Probe(berth_client::Outcome::DnsFailure) => {
             format!("make {host} resolvable from the nodes, or fix the host name")
         }
-        Reason::ConnectionRefused => format!("start the registry, or fix the port in {host}"),
-        Reason::Timeout => "check firewalls and that the registry is up".into(),
-        Reason::TlsUnknownAuthority => format!(
+        Reason::Probe(berth_client::Outcome::ConnectionRefused) => {
+            format!("start the registry, or fix the port in {host}")
+        }
+        Reason::Probe(berth_client::Outcome::Timeout) => {
+            "check firewalls and that the registry is up".into()
+        }
+        Reason::Probe(berth_client::Outcome::TlsUnknownAuthority) => format!(
             "install the registry's CA on every node (/etc/containerd/certs.d/{host}/ca.crt) and \
              pass it here with --ca-file"
         ),
-        Reason::TlsError => "fix the registry's certificate (host name, validity)".into(),
-        Reason::HttpResponseToHttps => format!(
+        Reason::Probe(berth_client::Outcome::TlsError) => {
+            "fix the registry's certificate (host name, validity)".into()
+        }
+        Reason::Probe(berth_client::Outcome::HttpResponseToHttps) => format!(
             "configure the nodes for plain HTTP to {host} (containerd hosts.toml: server = \"http://{host}\") and pass --insecure-registry {host} here, or serve TLS"
         ),
-        Reason::RegistryError => "the registry failed; check its logs".into(),
+        Reason::Probe(berth_client::Outcome::RegistryError) => {
+            "the registry failed; check its logs".into()
+        }
         _ => return None,
     })
 }
@@ -117,7 +125,7 @@ pub async fn probe(client: &RegistryClient, plans: &[PullPlan]) -> Vec<Finding> 
         }
         let any_ok = attempts.iter().any(|(_, p)| p.outcome.is_success());
         for (source, p) in attempts {
-            let reason = Reason::from_outcome(p.outcome);
+            let reason = Reason::Probe(p.outcome);
             let severity = if p.outcome.is_success() {
                 Severity::Info
             } else if any_ok || !skipped_plugins.is_empty() {

@@ -40,21 +40,8 @@ pub enum Reason {
     NeverPolicy,
     MutableTag,
     NodeDiskFull,
-    Pullable,
-    AuthRequired,
-    Unauthorized,
-    Forbidden,
-    ManifestUnknown,
-    RepositoryUnknown,
-    RateLimited,
-    DnsFailure,
-    ConnectionRefused,
-    Timeout,
-    TlsUnknownAuthority,
-    TlsError,
-    HttpResponseToHttps,
-    RegistryError,
-    ConnectionFailed,
+    /// What a registry probe found; Events texts map onto the same codes.
+    Probe(berth_client::Outcome),
 }
 
 impl Reason {
@@ -74,42 +61,7 @@ impl Reason {
             NeverPolicy => "NeverPolicy",
             MutableTag => "MutableTag",
             NodeDiskFull => "NodeDiskFull",
-            Pullable => "Pullable",
-            AuthRequired => "AuthRequired",
-            Unauthorized => "Unauthorized",
-            Forbidden => "Forbidden",
-            ManifestUnknown => "ManifestUnknown",
-            RepositoryUnknown => "RepositoryUnknown",
-            RateLimited => "RateLimited",
-            DnsFailure => "DnsFailure",
-            ConnectionRefused => "ConnectionRefused",
-            Timeout => "Timeout",
-            TlsUnknownAuthority => "TlsUnknownAuthority",
-            TlsError => "TlsError",
-            HttpResponseToHttps => "HttpResponseToHttps",
-            RegistryError => "RegistryError",
-            ConnectionFailed => "ConnectionFailed",
-        }
-    }
-
-    pub fn from_outcome(o: berth_client::Outcome) -> Self {
-        use berth_client::Outcome as O;
-        match o {
-            O::Pullable => Reason::Pullable,
-            O::AuthRequired => Reason::AuthRequired,
-            O::Unauthorized => Reason::Unauthorized,
-            O::Forbidden => Reason::Forbidden,
-            O::ManifestUnknown => Reason::ManifestUnknown,
-            O::RepositoryUnknown => Reason::RepositoryUnknown,
-            O::RateLimited => Reason::RateLimited,
-            O::DnsFailure => Reason::DnsFailure,
-            O::ConnectionRefused => Reason::ConnectionRefused,
-            O::Timeout => Reason::Timeout,
-            O::TlsUnknownAuthority => Reason::TlsUnknownAuthority,
-            O::TlsError => Reason::TlsError,
-            O::HttpResponseToHttps => Reason::HttpResponseToHttps,
-            O::RegistryError => Reason::RegistryError,
-            O::ConnectionFailed => Reason::ConnectionFailed,
+            Probe(outcome) => outcome.code(),
         }
     }
 }
