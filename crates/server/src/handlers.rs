@@ -83,6 +83,16 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// 405 for the fixed routes (health, token, JWKS), in the spec's error format.
+pub async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::Unsupported,
+        format!("{method} is not supported on {}", uri.path()),
+    )
+    .into_response()
+}
+
 /// The request as the handlers see it, once access is granted.
 struct Request<'a> {
     state: &'a AppState,

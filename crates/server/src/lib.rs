@@ -36,6 +36,7 @@ pub fn app(state: AppState) -> Router {
             axum::routing::post(pull_credentials::exchange),
         )
         .fallback(handlers::dispatch)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
         .with_state(Arc::new(state))
         .layer(SetResponseHeaderLayer::overriding(
             HeaderName::from_static("docker-distribution-api-version"),
