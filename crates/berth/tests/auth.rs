@@ -741,7 +741,10 @@ async fn robots_work_until_they_expire_or_are_revoked() {
         };
         (field("username:"), field("password:"))
     };
-    let (user, password) = create("puller", Some("3s"));
+    // Expiry has one-second resolution: leave room for a slow machine, and
+    // wait past it from the moment of creation.
+    let created = Instant::now();
+    let (user, password) = create("puller", Some("6s"));
     assert_eq!(user, "robot.puller");
     let robot = Api::with_credentials(&f.server, &user, &password);
     let r = robot
@@ -790,7 +793,10 @@ async fn robots_work_until_they_expire_or_are_revoked() {
         "only a hash of the secret is stored"
     );
 
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    tokio::time::sleep(
+        (created + Duration::from_secs(7)).saturating_duration_since(Instant::now()),
+    )
+    .await;
     let r = robot
         .http
         .get(robot.url("/v2/team/app/manifests/v1"))

@@ -120,6 +120,7 @@ fn a_robot_credential_works_with_skopeo_until_it_expires() {
     );
 
     let data_dir = f.server.data_dir.to_str().unwrap();
+    let created = std::time::Instant::now();
     let out = berth(
         &[
             "robot",
@@ -130,7 +131,7 @@ fn a_robot_credential_works_with_skopeo_until_it_expires() {
             "--actions",
             "pull,push",
             "--ttl",
-            "4s",
+            "10s",
             "--data-dir",
             data_dir,
         ],
@@ -166,7 +167,10 @@ fn a_robot_credential_works_with_skopeo_until_it_expires() {
             &format!("docker://{host}/team/robot:v1"),
         ],
     );
-    std::thread::sleep(Duration::from_millis(4500));
+    // Wait past the expiry (one-second resolution) counted from creation.
+    std::thread::sleep(
+        (created + Duration::from_secs(11)).saturating_duration_since(std::time::Instant::now()),
+    );
     let err = lower(run_tool_failing(
         "skopeo",
         &[

@@ -215,13 +215,19 @@ async fn exchange_endpoint_issues_pull_only_expiring_credentials() {
     assert_eq!(error_code(response).await, "UNSUPPORTED");
 
     // Expiry: valid, then 401.
-    let short = credential(&f, "alice", "alice-pw", json!({"ttl_seconds": 2})).await;
+    // Expiry has one-second resolution: room for a slow machine, then a wait
+    // past it counted from the issue.
+    let issued = std::time::Instant::now();
+    let short = credential(&f, "alice", "alice-pw", json!({"ttl_seconds": 5})).await;
     let api = as_api(&f, &short);
     assert_eq!(
         status(&api, reqwest::Method::GET, "/v2/team/app/manifests/v1").await,
         200
     );
-    tokio::time::sleep(Duration::from_millis(3100)).await;
+    tokio::time::sleep(
+        (issued + Duration::from_secs(6)).saturating_duration_since(std::time::Instant::now()),
+    )
+    .await;
     assert_eq!(
         status(&api, reqwest::Method::GET, "/v2/team/app/manifests/v1").await,
         401
