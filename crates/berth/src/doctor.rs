@@ -28,6 +28,10 @@ pub struct DoctorArgs {
     /// The kubelet's --image-credential-provider-config file
     #[arg(long, value_name = "FILE")]
     credential_provider_config: Option<PathBuf>,
+    /// With --probe: run the credential provider plugins from this directory (the
+    /// kubelet's --image-credential-provider-bin-dir) and probe with what they answer
+    #[arg(long, value_name = "DIR", requires_all = ["credential_provider_config", "probe"])]
+    credential_provider_bin_dir: Option<PathBuf>,
     /// Extra CA certificate (PEM) trusted when probing, as the nodes trust it
     #[arg(long, value_name = "FILE")]
     ca_file: Vec<PathBuf>,
@@ -111,6 +115,15 @@ fn check(args: &DoctorArgs) -> Result<u8, DoctorError> {
                 path: "<runtime>".into(),
                 source,
             })?;
+        if let (Some(dir), Some(providers)) = (&args.credential_provider_bin_dir, &node.providers) {
+            let failures = berth_doctor::plugin::run_plugins(
+                &mut analysis.plans,
+                providers,
+                dir,
+                args.probe_timeout,
+            );
+            analysis.findings.extend(failures);
+        }
         let probed = runtime.block_on(berth_doctor::probe::probe(&client, &analysis.plans));
         analysis.findings.extend(probed);
         report::sort(&mut analysis.findings);

@@ -6,67 +6,14 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use berth_client::{ClientConfig, Credentials, Outcome, RegistryClient};
-use common::{Api, Server};
+use common::{Api, Server, fixture};
 
+/// Runs the berth binary with no input.
 fn berth(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn add_user(htpasswd: &Path, name: &str, password: &str) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["user", "add", "--htpasswd"])
-        .arg(htpasswd)
-        .args([name, "--password-stdin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write as _;
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// berth with `root` (everything) and `alice` (pull on team/*).
-fn registry(dir: &Path) -> Server {
-    let htpasswd = dir.join("htpasswd");
-    add_user(&htpasswd, "alice", "alice-pw");
-    add_user(&htpasswd, "root", "root-pw");
-    let config = dir.join("berth.toml");
-    std::fs::write(
-        &config,
-        r#"
-[[policy]]
-subjects = ["user:alice"]
-repositories = ["team/*"]
-actions = ["pull"]
-
-[[policy]]
-subjects = ["user:root"]
-repositories = ["**"]
-actions = ["*"]
-"#,
-    )
-    .unwrap();
-    Server::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--htpasswd",
-        htpasswd.to_str().unwrap(),
-    ])
+    common::berth(args, "")
 }
 
 fn client(insecure: &str) -> RegistryClient {
@@ -81,9 +28,9 @@ fn client(insecure: &str) -> RegistryClient {
 
 #[tokio::test]
 async fn probe_outcomes_against_berth() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = registry(dir.path());
-    let root = Api::with_credentials(&server, "root", "root-pw");
+    let f = fixture("", &[]);
+    let server = &f.server;
+    let root = Api::with_credentials(server, "root", "root-pw");
     let (_, digest) = root.push_image("team/app", "1.0", 7).await;
     root.push_image("other/app", "1.0", 8).await;
     let c = client(&server.addr);
@@ -181,8 +128,9 @@ fn findings(out: &std::process::Output) -> Vec<serde_json::Value> {
 #[tokio::test]
 async fn doctor_probe_cli_reports_pullable_and_missing_tags() {
     let dir = tempfile::tempdir().unwrap();
-    let server = registry(dir.path());
-    let root = Api::with_credentials(&server, "root", "root-pw");
+    let f = fixture("", &[]);
+    let server = &f.server;
+    let root = Api::with_credentials(server, "root", "root-pw");
     root.push_image("team/app", "1.0", 9).await;
     let manifests = dir.path().join("manifests");
     std::fs::create_dir(&manifests).unwrap();
@@ -206,12 +154,12 @@ async fn doctor_probe_cli_reports_pullable_and_missing_tags() {
     };
     let out = probe(&format!("{}/team/app:1.0", server.addr));
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let f = findings(&out);
-    assert_eq!(f.len(), 1, "{f:#?}");
-    assert_eq!(f[0]["reason"], "Pullable");
-    assert_eq!(f[0]["severity"], "info");
+    let found = findings(&out);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0]["reason"], "Pullable");
+    assert_eq!(found[0]["severity"], "info");
     assert!(
-        f[0]["message"]
+        found[0]["message"]
             .as_str()
             .unwrap()
             .contains("secret prod/regcred")
@@ -219,9 +167,9 @@ async fn doctor_probe_cli_reports_pullable_and_missing_tags() {
 
     let out = probe(&format!("{}/team/app:2.0", server.addr));
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let f = findings(&out);
-    assert_eq!(f[0]["reason"], "ManifestUnknown", "{f:#?}");
-    assert_eq!(f[0]["severity"], "error");
+    let found = findings(&out);
+    assert_eq!(found[0]["reason"], "ManifestUnknown", "{found:#?}");
+    assert_eq!(found[0]["severity"], "error");
 }
 
 #[test]
@@ -279,4 +227,109 @@ fn doctor_json_schema_and_exit_codes() {
     let out = berth(&["doctor", "-f", empty.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no workload"));
+}
+
+#[tokio::test]
+async fn doctor_probe_runs_credential_provider_plugins() {
+    let f = fixture("", &[]);
+    let server = &f.server;
+    let root = Api::with_credentials(server, "root", "root-pw");
+    root.push_image("team/app", "1.0", 10).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The plugin is berth's own credential provider with a static source, in
+    // the kubelet's plugin directory under the name the kubelet config gives.
+    let bin_dir = dir.path().join("plugins");
+    std::fs::create_dir(&bin_dir).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_berth"), bin_dir.join("berth-plugin")).unwrap();
+    let creds = dir.path().join("node.cred");
+    let plugin_config = dir.path().join("plugin.toml");
+    std::fs::write(
+        &plugin_config,
+        format!(
+            "[[registry]]\nmatch = [\"{}\"]\nsource = \"static\"\ncredentials_file = \"{}\"\n",
+            server.addr,
+            creds.display()
+        ),
+    )
+    .unwrap();
+    let kubelet_config = dir.path().join("kubelet.yaml");
+    std::fs::write(
+        &kubelet_config,
+        format!(
+            "apiVersion: kubelet.config.k8s.io/v1\nkind: CredentialProviderConfig\nproviders:\n\
+             - name: berth-plugin\n  matchImages: [\"{}\"]\n  defaultCacheDuration: 1h\n\
+             \x20 apiVersion: credentialprovider.kubelet.k8s.io/v1\n\
+             \x20 args: [\"credential-provider\", \"--config\", \"{}\"]\n",
+            server.addr,
+            plugin_config.display()
+        ),
+    )
+    .unwrap();
+    let manifest = dir.path().join("pod.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  namespace: prod\n\
+             spec:\n  containers:\n  - name: app\n    image: {}/team/app:1.0\n",
+            server.addr
+        ),
+    )
+    .unwrap();
+    let doctor = || {
+        berth(&[
+            "doctor",
+            "-f",
+            manifest.to_str().unwrap(),
+            "--credential-provider-config",
+            kubelet_config.to_str().unwrap(),
+            "--credential-provider-bin-dir",
+            bin_dir.to_str().unwrap(),
+            "--probe",
+            "--insecure-registry",
+            &server.addr,
+            "-o",
+            "json",
+        ])
+    };
+
+    std::fs::write(&creds, "alice:alice-pw\n").unwrap();
+    let out = doctor();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let found = findings(&out);
+    let pullable = found
+        .iter()
+        .find(|f| f["reason"] == "Pullable")
+        .expect("a Pullable finding");
+    assert!(
+        pullable["message"]
+            .as_str()
+            .unwrap()
+            .contains("credential provider berth-plugin"),
+        "{pullable}"
+    );
+
+    // Wrong node credentials: the plugin's answer is what fails.
+    std::fs::write(&creds, "alice:wrong\n").unwrap();
+    let out = doctor();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        findings(&out).iter().any(|f| f["reason"] == "Unauthorized"),
+        "{out:?}"
+    );
+
+    // A plugin that fails: the kubelet offers nothing from it, and doctor says why.
+    std::fs::remove_file(&creds).unwrap();
+    let out = doctor();
+    let found = findings(&out);
+    let failed = found
+        .iter()
+        .find(|f| {
+            f["reason"] == "NoCredentials" && f["message"].as_str().unwrap().contains("failed")
+        })
+        .unwrap_or_else(|| panic!("{found:#?}"));
+    assert_eq!(failed["severity"], "warning");
+    assert!(
+        found.iter().any(|f| f["reason"] == "AuthRequired"),
+        "{found:#?}"
+    );
 }

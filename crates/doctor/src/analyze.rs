@@ -33,6 +33,8 @@ pub struct PlannedCredential {
     pub source: String,
     /// `None` for a credential provider plugin, whose answer is not known offline.
     pub credentials: Option<Credentials>,
+    /// The plugin's name, for a credential a plugin supplies.
+    pub provider: Option<String>,
 }
 
 /// What the kubelet will do to pull one container's image.
@@ -556,6 +558,7 @@ fn analyze_container(
     planned.extend(providers.iter().map(|p| PlannedCredential {
         source: format!("credential provider {p}"),
         credentials: None,
+        provider: Some(p.clone()),
     }));
     out.plans.push(PullPlan {
         subject: subject.clone(),
@@ -747,12 +750,14 @@ fn hub_hint(key: &str, image: &ImageRef) -> Option<String> {
     }
 }
 
-fn planned(m: &MatchedCredential) -> PlannedCredential {
+/// A keyring match as the credential the kubelet offers.
+pub(crate) fn planned(m: &MatchedCredential) -> PlannedCredential {
     PlannedCredential {
         source: format!("{} key {:?}", m.entry.source, m.entry.server),
         credentials: Some(Credentials::new(
             m.entry.credentials.username.clone(),
             m.entry.credentials.password.clone(),
         )),
+        provider: None,
     }
 }

@@ -13,6 +13,7 @@ pub mod analyze;
 pub mod events;
 pub mod input;
 pub mod model;
+pub mod plugin;
 pub mod probe;
 pub mod report;
 
