@@ -63,17 +63,19 @@ impl Server {
             Ok(url) => url,
             Err(_) => {
                 let _ = child.kill();
+                let _ = child.wait();
                 panic!(
                     "berth did not start; its log:\n{}",
                     log.lock().unwrap().join("\n")
                 );
             }
         };
-        let addr = base
-            .split("://")
-            .nth(1)
-            .expect("scheme://address")
-            .to_owned();
+        let Some(addr) = base.split("://").nth(1).map(str::to_owned) else {
+            // Never leave a started server behind when the harness gives up.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("berth announced {base:?}, not scheme://address");
+        };
         Server {
             child,
             base,
