@@ -170,22 +170,23 @@ impl TokenIssuer {
     /// An access token for `subject` carrying `access`, valid for the
     /// configured time to live.
     pub fn issue(&self, subject: &str, access: Vec<ResourceAccess>) -> IssuedToken {
-        let claims = self.claims(subject, self.service.clone(), self.ttl, access);
-        IssuedToken {
-            token: self.sign(&claims),
-            expires_in: self.ttl.as_secs(),
-            issued_at: humantime::format_rfc3339_seconds(
-                UNIX_EPOCH + Duration::from_secs(claims.iat),
-            )
-            .to_string(),
-        }
+        self.issue_access(subject, access, false)
     }
 
     /// An access token as [`TokenIssuer::issue`], marked as obtained with a
     /// pull credential.
     pub fn issue_pull_only(&self, subject: &str, access: Vec<ResourceAccess>) -> IssuedToken {
+        self.issue_access(subject, access, true)
+    }
+
+    fn issue_access(
+        &self,
+        subject: &str,
+        access: Vec<ResourceAccess>,
+        pull_only: bool,
+    ) -> IssuedToken {
         let mut claims = self.claims(subject, self.service.clone(), self.ttl, access);
-        claims.pull_only = true;
+        claims.pull_only = pull_only;
         IssuedToken {
             token: self.sign(&claims),
             expires_in: self.ttl.as_secs(),

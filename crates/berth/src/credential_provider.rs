@@ -162,27 +162,23 @@ fn exchange(source: &BerthRegistrySource) -> anyhow::Result<IssuedPullCredential
         ca_files: source.ca_file.iter().cloned().collect(),
         ..ClientConfig::default()
     })?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
     let request = PullCredentialRequest {
         repositories: Vec::new(),
         ttl_seconds: source.lifetime.map(|d| d.as_secs().max(1)),
     };
-    runtime
-        .block_on(client.exchange_pull_credential(
-            &source.url,
-            &Credentials::new(username, password),
-            &request,
-        ))
-        .with_context(|| {
-            format!(
-                "cannot exchange the node credential in {} for a pull credential at {}",
-                source.node_credentials_file.display(),
-                source.url
-            )
-        })
+    crate::block_on(client.exchange_pull_credential(
+        &source.url,
+        &Credentials::new(username, password),
+        &request,
+    ))
+    .context("cannot start the async runtime")?
+    .with_context(|| {
+        format!(
+            "cannot exchange the node credential in {} for a pull credential at {}",
+            source.node_credentials_file.display(),
+            source.url
+        )
+    })
 }
 
 /// A static credentials file: one line `username:password`, split at the

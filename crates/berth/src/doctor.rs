@@ -108,13 +108,6 @@ fn check(args: &DoctorArgs) -> Result<u8, DoctorError> {
             insecure_registries: args.insecure_registry.clone(),
             ..Default::default()
         })?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|source| DoctorError::Read {
-                path: "<runtime>".into(),
-                source,
-            })?;
         if let (Some(dir), Some(providers)) = (&args.credential_provider_bin_dir, &node.providers) {
             let failures = berth_doctor::plugin::run_plugins(
                 &mut analysis.plans,
@@ -124,7 +117,11 @@ fn check(args: &DoctorArgs) -> Result<u8, DoctorError> {
             );
             analysis.findings.extend(failures);
         }
-        let probed = runtime.block_on(berth_doctor::probe::probe(&client, &analysis.plans));
+        let probed = crate::block_on(berth_doctor::probe::probe(&client, &analysis.plans))
+            .map_err(|source| DoctorError::Read {
+                path: "<runtime>".into(),
+                source,
+            })?;
         analysis.findings.extend(probed);
         report::sort(&mut analysis.findings);
     }

@@ -289,12 +289,9 @@ pub fn login(args: LoginArgs) -> anyhow::Result<()> {
         },
         ..ClientConfig::default()
     })?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
     let credentials = Credentials::new(username.clone(), password.clone());
-    let probe = runtime.block_on(client.check_login(&host, Some(&credentials)));
+    let probe = crate::block_on(client.check_login(&host, Some(&credentials)))
+        .context("cannot start the async runtime")?;
     if !probe.outcome.is_success() {
         return Err(login_failure(&host, &username, &path, &probe));
     }

@@ -53,6 +53,15 @@ enum Command {
     Logout(login::LogoutArgs),
 }
 
+/// Runs `future` to completion on a one-off single-threaded runtime: the
+/// client-side subcommands make a few requests and need no more.
+fn block_on<F: std::future::Future>(future: F) -> std::io::Result<F::Output> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(future))
+}
+
 /// Runs one subcommand. Each returns its exit code, or an error whose message
 /// names the problem and the fix.
 fn run(command: Command) -> anyhow::Result<ExitCode> {

@@ -360,9 +360,16 @@ pub async fn error_code(response: reqwest::Response) -> String {
 
 // ----- authentication fixtures ---------------------------------------------
 
+/// Runs the berth binary with `args`, feeding `stdin`.
 pub fn berth(args: &[&str], stdin: &str) -> std::process::Output {
+    berth_with_env(args, stdin, &[])
+}
+
+/// [`berth`] with extra environment variables.
+pub fn berth_with_env(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> std::process::Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
