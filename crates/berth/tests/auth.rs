@@ -741,10 +741,11 @@ async fn robots_work_until_they_expire_or_are_revoked() {
         };
         (field("username:"), field("password:"))
     };
-    // Expiry has one-second resolution: leave room for a slow machine, and
-    // wait past it from the moment of creation.
-    let created = Instant::now();
+    // The expiry is fixed during `create`, so counting from its return always
+    // reaches it however slow the machine; one more second covers the
+    // one-second resolution.
     let (user, password) = create("puller", Some("6s"));
+    let created = Instant::now();
     assert_eq!(user, "robot.puller");
     let robot = Api::with_credentials(&f.server, &user, &password);
     let r = robot

@@ -120,7 +120,6 @@ fn a_robot_credential_works_with_skopeo_until_it_expires() {
     );
 
     let data_dir = f.server.data_dir.to_str().unwrap();
-    let created = std::time::Instant::now();
     let out = berth(
         &[
             "robot",
@@ -138,6 +137,9 @@ fn a_robot_credential_works_with_skopeo_until_it_expires() {
         "",
     );
     assert!(out.status.success());
+    // The expiry is fixed during `create`: counting from its return always
+    // reaches it.
+    let created = std::time::Instant::now();
     let text = String::from_utf8(out.stdout).unwrap();
     let field = |k: &str| {
         text.lines()
@@ -167,7 +169,7 @@ fn a_robot_credential_works_with_skopeo_until_it_expires() {
             &format!("docker://{host}/team/robot:v1"),
         ],
     );
-    // Wait past the expiry (one-second resolution) counted from creation.
+    // Wait past the expiry, plus one second for its resolution.
     std::thread::sleep(
         (created + Duration::from_secs(11)).saturating_duration_since(std::time::Instant::now()),
     );

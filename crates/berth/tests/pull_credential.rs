@@ -214,11 +214,11 @@ async fn exchange_endpoint_issues_pull_only_expiring_credentials() {
     assert_eq!(response.status(), 400);
     assert_eq!(error_code(response).await, "UNSUPPORTED");
 
-    // Expiry: valid, then 401.
-    // Expiry has one-second resolution: room for a slow machine, then a wait
-    // past it counted from the issue.
-    let issued = std::time::Instant::now();
+    // Expiry: valid, then 401. The expiry is fixed while the request runs,
+    // so counting from the response always reaches it however slow the
+    // machine; one more second covers the one-second resolution.
     let short = credential(&f, "alice", "alice-pw", json!({"ttl_seconds": 5})).await;
+    let issued = std::time::Instant::now();
     let api = as_api(&f, &short);
     assert_eq!(
         status(&api, reqwest::Method::GET, "/v2/team/app/manifests/v1").await,
