@@ -217,14 +217,17 @@ pub fn succeed(command: &mut Command) -> String {
 
 /// Like [`run_tool`] but expects failure and returns stderr.
 pub fn run_tool_failing(program: &str, args: &[&str]) -> String {
-    let output = Command::new(program)
-        .args(args)
+    fail(Command::new(program).args(args))
+}
+
+/// Runs `command`, failing the test if it succeeds; returns its stderr.
+pub fn fail(command: &mut Command) -> String {
+    let output = command
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {program} ({e}): install it"));
+        .unwrap_or_else(|e| panic!("cannot run {command:?} ({e}): install it"));
     assert!(
         !output.status.success(),
-        "{program} {} unexpectedly succeeded",
-        args.join(" ")
+        "{command:?} unexpectedly succeeded"
     );
     String::from_utf8_lossy(&output.stderr).into_owned()
 }

@@ -1,0 +1,280 @@
+//! containerd, the runtime behind the kubelet on most clusters, against berth
+//! with authentication: `ctr` pulls and unpacks, pushes, and fails with the
+//! texts a pod's events then carry, which `berth doctor` must recognise.
+//! Fails (never skips) when containerd is missing; needs root, as containerd
+//! does.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_client::Outcome;
+use berth_doctor::Reason;
+use common::image::Layout;
+use common::{fail, fixture, run_tool, sha256, succeed};
+
+/// A containerd daemon of the test's own: its root, state, socket and plugin
+/// directories all live in a temporary directory, so nothing of the machine's
+/// containerd is touched.
+struct Containerd {
+    child: Child,
+    socket: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Containerd {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().display().to_string();
+        let socket = dir.path().join("containerd.sock");
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"version = 2
+root = "{root}/root"
+state = "{root}/state"
+# The kubelet-facing CRI plugin is not needed to pull and push.
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "{root}/containerd.sock"
+[ttrpc]
+  address = "{root}/containerd.sock.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{root}/opt"
+"#
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("containerd.log")).unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run containerd ({e}): install it (scripts/test installs every test tool)")
+            });
+        // From here on, Drop stops the daemon whatever happens.
+        let containerd = Containerd { child, socket, dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !containerd
+            .ctr(&["version"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not start; its log:\n{}",
+                containerd.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        containerd
+    }
+
+    /// `ctr` talking to this daemon, in a namespace of its own.
+    fn ctr(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("ctr");
+        command
+            .arg("--address")
+            .arg(&self.socket)
+            .args(["--namespace", "berth-test"])
+            .args(args);
+        command
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+
+    /// The digest `ctr images ls` records for `reference`.
+    fn image_digest(&self, reference: &str) -> String {
+        let listing = succeed(&mut self.ctr(&["images", "ls"]));
+        listing
+            .lines()
+            .map(|line| line.split_whitespace().collect::<Vec<_>>())
+            .find(|fields| fields.first() == Some(&reference))
+            .unwrap_or_else(|| panic!("{reference} not in:\n{listing}"))[2]
+            .to_owned()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// The platform architecture of this machine, as image indexes name it.
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// The event message the kubelet records when containerd's pull fails with
+/// `ctr_error` (ctr prints the same chain of causes after its `ctr: ` prefix).
+fn kubelet_event(image: &str, ctr_error: &str) -> String {
+    let cause = ctr_error
+        .lines()
+        .find_map(|line| line.strip_prefix("ctr: "))
+        .unwrap_or_else(|| panic!("no ctr error in:\n{ctr_error}"));
+    format!(
+        "Failed to pull image \"{image}\": rpc error: code = Unknown desc = failed to pull and unpack image \"{image}\": {cause}"
+    )
+}
+
+/// What `berth doctor` names as the cause of that event.
+fn doctor_reason(image: &str, ctr_error: &str) -> Reason {
+    let event = kubelet_event(image, ctr_error);
+    berth_doctor::events::classify(&event)
+        .unwrap_or_else(|| panic!("doctor does not recognise: {event}"))
+        .0
+}
+
+#[test]
+fn containerd_pulls_and_pushes_through_the_token_flow() {
+    let f = fixture("", &[]);
+    let host = &f.server.addr;
+    let work = tempfile::tempdir().unwrap();
+    let layout_dir = work.path().join("image");
+    let mut layout = Layout::new(&layout_dir);
+    let other_arch = if host_arch() == "amd64" {
+        "arm64"
+    } else {
+        "amd64"
+    };
+    let index = layout.index(&[host_arch(), other_arch], 21);
+    layout.tag(&index, "v1");
+    let single = layout.image(host_arch(), &[4_000], 22);
+    layout.tag(&single, "single");
+    let source = |tag: &str| format!("oci:{}:{tag}", layout_dir.display());
+    for (tag, target) in [
+        ("v1", "team/app:v1"),
+        ("single", "public/app:v1"),
+        ("single", "other/app:v1"),
+    ] {
+        run_tool(
+            "skopeo",
+            &[
+                "copy",
+                "--all",
+                "--dest-tls-verify=false",
+                "--dest-creds=root:root-pw",
+                &source(tag),
+                &format!("docker://{host}/{target}"),
+            ],
+        );
+    }
+
+    let containerd = Containerd::start();
+    let image = |name: &str| format!("{host}/{name}");
+    let pull = |user: Option<&str>, name: &str| {
+        let mut command = containerd.ctr(&[
+            "images",
+            "pull",
+            "--plain-http",
+            "--snapshotter",
+            "native",
+            "--all-platforms",
+        ]);
+        if let Some(user) = user {
+            command.args(["--user", user]);
+        }
+        command.arg(image(name));
+        command
+    };
+
+    // alice pulls (containerd's OAuth POST to the token endpoint) and unpacks
+    // every platform; the digest is the index's own.
+    succeed(&mut pull(Some("alice:alice-pw"), "team/app:v1"));
+    assert_eq!(containerd.image_digest(&image("team/app:v1")), index.digest);
+    // Anonymous pulls work where the policy grants them.
+    succeed(&mut pull(None, "public/app:v1"));
+    assert_eq!(
+        containerd.image_digest(&image("public/app:v1")),
+        single.digest
+    );
+
+    // bob pushes the index under a new name; berth keeps its exact bytes.
+    succeed(&mut containerd.ctr(&[
+        "images",
+        "tag",
+        &image("team/app:v1"),
+        &image("team/copy:v1"),
+    ]));
+    succeed(&mut containerd.ctr(&[
+        "images",
+        "push",
+        "--plain-http",
+        "--user",
+        "bob:bob-pw",
+        &image("team/copy:v1"),
+    ]));
+    let pushed = run_tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--creds=root:root-pw",
+            &format!("docker://{host}/team/copy:v1"),
+        ],
+    );
+    assert_eq!(sha256(pushed.as_bytes()), index.digest);
+
+    // Each failure, in containerd's words, is named correctly by the doctor.
+    let cases = [
+        (Some("alice:wrong"), "team/app:v1", Outcome::Unauthorized),
+        (None, "team/app:v1", Outcome::AuthRequired),
+        (Some("alice:alice-pw"), "other/app:v1", Outcome::Forbidden),
+        (
+            Some("alice:alice-pw"),
+            "team/app:missing",
+            Outcome::ManifestUnknown,
+        ),
+    ];
+    for (user, name, expected) in cases {
+        let error = fail(&mut pull(user, name));
+        assert_eq!(
+            doctor_reason(&image(name), &error),
+            Reason::Probe(expected),
+            "{user:?} pulling {name}: {error}"
+        );
+    }
+
+    // A pull-only user cannot push: containerd reports the 403.
+    succeed(&mut containerd.ctr(&[
+        "images",
+        "tag",
+        &image("team/app:v1"),
+        &image("team/alice:v1"),
+    ]));
+    let error = fail(&mut containerd.ctr(&[
+        "images",
+        "push",
+        "--plain-http",
+        "--user",
+        "alice:alice-pw",
+        &image("team/alice:v1"),
+    ]));
+    assert!(error.contains("403 Forbidden"), "{error}");
+}
