@@ -5,10 +5,8 @@
 //! token flow, and the file is written only when the registry accepts them,
 //! so a typo never replaces a working password. Everything else in the file
 //! (other registries, `credsStore`, `credHelpers`, proxies, unknown members)
-//! stays as it is. With a credential helper configured, berth still writes
-//! into the file, where skopeo, podman, the kubelet and
-//! `berth secret create --from-docker-config` find it, and says so: the
-//! docker CLI itself would ask the helper instead.
+//! stays as it is. With a credential helper configured for the registry,
+//! the helper keeps the password and the file an empty entry, as with docker.
 
 use std::ffi::OsString;
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
@@ -16,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use berth_client::{ClientConfig, Credentials, Outcome, Probe, RegistryClient};
-use berth_kube::cred_helper::convert_to_hostname;
+use berth_kube::cred_helper::{self, convert_to_hostname};
 use berth_kube::docker_config::DockerConfigFile;
 use clap::Args;
 
@@ -249,24 +247,6 @@ fn read_password(from_stdin: bool) -> anyhow::Result<String> {
     Ok(password)
 }
 
-/// A warning when the docker CLI would look for this registry's password in
-/// a credential helper rather than in the file.
-fn helper_warning(doc: &DockerConfigFile, key: &str, path: &Path) -> Option<String> {
-    let helper = doc
-        .cred_helpers()
-        .into_iter()
-        .find(|(k, _)| config_key(k) == key)
-        .map(|(_, helper)| helper)
-        .or_else(|| doc.creds_store())?;
-    Some(format!(
-        "{} uses the credential helper docker-credential-{helper}; berth writes the credentials \
-         into the file instead, where skopeo, podman, the kubelet and `berth secret create \
-         --from-docker-config` read them, but the docker CLI asks the helper first: run `docker \
-         login {key}` too if docker itself must use them",
-        path.display()
-    ))
-}
-
 pub fn login(args: LoginArgs) -> anyhow::Result<()> {
     let path = args.file.path()?;
     let key = config_key(&args.server);
@@ -300,12 +280,34 @@ pub fn login(args: LoginArgs) -> anyhow::Result<()> {
             "berth: warning: {host} did not ask for credentials, so they could not be checked"
         );
     }
-    if let Some(warning) = helper_warning(&doc, &key, &path) {
-        eprintln!("berth: warning: {warning}");
-    }
-    doc.set_credentials(&key, &username, &password);
+    // Like `docker login`: a configured credential helper keeps the
+    // password and the file only records the login.
+    let saved_in = match cred_helper::store_helper(&doc, &key) {
+        Some(helper) => {
+            crate::docker_helper::store(
+                &helper,
+                &key,
+                &username,
+                &password,
+                &format!(
+                    "remove credsStore (or the credHelpers entry for {key}) from {}",
+                    path.display()
+                ),
+            )
+            .with_context(|| format!("{} was not changed", path.display()))?;
+            doc.set_helper_login(&key);
+            format!(
+                "docker-credential-{helper} (login recorded in {})",
+                path.display()
+            )
+        }
+        None => {
+            doc.set_credentials(&key, &username, &password);
+            path.display().to_string()
+        }
+    };
     write_config(&path, &doc)?;
-    eprintln!("berth: credentials for {key} saved in {}", path.display());
+    eprintln!("berth: credentials for {key} saved in {saved_in}");
     println!("Login Succeeded");
     Ok(())
 }
@@ -326,19 +328,29 @@ pub fn logout(args: LogoutArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    // As `docker logout`: each removed login is also erased from the helper
+    // that keeps it; a helper that fails is reported, and the file entry
+    // goes anyway.
+    for key in &removed {
+        if let Some(helper) = cred_helper::store_helper(&doc, key)
+            && let Err(e) = crate::docker_helper::erase(
+                &helper,
+                key,
+                "remove them with the keychain's own tool",
+            )
+        {
+            eprintln!(
+                "berth: warning: {e:#}; docker-credential-{helper} may still hold the \
+                 credentials for {key}"
+            );
+        }
+    }
     write_config(&path, &doc)?;
     eprintln!(
         "berth: removed the credentials for {} from {}",
         removed.join(", "),
         path.display()
     );
-    if let Some(helper) = doc.creds_store() {
-        eprintln!(
-            "berth: docker-credential-{helper} may hold credentials for it too; `docker logout \
-             {}` removes those",
-            config_key(&args.server)
-        );
-    }
     Ok(())
 }
 
@@ -423,19 +435,6 @@ mod tests {
         );
         assert!(msg(Outcome::TlsUnknownAuthority).contains("--ca-file"));
         assert!(msg(Outcome::HttpResponseToHttps).contains("--insecure"));
-    }
-
-    #[test]
-    fn helper_warnings() {
-        let doc = DockerConfigFile::parse_config_json(
-            r#"{"auths":{},"credHelpers":{"reg:5000":"pass"}}"#,
-        )
-        .unwrap();
-        let w = helper_warning(&doc, "reg:5000", Path::new("c.json")).unwrap();
-        assert!(w.contains("docker-credential-pass"), "{w}");
-        assert!(helper_warning(&doc, "other", Path::new("c.json")).is_none());
-        let doc = DockerConfigFile::parse_config_json(r#"{"credsStore":"desktop"}"#).unwrap();
-        assert!(helper_warning(&doc, "other", Path::new("c.json")).is_some());
     }
 
     #[test]

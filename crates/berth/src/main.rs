@@ -6,6 +6,7 @@
 
 mod config;
 mod credential_provider;
+mod docker_helper;
 mod doctor;
 mod login;
 mod robot;

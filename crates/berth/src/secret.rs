@@ -5,10 +5,10 @@
 
 use std::io::{IsTerminal as _, Read as _, Write as _};
 use std::path::PathBuf;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
-use berth_kube::cred_helper::{self, HelperReply, Lookup};
+use berth_kube::cred_helper::{self, Lookup};
 use berth_kube::docker_config::DockerConfigFile;
 use berth_kube::secret::{
     DEFAULT_DOCKER_SERVER, MultiRegistrySecret, RegistryCredentials, SecretType,
@@ -272,7 +272,11 @@ fn from_docker_config(
                 helper,
                 server: key,
                 ..
-            } => Some(ask_helper(helper, key)?),
+            } => Some(crate::docker_helper::get(
+                helper,
+                key,
+                "pass --username and --password-stdin instead",
+            )?),
             Lookup::File { .. } => None,
         };
         let creds = cred_helper::resolve(server, &found, reply)
@@ -281,41 +285,6 @@ fn from_docker_config(
         out.push(RegistryCredentials::new(server, &creds.username, &creds.password).email(&email));
     }
     Ok(out)
-}
-
-/// Runs `docker-credential-<helper> get` with the server URL on stdin.
-fn ask_helper(helper: &str, server: &str) -> anyhow::Result<HelperReply> {
-    let program = cred_helper::helper_program(helper)?;
-    let mut child = Command::new(&program)
-        .arg("get")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        // A helper may prompt (a GPG pinentry, a keychain unlock) on stderr.
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                anyhow::anyhow!(
-                    "the docker config keeps the credentials for {server:?} in {program}, which \
-                     is not on PATH; install it, or pass --username and --password-stdin instead"
-                )
-            } else {
-                anyhow::anyhow!("cannot run {program}: {e}")
-            }
-        })?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A helper that exits without reading its input is judged by its output.
-        let _ = stdin.write_all(server.as_bytes());
-    }
-    let out = child
-        .wait_with_output()
-        .with_context(|| format!("cannot read the output of {program}"))?;
-    Ok(cred_helper::parse_get_reply(
-        helper,
-        server,
-        out.status.success(),
-        &out.stdout,
-    )?)
 }
 
 fn attach(args: AttachArgs) -> anyhow::Result<String> {

@@ -180,31 +180,141 @@ fn login_creates_the_default_file_privately() {
         json(&path),
         serde_json::json!({"auths": {(f.server.addr.as_str()): {"auth": "cm9vdDpyb290LXB3"}}})
     );
+}
 
-    // A credential helper in the file: written anyway, with a warning.
-    std::fs::write(&path, r#"{"auths":{},"credsStore":"none"}"#).unwrap();
+/// A credential helper keeping one file per server next to itself, as
+/// docker-credential-pass keeps one per server in its password store.
+const FILE_HELPER: &str = r#"#!/bin/sh
+dir="$(dirname "$0")/store"
+mkdir -p "$dir"
+input=$(cat)
+file() { echo "$dir/$(printf '%s' "$1" | sha256sum | cut -c1-64)"; }
+echo "$1" >> "$(dirname "$0")/actions.log"
+case "$1" in
+  store)
+    server=$(printf '%s' "$input" | sed -n 's/.*"ServerURL":"\([^"]*\)".*/\1/p')
+    [ -n "$server" ] || { echo "no ServerURL in the input"; exit 1; }
+    printf '%s' "$input" > "$(file "$server")" ;;
+  get)
+    f=$(file "$input")
+    [ -f "$f" ] && cat "$f" || { echo "credentials not found in native keychain"; exit 1; } ;;
+  erase)
+    f=$(file "$input")
+    [ -f "$f" ] && rm "$f" || { echo "credentials not found in native keychain"; exit 1; } ;;
+  *) echo "unknown action $1"; exit 1 ;;
+esac
+"#;
+
+#[test]
+fn login_and_logout_go_through_the_configured_credential_helper() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let f = fixture("", &[]);
+    let host = f.server.addr.as_str();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let helper = bin.join("docker-credential-berthfile");
+    std::fs::write(&helper, FILE_HELPER).unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path_var = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let env = [("PATH", path_var.as_str())];
+    let config = dir.path().join("config.json");
+    let login_args = [
+        "login",
+        host,
+        "--insecure",
+        "-u",
+        "root",
+        "--password-stdin",
+        "--config-file",
+        config.to_str().unwrap(),
+    ];
+
+    // A helper that is not installed: docker's classic trap
+    // (docker-credential-desktop on a server). Nothing changes.
+    let missing = r#"{"auths":{},"credsStore":"desktop"}"#;
+    std::fs::write(&config, missing).unwrap();
+    let out = berth(&login_args, "root-pw\n", &env);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("docker-credential-desktop, which is not on PATH")
+            && err.contains("remove credsStore"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), missing);
+
+    // With the helper installed, it keeps the password; the file records
+    // only the login, everything else intact.
+    std::fs::write(
+        &config,
+        r#"{"auths":{"other.example.com":{"auth":"b3RoZXI6cHc="}},"credsStore":"berthfile"}"#,
+    )
+    .unwrap();
+    let out = berth(&login_args, "root-pw\n", &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("docker-credential-berthfile"));
+    assert_eq!(
+        json(&config),
+        serde_json::json!({
+            "auths": {"other.example.com": {"auth": "b3RoZXI6cHc="}, (host): {}},
+            "credsStore": "berthfile"
+        })
+    );
+    assert!(
+        !std::fs::read_to_string(&config)
+            .unwrap()
+            .contains("root-pw")
+    );
+    // What the helper now holds is what a pull secret made from this
+    // config carries.
     let out = berth(
         &[
-            "login",
-            &f.server.addr,
-            "--insecure",
-            "-u",
-            "root",
-            "--password-stdin",
+            "secret",
+            "create",
+            "pull",
+            "-o",
+            "json",
+            &format!("--from-docker-config={}", config.display()),
+            "--server",
+            host,
         ],
-        "root-pw\n",
+        "",
         &env,
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("docker-credential-none"),
-        "{}",
-        stderr(&out)
+    let secret: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let docker_config = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        secret["data"][".dockerconfigjson"].as_str().unwrap(),
+    )
+    .unwrap();
+    let docker_config: Value = serde_json::from_slice(&docker_config).unwrap();
+    assert_eq!(docker_config["auths"][host]["username"], "root");
+    assert_eq!(docker_config["auths"][host]["password"], "root-pw");
+
+    // Logout erases it from the helper and the file.
+    let out = berth(
+        &["logout", host, "--config-file", config.to_str().unwrap()],
+        "",
+        &env,
     );
-    assert_eq!(json(&path)["credsStore"], "none");
+    assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
-        json(&path)["auths"][&f.server.addr]["auth"],
-        "cm9vdDpyb290LXB3"
+        json(&config),
+        serde_json::json!({
+            "auths": {"other.example.com": {"auth": "b3RoZXI6cHc="}},
+            "credsStore": "berthfile"
+        })
+    );
+    assert_eq!(
+        std::fs::read_dir(bin.join("store")).unwrap().count(),
+        0,
+        "the helper still holds credentials"
+    );
+    assert_eq!(
+        std::fs::read_to_string(bin.join("actions.log")).unwrap(),
+        "store\nget\nerase\n"
     );
 }
 

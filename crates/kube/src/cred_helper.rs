@@ -13,10 +13,15 @@
 //! entry for the registry, else `credsStore`, else the `auths` entry. Running
 //! the helper is left to the caller; [`parse_get_reply`] and [`resolve`]
 //! turn its output into [`Credentials`].
+//!
+//! `docker login` saves through the same helpers ([`store_helper`]): `store`
+//! reads [`store_input`] on stdin, `erase` the server URL, and both report
+//! failure by a non-zero exit with the message on stdout
+//! ([`parse_change_reply`]).
 
 use std::fmt;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::docker_config::{AuthEntry, Credentials, DockerConfigError, DockerConfigFile};
 
@@ -43,9 +48,10 @@ pub enum CredHelperError {
          in the docker config"
     )]
     BadHelperName(String),
-    #[error("docker-credential-{helper} get failed for {server:?}: {message}")]
+    #[error("docker-credential-{helper} {action} failed for {server:?}: {message}")]
     HelperFailed {
         helper: String,
+        action: HelperAction,
         server: String,
         message: String,
     },
@@ -76,6 +82,31 @@ pub enum CredHelperError {
     IdentityToken { server: String },
     #[error(transparent)]
     Config(#[from] DockerConfigError),
+}
+
+/// The actions of the credential-helper protocol berth uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HelperAction {
+    Get,
+    Store,
+    Erase,
+}
+
+impl HelperAction {
+    /// The helper's command-line argument.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HelperAction::Get => "get",
+            HelperAction::Store => "store",
+            HelperAction::Erase => "erase",
+        }
+    }
+}
+
+impl fmt::Display for HelperAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Where a registry's credentials come from.
@@ -183,19 +214,10 @@ pub fn parse_get_reply(
 ) -> Result<HelperReply, CredHelperError> {
     let text = String::from_utf8_lossy(stdout);
     if !success {
-        let message = text.trim();
-        if message == NOT_FOUND_MESSAGE {
-            return Ok(HelperReply::NotFound);
-        }
-        return Err(CredHelperError::HelperFailed {
-            helper: helper.to_owned(),
-            server: server.to_owned(),
-            message: if message.is_empty() {
-                "it exited with an error and printed nothing".to_owned()
-            } else {
-                message.to_owned()
-            },
-        });
+        return match failure(helper, HelperAction::Get, server, &text) {
+            Some(error) => Err(error),
+            None => Ok(HelperReply::NotFound),
+        };
     }
     // Go's decoder matches field names case-insensitively.
     #[derive(Deserialize)]
@@ -215,6 +237,82 @@ pub fn parse_get_reply(
         username: reply.username,
         secret: reply.secret,
     })
+}
+
+/// The error in a failed helper's output, or `None` when it only says it
+/// holds nothing for the server.
+fn failure(
+    helper: &str,
+    action: HelperAction,
+    server: &str,
+    stdout: &str,
+) -> Option<CredHelperError> {
+    let message = stdout.trim();
+    (message != NOT_FOUND_MESSAGE).then(|| CredHelperError::HelperFailed {
+        helper: helper.to_owned(),
+        action,
+        server: server.to_owned(),
+        message: if message.is_empty() {
+            "it exited with an error and printed nothing".to_owned()
+        } else {
+            message.to_owned()
+        },
+    })
+}
+
+/// The helper `docker login KEY` saves into, chosen as the docker CLI's
+/// `GetCredentialsStore` does: the `credHelpers` entry for exactly that key,
+/// else `credsStore`. `None`: the credentials go into the file itself.
+pub fn store_helper(doc: &DockerConfigFile, key: &str) -> Option<String> {
+    doc.cred_helpers()
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, helper)| helper)
+        .or_else(|| doc.creds_store())
+}
+
+/// What a helper's `store` action reads on stdin.
+pub fn store_input(server: &str, username: &str, secret: &str) -> String {
+    #[derive(Serialize)]
+    struct Input<'a> {
+        #[serde(rename = "ServerURL")]
+        server: &'a str,
+        #[serde(rename = "Username")]
+        username: &'a str,
+        #[serde(rename = "Secret")]
+        secret: &'a str,
+    }
+    serde_json::to_string(&Input {
+        server,
+        username,
+        secret,
+    })
+    .expect("strings serialise")
+}
+
+/// Reads the outcome of `store` or `erase`. Erasing what the helper does not
+/// hold is not an error: the credentials are gone either way.
+pub fn parse_change_reply(
+    helper: &str,
+    action: HelperAction,
+    server: &str,
+    success: bool,
+    stdout: &[u8],
+) -> Result<(), CredHelperError> {
+    if success {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(stdout);
+    match failure(helper, action, server, &text) {
+        Some(error) => Err(error),
+        None if action == HelperAction::Erase => Ok(()),
+        None => Err(CredHelperError::HelperFailed {
+            helper: helper.to_owned(),
+            action,
+            server: server.to_owned(),
+            message: NOT_FOUND_MESSAGE.to_owned(),
+        }),
+    }
 }
 
 /// The credentials for `server` from what [`lookup`] found and, for a
@@ -348,6 +446,38 @@ mod tests {
             lookup(&d, "new.io").unwrap(),
             Lookup::Helper { entry: None, .. }
         ));
+    }
+
+    #[test]
+    fn login_saves_where_docker_would() {
+        let d = doc(r#"{"credsStore":"desktop","credHelpers":{"gcr.io":"gcloud"}}"#);
+        assert_eq!(store_helper(&d, "gcr.io").as_deref(), Some("gcloud"));
+        // docker matches credHelpers by the exact key login writes.
+        assert_eq!(
+            store_helper(&d, "https://gcr.io").as_deref(),
+            Some("desktop")
+        );
+        assert_eq!(store_helper(&d, "reg.io").as_deref(), Some("desktop"));
+        assert_eq!(store_helper(&doc(r#"{"auths":{}}"#), "reg.io"), None);
+
+        assert_eq!(
+            store_input("reg.io", "u", "p\"<&>"),
+            r#"{"ServerURL":"reg.io","Username":"u","Secret":"p\"<&>"}"#
+        );
+        let change = |action, success, out: &[u8]| {
+            parse_change_reply("pass", action, "reg.io", success, out)
+        };
+        assert!(change(HelperAction::Store, true, b"").is_ok());
+        let err = change(HelperAction::Store, false, b"gpg: no secret key\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "docker-credential-pass store failed for \"reg.io\": gpg: no secret key"
+        );
+        assert!(change(HelperAction::Erase, false, NOT_FOUND_MESSAGE.as_bytes()).is_ok());
+        assert!(change(HelperAction::Erase, false, b"").is_err());
+        assert!(change(HelperAction::Store, false, NOT_FOUND_MESSAGE.as_bytes()).is_err());
     }
 
     #[test]

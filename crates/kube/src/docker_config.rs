@@ -215,14 +215,7 @@ impl AuthEntry {
     /// drops `username`, `password` and `identitytoken`, which would otherwise
     /// shadow or contradict the new password. Other members stay.
     pub fn set_credentials(&mut self, username: &str, password: &str) {
-        let stale = ["auth", "username", "password", "identitytoken"];
-        let position = self
-            .fields
-            .iter()
-            .position(|(k, _)| stale.iter().any(|s| go_field_eq(k, s)));
-        self.fields
-            .retain(|(k, _)| !stale.iter().any(|s| go_field_eq(k, s)));
-        let at = position.unwrap_or(self.fields.len()).min(self.fields.len());
+        let at = self.take_credentials().unwrap_or(self.fields.len());
         self.fields.insert(
             at,
             (
@@ -230,6 +223,16 @@ impl AuthEntry {
                 raw_string(&encode_auth(username, password)),
             ),
         );
+    }
+
+    /// Drops every credential member, keeping the others; returns where the
+    /// first one was.
+    fn take_credentials(&mut self) -> Option<usize> {
+        let stale = ["auth", "username", "password", "identitytoken"];
+        let is_stale = |k: &str| stale.iter().any(|s| go_field_eq(k, s));
+        let position = self.fields.iter().position(|(k, _)| is_stale(k));
+        self.fields.retain(|(k, _)| !is_stale(k));
+        position
     }
 
     fn from_raw(server: String, raw: &RawValue) -> Result<Self, DockerConfigError> {
@@ -393,6 +396,21 @@ impl DockerConfigFile {
         match self.entry_mut(server) {
             Some(entry) => entry.set_credentials(username, password),
             None => self.put_entry(AuthEntry::docker_style(server, username, password)),
+        }
+    }
+
+    /// Records a login whose credentials a credential helper keeps, as
+    /// `docker login` does: the entry stays (so `docker logout` and tools
+    /// listing logins see it), with no credential members.
+    pub fn set_helper_login(&mut self, server: &str) {
+        match self.entry_mut(server) {
+            Some(entry) => {
+                entry.take_credentials();
+            }
+            None => self.put_entry(AuthEntry {
+                server: server.to_owned(),
+                fields: Vec::new(),
+            }),
         }
     }
 
@@ -678,6 +696,20 @@ mod tests {
         assert_eq!(
             doc.to_json_compact(),
             r#"{"auths":{"r.io":{"auth":"bmV3OnB3","serveraddress":"r.io","email":"e@x"}}}"#
+        );
+    }
+
+    #[test]
+    fn helper_logins_leave_an_entry_without_credentials() {
+        let mut doc = DockerConfigFile::parse_config_json(
+            r#"{"auths":{"r.io":{"auth":"dTpw","email":"e@x"}},"credsStore":"pass"}"#,
+        )
+        .unwrap();
+        doc.set_helper_login("r.io");
+        doc.set_helper_login("new.io");
+        assert_eq!(
+            doc.to_json_compact(),
+            r#"{"auths":{"r.io":{"email":"e@x"},"new.io":{}},"credsStore":"pass"}"#
         );
     }
 
