@@ -207,16 +207,11 @@ esac
 
 #[test]
 fn login_and_logout_go_through_the_configured_credential_helper() {
-    use std::os::unix::fs::PermissionsExt as _;
     let f = fixture("", &[]);
     let host = f.server.addr.as_str();
     let dir = tempfile::tempdir().unwrap();
     let bin = dir.path().join("bin");
-    std::fs::create_dir(&bin).unwrap();
-    let helper = bin.join("docker-credential-berthfile");
-    std::fs::write(&helper, FILE_HELPER).unwrap();
-    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let path_var = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let path_var = common::path_with_script(&bin, "docker-credential-berthfile", FILE_HELPER);
     let env = [("PATH", path_var.as_str())];
     let config = dir.path().join("config.json");
     let login_args = [

@@ -3,9 +3,10 @@
 //! cluster). kubectl is required: these tests fail, not skip, without it.
 //! Set `KUBECTL` to use another binary.
 
-use std::io::Write as _;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use base64::Engine as _;
 use berth_kube::credential_provider::{
@@ -60,17 +61,7 @@ impl Kubectl {
 
 /// Runs berth with `stdin` and extra environment variables.
 fn berth(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // berth may exit without reading stdin (a refused command line).
-    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-    child.wait_with_output().unwrap()
+    common::berth_with_env(args, stdin, env)
 }
 
 fn ok(out: &Output) -> String {
@@ -429,13 +420,11 @@ struct DockerHome {
 impl DockerHome {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let bin = dir.path().join("bin");
-        std::fs::create_dir(&bin).unwrap();
-        let helper = bin.join("docker-credential-berthtest");
-        std::fs::write(&helper, HELPER).unwrap();
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let path_var = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+        let path_var = common::path_with_script(
+            &dir.path().join("bin"),
+            "docker-credential-berthtest",
+            HELPER,
+        );
         DockerHome { dir, path_var }
     }
 

@@ -378,13 +378,20 @@ pub fn berth_with_env(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> std::
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
+    // berth may exit without reading stdin (a refused command line).
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
     child.wait_with_output().unwrap()
+}
+
+/// Writes an executable `script` named `name` into `bin` (created if
+/// needed) and returns a `PATH` value that finds it first.
+pub fn path_with_script(bin: &Path, name: &str, script: &str) -> String {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(bin).unwrap();
+    let file = bin.join(name);
+    std::fs::write(&file, script).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!("{}:{}", bin.display(), std::env::var("PATH").unwrap())
 }
 
 pub fn add_user(htpasswd: &Path, name: &str, password: &str) {
