@@ -180,9 +180,7 @@ pub fn analyze(inv: &Inventory, node: &NodeConfig) -> Analysis {
         }
     }
     for e in &inv.events {
-        let subject_workload = inv.workloads.iter().find(|w| {
-            w.namespace == e.namespace && w.kind == e.object_kind && w.name == e.object_name
-        });
+        let subject_workload = inv.workload(&e.namespace, &e.object_kind, &e.object_name);
         let image = events::image_in_message(&e.message).unwrap_or_default();
         if let Some((reason, severity, cause)) = events::classify(&e.message) {
             let container = e.container.clone().unwrap_or_default();
@@ -207,7 +205,113 @@ pub fn analyze(inv: &Inventory, node: &NodeConfig) -> Analysis {
             );
         }
     }
+    fold_controlled(inv, &mut out);
     out
+}
+
+/// The workload a finding or plan about `subject` is reported on: the
+/// outermost controller of it in the input.
+fn reported_on(inv: &Inventory, subject: &Subject) -> (String, String, String) {
+    let root = inv
+        .workload(&subject.namespace, &subject.kind, &subject.name)
+        .map(|w| inv.controller_root(w));
+    match root {
+        Some(w) => (w.namespace.clone(), w.kind.clone(), w.name.clone()),
+        None => (
+            subject.namespace.clone(),
+            subject.kind.clone(),
+            subject.name.clone(),
+        ),
+    }
+}
+
+/// Says once what a controller and the pods it made share: `kubectl get
+/// pods,deployments` output would otherwise repeat every finding, and every
+/// probe, for each replica. A finding is kept on the controller when it has
+/// it, and names the pods folded into it; a plan is probed once.
+fn fold_controlled(inv: &Inventory, out: &mut Analysis) {
+    use std::collections::HashMap;
+    let on_root =
+        |s: &Subject, root: &(String, String, String)| s.kind == root.1 && s.name == root.2;
+
+    let mut findings: Vec<(Finding, Vec<String>)> = Vec::new();
+    let mut index = HashMap::new();
+    for f in std::mem::take(&mut out.findings) {
+        let root = reported_on(inv, &f.subject);
+        let key = (
+            root.clone(),
+            f.subject.container.clone(),
+            f.subject.image.clone(),
+            f.reason,
+            f.severity,
+            f.message.clone(),
+        );
+        match index.get(&key) {
+            None => {
+                index.insert(key, findings.len());
+                findings.push((f, Vec::new()));
+            }
+            Some(&i) => {
+                let (kept, folded) = &mut findings[i];
+                let mut other = f;
+                if on_root(&other.subject, &root) && !on_root(&kept.subject, &root) {
+                    std::mem::swap(kept, &mut other);
+                }
+                folded.push(format!("{} {}", other.subject.kind, other.subject.name));
+            }
+        }
+    }
+    out.findings = findings
+        .into_iter()
+        .map(|(mut f, mut folded)| {
+            if !folded.is_empty() {
+                folded.sort();
+                f.evidence
+                    .push(format!("the same for {}", name_list(&folded)));
+            }
+            f
+        })
+        .collect();
+
+    let mut plans: Vec<PullPlan> = Vec::new();
+    let mut index = HashMap::new();
+    for plan in std::mem::take(&mut out.plans) {
+        let root = reported_on(inv, &plan.subject);
+        let sources: Vec<String> = plan.credentials.iter().map(|c| c.source.clone()).collect();
+        let key = (
+            root.clone(),
+            plan.subject.container.clone(),
+            plan.subject.image.clone(),
+            sources,
+        );
+        match index.get(&key) {
+            None => {
+                index.insert(key, plans.len());
+                plans.push(plan);
+            }
+            Some(&i) => {
+                if on_root(&plan.subject, &root) {
+                    plans[i] = plan;
+                }
+            }
+        }
+    }
+    out.plans = plans;
+}
+
+/// `a, b, c` for a few names, `a, b, c, d, e and 7 more` for many.
+fn name_list(names: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut text = names
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        text.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    text
 }
 
 fn container_image<'a>(w: &'a Workload, container: &str) -> Option<&'a str> {
@@ -243,6 +347,23 @@ fn names_json(names: &[String]) -> String {
         .map(|n| format!("{{\"name\":\"{n}\"}}"))
         .collect();
     format!("[{}]", items.join(","))
+}
+
+/// How to recreate a pod so admission gives it its ServiceAccount's secrets.
+fn recreate_fix(inv: &Inventory, pod: &Workload) -> String {
+    let ns = &pod.namespace;
+    let root = inv.controller_root(pod);
+    match root.kind.as_str() {
+        "Deployment" | "StatefulSet" | "DaemonSet" => format!(
+            "kubectl rollout restart {}/{} --namespace {ns}   # new pods get the secrets",
+            root.kind.to_lowercase(),
+            root.name
+        ),
+        _ => format!(
+            "kubectl delete pod {} --namespace {ns}   # its controller recreates it with the secrets",
+            pod.name
+        ),
+    }
 }
 
 fn analyze_workload(
@@ -347,10 +468,7 @@ fn analyze_workload(
                     w.name,
                     sa_secrets.join(", ")
                 ))
-                .fix(format!(
-                    "kubectl delete pod {} --namespace {ns}   # its controller recreates it with the secrets",
-                    w.name
-                )),
+                .fix(recreate_fix(inv, w)),
             );
         }
         Vec::new()

@@ -90,6 +90,10 @@ pub struct Workload {
     /// copy) its ServiceAccount's pull secrets.
     pub live: bool,
     pub waiting: Vec<WaitingState>,
+    /// The kind and name of the object controlling this one
+    /// (`metadata.ownerReferences`): a Pod's ReplicaSet, a ReplicaSet's
+    /// Deployment, a Job's CronJob.
+    pub controller: Option<(String, String)>,
 }
 
 /// A Secret with `data` decoded and `stringData` merged in.
@@ -175,6 +179,7 @@ impl Inventory {
                         spec,
                         live,
                         waiting: waiting_states(&v["status"]),
+                        controller: controller(&v["metadata"]["ownerReferences"]),
                     });
                 }
                 Err(e) => self.skipped.push(format!("{origin}: {kind}/{name}: {e}")),
@@ -229,11 +234,50 @@ impl Inventory {
         self.secrets.iter().any(|s| s.namespace == namespace)
     }
 
+    pub fn workload(&self, namespace: &str, kind: &str, name: &str) -> Option<&Workload> {
+        self.workloads
+            .iter()
+            .find(|w| w.namespace == namespace && w.kind == kind && w.name == name)
+    }
+
+    /// The outermost workload of the input that controls `w` through
+    /// ownerReferences (a Pod's Deployment, through its ReplicaSet), or `w`
+    /// itself.
+    pub fn controller_root<'a>(&'a self, w: &'a Workload) -> &'a Workload {
+        let mut root = w;
+        // Real chains are at most two links long; the bound stops a cycle in
+        // hand-written input.
+        for _ in 0..4 {
+            match root
+                .controller
+                .as_ref()
+                .and_then(|(kind, name)| self.workload(&root.namespace, kind, name))
+            {
+                Some(owner) => root = owner,
+                None => break,
+            }
+        }
+        root
+    }
+
     pub fn has_service_accounts_in(&self, namespace: &str) -> bool {
         self.service_accounts
             .iter()
             .any(|s| s.namespace == namespace)
     }
+}
+
+/// The controller among `ownerReferences` (the entry with `controller:
+/// true`; the API server allows only one).
+fn controller(refs: &Value) -> Option<(String, String)> {
+    let owner = refs
+        .as_array()?
+        .iter()
+        .find(|r| r["controller"].as_bool() == Some(true))?;
+    Some((
+        owner["kind"].as_str()?.to_owned(),
+        owner["name"].as_str()?.to_owned(),
+    ))
 }
 
 fn names(v: &Value) -> Vec<String> {

@@ -168,3 +168,41 @@ fn every_offline_reason_code_has_a_scenario() {
         assert!(all.contains(&format!(" {code} ")), "no scenario for {code}");
     }
 }
+
+/// A Deployment and the pods it made are probed once, unless a pod would
+/// offer other credentials than its template (a pod older than its
+/// ServiceAccount's secrets).
+#[test]
+fn pods_are_probed_once_per_controller() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios/controller-and-its-pods");
+    let analysis = berth_doctor::check(
+        &[dir],
+        &mut std::io::empty(),
+        "default",
+        &NodeConfig::default(),
+    )
+    .unwrap();
+    let mut plans: Vec<String> = analysis
+        .plans
+        .iter()
+        .map(|p| {
+            let sources: Vec<&str> = p.credentials.iter().map(|c| c.source.as_str()).collect();
+            format!(
+                "{}/{} {} [{}]",
+                p.subject.kind,
+                p.subject.name,
+                p.subject.image,
+                sources.join(", ")
+            )
+        })
+        .collect();
+    plans.sort();
+    assert_eq!(
+        plans,
+        [
+            r#"Deployment/api registry.example.com/team/api:3.0.1 [secret prod/apicred key "registry.example.com"]"#,
+            "Deployment/web registry.example.com/team/web:2.1.0 []",
+            "Pod/api-5d4f8c9b7-one registry.example.com/team/api:3.0.1 []",
+        ]
+    );
+}
