@@ -1,7 +1,8 @@
 //! `berth doctor` against the real berth registry on loopback: the probe's
 //! outcomes through berth's token flow (200, 401 without and with wrong
 //! credentials, 403, 404 tag, 404 repository), berth over TLS with a CA the
-//! client does not trust, and the CLI's JSON schema and exit codes.
+//! client does not trust, the CLI's JSON schema and exit codes, and fixes
+//! that the real kubectl applies.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use berth_client::{ClientConfig, Credentials, Outcome, RegistryClient};
-use common::{Api, Server, fixture};
+use common::{Api, Kubectl, Server, fixture};
 
 /// Runs the berth binary with no input.
 fn berth(args: &[&str]) -> std::process::Output {
@@ -170,6 +171,75 @@ async fn doctor_probe_cli_reports_pullable_and_missing_tags() {
     let found = findings(&out);
     assert_eq!(found[0]["reason"], "ManifestUnknown", "{found:#?}");
     assert_eq!(found[0]["severity"], "error");
+}
+
+/// The `kubectl patch` that a SecretNotReferenced finding proposes, applied by
+/// the real kubectl (`--local`) to the manifest it names, makes the finding
+/// go away: for a Deployment with its own imagePullSecrets (a JSON patch of
+/// the template) and for one relying on its ServiceAccount (a merge patch of
+/// the ServiceAccount).
+#[test]
+fn proposed_patches_work_with_kubectl_and_clear_the_finding() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubectl = Kubectl::new(dir.path());
+    let manifests = dir.path().join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    std::fs::write(
+        manifests.join("secret.yaml"),
+        secret_yaml("apicred", "registry.example.com", "robot", "pw"),
+    )
+    .unwrap();
+    let unreferenced_fix = || {
+        let out = berth(&["doctor", "-f", manifests.to_str().unwrap(), "-o", "json"]);
+        findings(&out)
+            .into_iter()
+            .find(|f| f["reason"] == "SecretNotReferenced")
+            .map(|f| f["fix"].as_str().unwrap().to_owned())
+    };
+    let deployment = deployment_yaml("registry.example.com/team/app:1.4.2");
+    let without_own_secrets =
+        deployment.replace("      imagePullSecrets:\n      - name: regcred\n", "");
+    let service_account =
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: default\n  namespace: prod\n";
+    for (app, patched_file, target) in [
+        (deployment.as_str(), "app.yaml", "deployment web"),
+        (
+            without_own_secrets.as_str(),
+            "sa.yaml",
+            "serviceaccount default",
+        ),
+    ] {
+        std::fs::write(manifests.join("app.yaml"), app).unwrap();
+        std::fs::write(manifests.join("sa.yaml"), service_account).unwrap();
+        let fix =
+            unreferenced_fix().unwrap_or_else(|| panic!("no SecretNotReferenced for {target}"));
+        // `kubectl patch KIND NAME --namespace NS [--type=json] -p 'PATCH'`,
+        // then possibly a line on recreating the pods.
+        let command = fix.lines().next().unwrap();
+        let (head, patch) = command.split_once(" -p '").unwrap();
+        assert!(
+            head.starts_with(&format!("kubectl patch {target} --namespace prod")),
+            "{fix}"
+        );
+        let patch = patch.strip_suffix('\'').unwrap();
+        let file = manifests.join(patched_file);
+        let mut args: Vec<String> = vec![
+            "patch".into(),
+            "--local".into(),
+            "-f".into(),
+            file.to_str().unwrap().into(),
+            "-o".into(),
+            "yaml".into(),
+            "-p".into(),
+            patch.into(),
+        ];
+        if head.contains("--type=json") {
+            args.push("--type=json".into());
+        }
+        let patched = kubectl.run(&args);
+        std::fs::write(&file, patched).unwrap();
+        assert_eq!(unreferenced_fix(), None, "still unreferenced after: {fix}");
+    }
 }
 
 #[test]

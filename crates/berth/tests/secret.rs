@@ -6,7 +6,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+use common::Kubectl;
 
 use base64::Engine as _;
 use berth_kube::credential_provider::{
@@ -14,50 +16,6 @@ use berth_kube::credential_provider::{
 };
 use berth_kube::docker_config::encode_auth;
 use berth_kube::secret::{json_list, service_account_yaml};
-
-struct Kubectl {
-    bin: PathBuf,
-    kubeconfig: PathBuf,
-}
-
-impl Kubectl {
-    fn new(dir: &Path) -> Self {
-        let bin = std::env::var_os("KUBECTL")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                ["/usr/bin/kubectl", "/usr/local/bin/kubectl"]
-                    .iter()
-                    .map(PathBuf::from)
-                    .find(|p| p.exists())
-                    .unwrap_or_else(|| PathBuf::from("kubectl"))
-            });
-        match Command::new(&bin).args(["version", "--client"]).output() {
-            Ok(out) if out.status.success() => {}
-            _ => panic!(
-                "kubectl is required for these tests but {bin:?} could not be run: install \
-                 kubectl (scripts/test does) or point KUBECTL at it"
-            ),
-        }
-        // An empty kubeconfig: no context namespace leaks into the output.
-        let kubeconfig = dir.join("kubeconfig");
-        std::fs::write(&kubeconfig, "").unwrap();
-        Kubectl { bin, kubeconfig }
-    }
-
-    fn run(&self, args: &[String]) -> String {
-        let out = Command::new(&self.bin)
-            .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .output()
-            .expect("run kubectl");
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-}
 
 /// Runs berth with `stdin` and extra environment variables.
 fn berth(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {

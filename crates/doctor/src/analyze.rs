@@ -349,23 +349,6 @@ fn names_json(names: &[String]) -> String {
     format!("[{}]", items.join(","))
 }
 
-/// How to recreate a pod so admission gives it its ServiceAccount's secrets.
-fn recreate_fix(inv: &Inventory, pod: &Workload) -> String {
-    let ns = &pod.namespace;
-    let root = inv.controller_root(pod);
-    match root.kind.as_str() {
-        "Deployment" | "StatefulSet" | "DaemonSet" => format!(
-            "kubectl rollout restart {}/{} --namespace {ns}   # new pods get the secrets",
-            root.kind.to_lowercase(),
-            root.name
-        ),
-        _ => format!(
-            "kubectl delete pod {} --namespace {ns}   # its controller recreates it with the secrets",
-            pod.name
-        ),
-    }
-}
-
 fn analyze_workload(
     inv: &Inventory,
     node: &NodeConfig,
@@ -468,7 +451,7 @@ fn analyze_workload(
                     w.name,
                     sa_secrets.join(", ")
                 ))
-                .fix(recreate_fix(inv, w)),
+                .fix(restart_hint(inv, w)),
             );
         }
         Vec::new()
@@ -768,14 +751,14 @@ fn analyze_container(
                     names_json(&list)
                 );
                 if w.live || w.kind != "Pod" {
-                    fix.push_str(&format!("\nthen recreate the pods: {}", restart_hint(w)));
+                    fix.push_str(&format!(
+                        "\nthen recreate the pods: {}",
+                        restart_hint(inv, w)
+                    ));
                 }
                 fix
             } else {
-                format!(
-                    "add {{name: {}}} to the pod template's imagePullSecrets",
-                    s.name
-                )
+                add_pull_secret_fix(inv.controller_root(w), &s.name)
             };
             out.findings.push(
                 Finding::new(
@@ -823,16 +806,49 @@ fn analyze_container(
     }
 }
 
-fn restart_hint(w: &Workload) -> String {
-    match w.kind.as_str() {
+/// The command appending `secret` to the imagePullSecrets that `w` already
+/// lists; a Pod's and a Job's are immutable, so those are edited in their
+/// manifest instead.
+fn add_pull_secret_fix(w: &Workload, secret: &str) -> String {
+    let path = match w.kind.as_str() {
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "ReplicationController" => {
+            "/spec/template/spec/imagePullSecrets/-"
+        }
+        "CronJob" => "/spec/jobTemplate/spec/template/spec/imagePullSecrets/-",
+        kind => {
+            return format!(
+                "add {{name: {secret}}} to the {kind}'s imagePullSecrets in its manifest and \
+                 recreate it"
+            );
+        }
+    };
+    format!(
+        "kubectl patch {} {} --namespace {} --type=json -p \
+         '[{{\"op\":\"add\",\"path\":\"{path}\",\"value\":{{\"name\":\"{secret}\"}}}}]'",
+        w.kind.to_lowercase(),
+        w.name,
+        w.namespace
+    )
+}
+
+/// How to recreate `w`'s pods so that admission gives them the
+/// ServiceAccount's current pull secrets: a rollout restart of its outermost
+/// controller in the input, else deleting the pod (its controller, if any,
+/// makes a new one).
+fn restart_hint(inv: &Inventory, w: &Workload) -> String {
+    let root = inv.controller_root(w);
+    let ns = &w.namespace;
+    match root.kind.as_str() {
         "Deployment" | "StatefulSet" | "DaemonSet" => format!(
-            "kubectl rollout restart {} {} --namespace {}",
-            w.kind.to_lowercase(),
-            w.name,
-            w.namespace
+            "kubectl rollout restart {}/{} --namespace {ns}   # new pods get the secrets",
+            root.kind.to_lowercase(),
+            root.name
         ),
-        "Pod" => format!("kubectl delete pod {} --namespace {}", w.name, w.namespace),
-        _ => format!("delete the {}'s pods in namespace {}", w.kind, w.namespace),
+        _ if w.kind == "Pod" => format!(
+            "kubectl delete pod {} --namespace {ns}   # its controller recreates it with the secrets",
+            w.name
+        ),
+        _ => format!("delete the {}'s pods in namespace {ns}", w.kind),
     }
 }
 

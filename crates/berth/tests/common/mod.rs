@@ -474,3 +474,50 @@ actions = ["pull"]
         htpasswd,
     }
 }
+
+/// The real kubectl, with an empty kubeconfig: only `--dry-run=client` and
+/// `--local` work, and no context namespace leaks into the output. Set
+/// `KUBECTL` to use another binary; a missing kubectl fails the test.
+pub struct Kubectl {
+    bin: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl Kubectl {
+    pub fn new(dir: &Path) -> Self {
+        let bin = std::env::var_os("KUBECTL")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                ["/usr/bin/kubectl", "/usr/local/bin/kubectl"]
+                    .iter()
+                    .map(PathBuf::from)
+                    .find(|p| p.exists())
+                    .unwrap_or_else(|| PathBuf::from("kubectl"))
+            });
+        match Command::new(&bin).args(["version", "--client"]).output() {
+            Ok(out) if out.status.success() => {}
+            _ => panic!(
+                "kubectl is required for these tests but {bin:?} could not be run: install \
+                 kubectl (scripts/test does) or point KUBECTL at it"
+            ),
+        }
+        // An empty kubeconfig: no context namespace leaks into the output.
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(&kubeconfig, "").unwrap();
+        Kubectl { bin, kubeconfig }
+    }
+
+    pub fn run(&self, args: &[String]) -> String {
+        let out = Command::new(&self.bin)
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .output()
+            .expect("run kubectl");
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
