@@ -757,6 +757,110 @@ async fn artifacts_subjects_and_referrers() {
     assert_eq!(error_code(r).await, "DIGEST_INVALID");
 }
 
+/// More referrers than fit in one manifest-sized index: pages linked with
+/// `Link: <…>; rel="next"`, each within the manifest size limit, together
+/// every referrer exactly once, the filter kept from page to page.
+#[tokio::test]
+async fn referrers_beyond_one_index_are_paginated() {
+    const LIMIT: usize = 2048;
+    let server = Server::start(&["--max-manifest-bytes", &LIMIT.to_string()]);
+    let api = Api::new(&server);
+    let empty = api.push_blob("app", b"{}").await;
+    let layer = api.push_blob("app", b"x").await;
+    let subject = sha256(b"signed image");
+    let mut pushed: Vec<(String, &str)> = Vec::new();
+    for i in 0..24 {
+        let artifact_type = if i % 2 == 0 {
+            "application/vnd.example.sbom"
+        } else {
+            "application/vnd.example.signature"
+        };
+        let body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"{artifact_type}","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{empty}","size":2}},"layers":[{{"mediaType":"application/octet-stream","digest":"{layer}","size":1}}],"subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{subject}","size":100}},"annotations":{{"note":"{i:03}-{}"}}}}"#,
+            "n".repeat(120)
+        );
+        let digest = sha256(body.as_bytes());
+        let r = api
+            .put_manifest("app", &digest, OCI_MANIFEST, body.as_bytes())
+            .await;
+        assert_eq!(r.status(), 201);
+        pushed.push((digest, artifact_type));
+    }
+
+    // Follows the links from `first`; returns each page's digests.
+    let walk = |first: String| {
+        let api = &api;
+        async move {
+            let mut pages: Vec<Vec<String>> = Vec::new();
+            let mut next = Some(first);
+            while let Some(path) = next.take() {
+                assert!(pages.len() < 30, "the links never end");
+                let r = api.http.get(api.url(&path)).send().await.unwrap();
+                assert_eq!(r.status(), 200, "{path}");
+                let filtered = r.headers().contains_key("oci-filters-applied");
+                assert_eq!(filtered, path.contains("artifactType="), "{path}");
+                next = r.headers().get("link").map(|link| {
+                    let link = link.to_str().unwrap();
+                    let target = link
+                        .strip_prefix('<')
+                        .and_then(|l| l.strip_suffix(">; rel=\"next\""))
+                        .unwrap_or_else(|| panic!("Link {link:?}"));
+                    target.to_owned()
+                });
+                let body = r.bytes().await.unwrap();
+                assert!(body.len() <= LIMIT, "a page of {} bytes", body.len());
+                let index: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                assert_eq!(index["mediaType"], OCI_INDEX);
+                pages.push(
+                    index["manifests"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|m| m["digest"].as_str().unwrap().to_owned())
+                        .collect(),
+                );
+            }
+            pages
+        }
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+
+    let pages = walk(format!("/v2/app/referrers/{subject}")).await;
+    assert!(pages.len() > 2, "{} pages", pages.len());
+    assert!(pages.iter().all(|p| !p.is_empty()));
+    let all: Vec<String> = pages.concat();
+    assert_eq!(all, sorted(all.clone()), "pages continue in digest order");
+    assert_eq!(all, sorted(pushed.iter().map(|(d, _)| d.clone()).collect()));
+
+    let pages = walk(format!(
+        "/v2/app/referrers/{subject}?artifactType=application/vnd.example.signature"
+    ))
+    .await;
+    assert!(pages.len() > 1);
+    assert_eq!(
+        pages.concat(),
+        sorted(
+            pushed
+                .iter()
+                .filter(|(_, t)| *t == "application/vnd.example.signature")
+                .map(|(d, _)| d.clone())
+                .collect()
+        )
+    );
+
+    let r = api
+        .http
+        .get(api.url(&format!("/v2/app/referrers/{subject}?last=page-2")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "UNSUPPORTED");
+}
+
 #[tokio::test]
 async fn tags_list_is_lexical_and_paginated() {
     let server = Server::start(&[]);

@@ -4,10 +4,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use berth_oci::{
     Algorithm, Digest, Hasher, Manifest, ManifestKind, Reference, RepositoryName, Tag, media_type,
 };
-use berth_storage::{BlobStore, ByteStream, MetadataStore, NewManifest, StorageError};
+use berth_storage::{
+    BlobStore, ByteStream, MetadataStore, NewManifest, ReferrerRecord, StorageError,
+};
 use bytes::Bytes;
 use quick_cache::sync::Cache;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::error::{RegistryError, Result};
 use crate::locks::StripedLocks;
@@ -86,7 +88,14 @@ pub struct Referrers {
     pub index: Bytes,
     /// Whether an `artifactType` filter was applied.
     pub filtered: bool,
+    /// Where the next page starts (its `last`), when the descriptors do not
+    /// all fit in one index.
+    pub next: Option<String>,
 }
+
+/// Referrers read from the metadata store per page; the page then holds as
+/// many as fit in a manifest.
+const REFERRERS_PAGE_ROWS: usize = 1000;
 
 /// The registry: OCI Distribution operations over a blob store and a metadata store.
 pub struct Registry {
@@ -582,47 +591,88 @@ impl Registry {
         Ok(Page::from_fetched(fetched, limit))
     }
 
-    /// `GET …/referrers/<digest>?artifactType=`: an image index of the manifests
-    /// whose subject is `digest`, empty when there are none.
+    /// `GET …/referrers/<digest>?artifactType=&last=`: an image index of the
+    /// manifests whose subject is `digest`, empty when there are none. The
+    /// spec wants a `Link` to a next page when the descriptors do not fit in
+    /// one manifest: a page holds as many as keep the index within the
+    /// manifest size limit, and `last` (from that link) continues after them.
     pub async fn referrers(
         &self,
         repository: &str,
         digest: &str,
         artifact_type: Option<&str>,
+        last: Option<&str>,
     ) -> Result<Referrers> {
         let repository = parse_name(repository)?;
         let subject = Digest::parse(digest)?;
-        let records = self.metadata.referrers(&repository, &subject).await?;
-        let descriptors: Vec<Value> = records
-            .into_iter()
-            .filter(|r| artifact_type.is_none_or(|t| r.artifact_type.as_deref() == Some(t)))
-            .map(|r| {
-                let mut d = Map::new();
-                d.insert("mediaType".into(), r.media_type.into());
-                d.insert("digest".into(), r.digest.to_string().into());
-                d.insert("size".into(), r.size.into());
-                if let Some(t) = r.artifact_type {
-                    d.insert("artifactType".into(), t.into());
-                }
-                if let Some(a) = r
-                    .annotations
-                    .and_then(|a| serde_json::from_str::<Value>(&a).ok())
-                {
-                    d.insert("annotations".into(), a);
-                }
-                Value::Object(d)
+        let after = last
+            .map(|l| {
+                Digest::parse(l).map_err(|_| {
+                    RegistryError::InvalidParameter(format!(
+                        "last={l:?} is not a digest: follow the Link header of the previous page"
+                    ))
+                })
             })
-            .collect();
-        let index = json!({
-            "schemaVersion": 2,
-            "mediaType": media_type::OCI_INDEX,
-            "manifests": descriptors,
-        });
+            .transpose()?;
+        let records = self
+            .metadata
+            .referrers(
+                &repository,
+                &subject,
+                artifact_type,
+                after.as_ref(),
+                REFERRERS_PAGE_ROWS + 1,
+            )
+            .await?;
+        let budget = self.config.max_manifest_bytes;
+        let mut size = referrers_index(&[]).len();
+        let mut descriptors: Vec<String> = Vec::new();
+        let mut next = None;
+        for (i, record) in records.iter().enumerate() {
+            let descriptor = referrer_descriptor(record);
+            // A comma, then the descriptor; one descriptor always goes in.
+            let grown = size + usize::from(i > 0) + descriptor.len();
+            if i == REFERRERS_PAGE_ROWS || (i > 0 && grown > budget) {
+                next = Some(records[i - 1].digest.to_string());
+                break;
+            }
+            size = grown;
+            descriptors.push(descriptor);
+        }
         Ok(Referrers {
-            index: serde_json::to_vec(&index).expect("index serialises").into(),
+            index: Bytes::from(referrers_index(&descriptors)),
             filtered: artifact_type.is_some(),
+            next,
         })
     }
+}
+
+/// One referrer's descriptor in the referrers index, as JSON.
+fn referrer_descriptor(record: &ReferrerRecord) -> String {
+    let mut d = Map::new();
+    d.insert("mediaType".into(), record.media_type.clone().into());
+    d.insert("digest".into(), record.digest.to_string().into());
+    d.insert("size".into(), record.size.into());
+    if let Some(t) = &record.artifact_type {
+        d.insert("artifactType".into(), t.clone().into());
+    }
+    if let Some(a) = record
+        .annotations
+        .as_deref()
+        .and_then(|a| serde_json::from_str::<Value>(a).ok())
+    {
+        d.insert("annotations".into(), a);
+    }
+    Value::Object(d).to_string()
+}
+
+/// The referrers image index around already serialised descriptors.
+fn referrers_index(descriptors: &[String]) -> String {
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{}]}}"#,
+        media_type::OCI_INDEX,
+        descriptors.join(",")
+    )
 }
 
 /// Parses the spec's chunk `Content-Range: <start>-<end>` (inclusive, no unit).

@@ -9,9 +9,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use berth_auth::{Action, Principal, Required};
-use berth_registry::{
-    ByteStream, Mount, Page, Registry, RegistryError, StoredManifest, UploadStatus,
-};
+use berth_registry::{ByteStream, Mount, Registry, RegistryError, StoredManifest, UploadStatus};
 use futures_util::{StreamExt, TryStreamExt};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
@@ -164,7 +162,7 @@ async fn handle(
         }
         (Route::Catalog, Method::GET) => {
             let page = registry.catalog(query.get("n"), query.get("last")).await?;
-            let link = next_link("/v2/_catalog", &query, &page);
+            let link = next_link("/v2/_catalog", &query, "n", page.next.as_deref());
             let body = json!({ "repositories": page.items }).to_string();
             Ok(json_response(StatusCode::OK, body, link))
         }
@@ -172,7 +170,12 @@ async fn handle(
             let page = registry
                 .tags(name, query.get("n"), query.get("last"))
                 .await?;
-            let link = next_link(&format!("/v2/{name}/tags/list"), &query, &page);
+            let link = next_link(
+                &format!("/v2/{name}/tags/list"),
+                &query,
+                "n",
+                page.next.as_deref(),
+            );
             let body = json!({ "name": name, "tags": page.items }).to_string();
             Ok(json_response(StatusCode::OK, body, link))
         }
@@ -251,12 +254,18 @@ async fn handle(
         }
         (Route::Referrers { name, digest }, Method::GET) => {
             let referrers = registry
-                .referrers(name, digest, query.get("artifactType"))
+                .referrers(name, digest, query.get("artifactType"), query.get("last"))
                 .await?;
-            let mut headers = vec![(
+            let mut headers = next_link(
+                &format!("/v2/{name}/referrers/{digest}"),
+                &query,
+                "artifactType",
+                referrers.next.as_deref(),
+            );
+            headers.push((
                 header::CONTENT_TYPE.as_str(),
                 berth_oci::media_type::OCI_INDEX.to_owned(),
-            )];
+            ));
             if referrers.filtered {
                 headers.push((OCI_FILTERS_APPLIED, "artifactType".to_owned()));
             }
@@ -279,14 +288,21 @@ fn json_response(status: StatusCode, body: String, mut headers: Vec<(&str, Strin
     respond(status, headers, Body::from(body))
 }
 
-/// The `Link` header of a paginated listing, when there is a next page.
-fn next_link<'a>(path: &str, query: &Query, page: &Page) -> Vec<(&'a str, String)> {
-    let Some(last) = &page.next else {
+/// The `Link` header of a paginated listing, when there is a next page:
+/// `path` with the request's `kept` parameter (the page size, the filter)
+/// and the next page's `last`.
+fn next_link<'a>(
+    path: &str,
+    query: &Query,
+    kept: &str,
+    last: Option<&str>,
+) -> Vec<(&'a str, String)> {
+    let Some(last) = last else {
         return vec![];
     };
     let mut next = form_urlencoded::Serializer::new(String::new());
-    if let Some(n) = query.get("n") {
-        next.append_pair("n", n);
+    if let Some(value) = query.get(kept) {
+        next.append_pair(kept, value);
     }
     next.append_pair("last", last);
     vec![(

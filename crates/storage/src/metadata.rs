@@ -143,11 +143,16 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Up to `limit` repository names after `after`, in byte order.
     async fn repositories(&self, after: Option<&str>, limit: usize) -> StorageResult<Vec<String>>;
 
-    /// Manifests of `repository` whose subject is `subject`.
+    /// Manifests of `repository` whose subject is `subject` and, when given,
+    /// whose artifact type is `artifact_type`: at most `limit`, in digest
+    /// order, after the digest `after`.
     async fn referrers(
         &self,
         repository: &RepositoryName,
         subject: &Digest,
+        artifact_type: Option<&str>,
+        after: Option<&Digest>,
+        limit: usize,
     ) -> StorageResult<Vec<ReferrerRecord>>;
 
     async fn create_upload(

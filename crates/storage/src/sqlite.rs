@@ -537,19 +537,29 @@ impl MetadataStore for SqliteMetadataStore {
         &self,
         repository: &RepositoryName,
         subject: &Digest,
+        artifact_type: Option<&str>,
+        after: Option<&Digest>,
+        limit: usize,
     ) -> StorageResult<Vec<ReferrerRecord>> {
         let (repository, subject) = (repository.to_string(), subject.to_string());
+        let artifact_type = artifact_type.map(str::to_owned);
+        let after = after.map(Digest::to_string);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.with_conn(move |conn| {
             let rows = conn
                 .prepare_cached(
                     "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations
                        FROM manifests m JOIN repositories r ON r.id = m.repository_id
                       WHERE r.name = ?1 AND m.subject = ?2
-                      ORDER BY m.digest",
+                        AND (?3 IS NULL OR m.artifact_type = ?3)
+                        AND (?4 IS NULL OR m.digest > ?4)
+                      ORDER BY m.digest
+                      LIMIT ?5",
                 )?
-                .query_map([&repository, &subject], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-                })?
+                .query_map(
+                    params![repository, subject, artifact_type, after, limit],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                )?
                 .collect::<Result<Vec<(String, String, i64, Option<String>, Option<String>)>, _>>(
                 )?;
             rows.into_iter()
