@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use berth_client::{Probe, RegistryClient};
+use berth_client::{Credentials, Probe, RegistryClient};
 
 use crate::analyze::PullPlan;
 use crate::report::{Finding, Reason, Severity};
@@ -63,9 +63,41 @@ fn fix_for(reason: Reason, plan: &PullPlan) -> Option<String> {
     })
 }
 
+/// Probes already made, by image, reference and credentials.
+type ProbeCache = HashMap<(String, String, Option<(String, String)>), Probe>;
+
+/// A manifest HEAD for `plan`'s image, made once per distinct image,
+/// reference and credentials.
+async fn probe_once(
+    cache: &mut ProbeCache,
+    client: &RegistryClient,
+    plan: &PullPlan,
+    reference: &str,
+    credentials: Option<&Credentials>,
+) -> Probe {
+    let key = (
+        plan.image.to_string(),
+        reference.to_owned(),
+        credentials.map(|c| (c.username.clone(), c.password.clone())),
+    );
+    if let Some(p) = cache.get(&key) {
+        return p.clone();
+    }
+    let p = client
+        .head_manifest(
+            plan.image.domain(),
+            plan.image.path(),
+            reference,
+            credentials,
+        )
+        .await;
+    cache.insert(key, p.clone());
+    p
+}
+
 /// Probes every plan; identical (image, credential) pairs are probed once.
 pub async fn probe(client: &RegistryClient, plans: &[PullPlan]) -> Vec<Finding> {
-    let mut cache: HashMap<(String, String, Option<String>), Probe> = HashMap::new();
+    let mut cache = ProbeCache::new();
     let mut findings = Vec::new();
     for plan in plans {
         let reference = plan
@@ -86,41 +118,11 @@ pub async fn probe(client: &RegistryClient, plans: &[PullPlan]) -> Vec<Finding> 
             .filter(|c| c.credentials.is_none())
             .collect();
         if offered.is_empty() && skipped_plugins.is_empty() {
-            let key = (plan.image.to_string(), reference.clone(), None);
-            let p = match cache.get(&key) {
-                Some(p) => p.clone(),
-                None => {
-                    let p = client
-                        .head_manifest(plan.image.domain(), plan.image.path(), &reference, None)
-                        .await;
-                    cache.insert(key, p.clone());
-                    p
-                }
-            };
+            let p = probe_once(&mut cache, client, plan, &reference, None).await;
             attempts.push(("no credentials (anonymous)".into(), p));
         }
         for c in &offered {
-            let creds = c.credentials.as_ref().expect("filtered");
-            let key = (
-                plan.image.to_string(),
-                reference.clone(),
-                Some(format!("{}:{}", creds.username, creds.password)),
-            );
-            let p = match cache.get(&key) {
-                Some(p) => p.clone(),
-                None => {
-                    let p = client
-                        .head_manifest(
-                            plan.image.domain(),
-                            plan.image.path(),
-                            &reference,
-                            Some(creds),
-                        )
-                        .await;
-                    cache.insert(key, p.clone());
-                    p
-                }
-            };
+            let p = probe_once(&mut cache, client, plan, &reference, c.credentials.as_ref()).await;
             attempts.push((c.source.clone(), p));
         }
         let any_ok = attempts.iter().any(|(_, p)| p.outcome.is_success());
