@@ -74,7 +74,8 @@ SecretMalformed, RegistryHostMismatch, SecretNotReferenced, ServiceAccountNotFou
 ServiceAccountSecretsNotApplied, NoCredentials, NeverPolicy, MutableTag, NodeDiskFull;
 with --probe: Pullable, AuthRequired, Unauthorized, Forbidden, ManifestUnknown,
 RepositoryUnknown, RateLimited, DnsFailure, ConnectionRefused, Timeout,
-TlsUnknownAuthority, TlsError, HttpResponseToHttps, RegistryError, ConnectionFailed.";
+TlsUnknownAuthority, TlsError, HttpResponseToHttps, HttpRequestToHttps, RegistryError,
+ConnectionFailed.";
 
 pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     match check(&args) {

@@ -147,6 +147,11 @@ fn login_failure(server: &str, username: &str, path: &Path, probe: &Probe) -> an
             "{}. {unchanged}. The registry serves plain HTTP: add --insecure",
             probe.detail
         ),
+        Outcome::HttpRequestToHttps => anyhow::anyhow!(
+            "{}. {unchanged}. Drop --insecure (and any http:// in the server), adding --ca-file \
+             if its CA is not a public one",
+            probe.detail
+        ),
         _ => anyhow::anyhow!("cannot log in to {server}: {}. {unchanged}", probe.detail),
     }
 }
@@ -435,6 +440,7 @@ mod tests {
         );
         assert!(msg(Outcome::TlsUnknownAuthority).contains("--ca-file"));
         assert!(msg(Outcome::HttpResponseToHttps).contains("--insecure"));
+        assert!(msg(Outcome::HttpRequestToHttps).contains("Drop --insecure"));
     }
 
     #[test]

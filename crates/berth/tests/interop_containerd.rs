@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use berth_client::Outcome;
 use berth_doctor::Reason;
 use common::image::Layout;
-use common::{fail, fixture, run_tool, sha256, succeed};
+use common::{Server, fail, fixture, run_tool, sha256, succeed};
 
 /// A containerd daemon of the test's own: its root, state, socket and plugin
 /// directories all live in a temporary directory, so nothing of the machine's
@@ -277,4 +277,82 @@ fn containerd_pulls_and_pushes_through_the_token_flow() {
         &image("team/alice:v1"),
     ]));
     assert!(error.contains("403 Forbidden"), "{error}");
+}
+
+/// berth over TLS with its self-signed CA, as a node meets it. Without
+/// hosts.toml, containerd speaks plain HTTP to a loopback registry; with
+/// `server = "https://…"` alone it does not trust the CA; with `ca = …`, as
+/// `berth serve --tls-self-signed` advises, the pull works. The doctor names
+/// each failure from containerd's own words.
+#[test]
+fn containerd_trusts_the_self_signed_ca_from_hosts_toml() {
+    let server = Server::start(&["--tls-self-signed"]);
+    let host = &server.addr;
+    let ca = server.data_dir.join("tls/ca.crt");
+    let work = tempfile::tempdir().unwrap();
+    let layout_dir = work.path().join("image");
+    let mut layout = Layout::new(&layout_dir);
+    let image = layout.image(host_arch(), &[3_000], 31);
+    layout.tag(&image, "v1");
+    // skopeo reads a directory of CA certificates.
+    let certs = work.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    std::fs::copy(&ca, certs.join("ca.crt")).unwrap();
+    run_tool(
+        "skopeo",
+        &[
+            "copy",
+            &format!("--dest-cert-dir={}", certs.display()),
+            &format!("--dest-creds={}", server.admin_creds()),
+            &format!("oci:{}:v1", layout_dir.display()),
+            &format!("docker://{host}/secure/app:v1"),
+        ],
+    );
+
+    let containerd = Containerd::start();
+    let reference = format!("{host}/secure/app:v1");
+    let creds = server.admin_creds();
+    let pull = |hosts_dir: Option<&std::path::Path>| {
+        let mut command = containerd.ctr(&[
+            "images",
+            "pull",
+            "--snapshotter",
+            "native",
+            "--user",
+            &creds,
+        ]);
+        if let Some(dir) = hosts_dir {
+            command.arg("--hosts-dir").arg(dir);
+        }
+        command.arg(&reference);
+        command
+    };
+
+    let error = fail(&mut pull(None));
+    assert_eq!(
+        doctor_reason(&reference, &error),
+        Reason::Probe(Outcome::HttpRequestToHttps),
+        "{error}"
+    );
+
+    let hosts = work.path().join("certs.d");
+    std::fs::create_dir_all(hosts.join(host)).unwrap();
+    let hosts_toml = |ca_line: &str| {
+        std::fs::write(
+            hosts.join(host).join("hosts.toml"),
+            format!("server = \"https://{host}\"\n\n[host.\"https://{host}\"]\n{ca_line}"),
+        )
+        .unwrap();
+    };
+    hosts_toml("");
+    let error = fail(&mut pull(Some(&hosts)));
+    assert_eq!(
+        doctor_reason(&reference, &error),
+        Reason::Probe(Outcome::TlsUnknownAuthority),
+        "{error}"
+    );
+
+    hosts_toml(&format!("  ca = \"{}\"\n", ca.display()));
+    succeed(&mut pull(Some(&hosts)));
+    assert_eq!(containerd.image_digest(&reference), image.digest);
 }

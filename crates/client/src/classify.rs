@@ -37,6 +37,10 @@ pub enum Outcome {
     /// An HTTPS request was answered in plain HTTP: the registry serves plain
     /// HTTP and the node must be told so.
     HttpResponseToHttps,
+    /// A plain-HTTP request was answered in TLS: the registry serves HTTPS
+    /// and the node speaks HTTP to it (a `server = "http://…"` in
+    /// hosts.toml, or containerd's plain-HTTP default for localhost).
+    HttpRequestToHttps,
     /// 5xx, or an answer no registry should give.
     RegistryError,
     /// The connection failed in another way (reset, unreachable network).
@@ -60,6 +64,7 @@ impl Outcome {
             Outcome::TlsUnknownAuthority => "TlsUnknownAuthority",
             Outcome::TlsError => "TlsError",
             Outcome::HttpResponseToHttps => "HttpResponseToHttps",
+            Outcome::HttpRequestToHttps => "HttpRequestToHttps",
             Outcome::RegistryError => "RegistryError",
             Outcome::ConnectionFailed => "ConnectionFailed",
         }
@@ -243,6 +248,8 @@ pub enum TransportKind {
     Tls(String),
     /// TLS was spoken to a plain-HTTP server.
     NotTls,
+    /// The answer was not HTTP: over plain HTTP, a TLS server's alert.
+    NotHttp,
     Other(String),
 }
 
@@ -270,6 +277,11 @@ pub fn transport_kind(err: &(dyn StdError + 'static)) -> TransportKind {
         }
         if let Some(t) = e.downcast_ref::<rustls::Error>() {
             return rustls_kind(t);
+        }
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_parse)
+        {
+            return TransportKind::NotHttp;
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             // rustls errors travel inside io::Error, sometimes nested twice.
@@ -331,6 +343,17 @@ pub fn classify_transport(kind: &TransportKind, url: &str) -> Classified {
         TransportKind::NotTls => (
             Outcome::HttpResponseToHttps,
             format!("{url}: server gave HTTP response to HTTPS client"),
+        ),
+        TransportKind::NotHttp if url.starts_with("http://") => (
+            Outcome::HttpRequestToHttps,
+            format!(
+                "{url}: the answer is not HTTP: the registry serves HTTPS, and a plain-HTTP \
+                 request gets a TLS alert"
+            ),
+        ),
+        TransportKind::NotHttp => (
+            Outcome::ConnectionFailed,
+            format!("{url}: the answer is not HTTP"),
         ),
         TransportKind::Other(m) => (Outcome::ConnectionFailed, format!("{url}: {m}")),
     };
@@ -441,6 +464,15 @@ mod tests {
         assert_eq!(
             classify_transport(&TransportKind::NotTls, "https://r/v2/").detail,
             "https://r/v2/: server gave HTTP response to HTTPS client"
+        );
+        // Garbage instead of HTTP means TLS only where plain HTTP was spoken.
+        assert_eq!(
+            classify_transport(&TransportKind::NotHttp, "http://r/v2/").outcome,
+            Outcome::HttpRequestToHttps
+        );
+        assert_eq!(
+            classify_transport(&TransportKind::NotHttp, "https://r/v2/").outcome,
+            Outcome::ConnectionFailed
         );
     }
 }

@@ -431,3 +431,10 @@ async fn tls_with_untrusted_ca_and_with_ca_file() {
     let p = trusting.head_manifest(&addr, "a", "1", None).await;
     assert_eq!(p.outcome, Outcome::Pullable, "{p:?}");
 }
+
+#[tokio::test]
+async fn plain_http_to_a_tls_registry() {
+    let (addr, _) = tls_registry().await;
+    let p = client(&[&addr]).head_manifest(&addr, "a", "1", None).await;
+    assert_eq!(p.outcome, Outcome::HttpRequestToHttps, "{p:?}");
+}

@@ -36,6 +36,12 @@ pub fn classify(message: &str) -> Option<(Reason, Severity, &'static str)> {
             Reason::Probe(berth_client::Outcome::HttpResponseToHttps),
             "the registry speaks plain HTTP but the node uses HTTPS for it",
         )
+    } else if has(r#"malformed HTTP response "\x15\x03"#) {
+        // A TLS alert record (0x15 0x03 …) read as an HTTP response.
+        (
+            Reason::Probe(berth_client::Outcome::HttpRequestToHttps),
+            "the registry serves HTTPS but the node speaks plain HTTP to it",
+        )
     } else if has("certificate signed by unknown authority")
         || has("certificate is not trusted")
         || has("unable to get local issuer certificate")
@@ -171,6 +177,10 @@ mod tests {
             (
                 r#"Failed to pull image "reg:5000/a:1": failed to do request: Head "https://reg:5000/v2/a/manifests/1": http: server gave HTTP response to HTTPS client"#,
                 Reason::Probe(berth_client::Outcome::HttpResponseToHttps),
+            ),
+            (
+                r#"Failed to pull image "localhost:5000/a:1": rpc error: code = Unknown desc = failed to pull and unpack image "localhost:5000/a:1": failed to resolve reference "localhost:5000/a:1": failed to do request: Head "http://localhost:5000/v2/a/manifests/1": net/http: HTTP/1.x transport connection broken: malformed HTTP response "\x15\x03\x03\x00\x02\x022""#,
+                Reason::Probe(berth_client::Outcome::HttpRequestToHttps),
             ),
             (
                 r#"Failed to pull image "reg:5000/a:1": failed to do request: Head "https://reg:5000/v2/a/manifests/1": dial tcp 10.1.2.3:5000: connect: connection refused"#,

@@ -56,6 +56,9 @@ fn fix_for(reason: Reason, plan: &PullPlan) -> Option<String> {
         Reason::Probe(berth_client::Outcome::HttpResponseToHttps) => format!(
             "configure the nodes for plain HTTP to {host} (containerd hosts.toml: server = \"http://{host}\") and pass --insecure-registry {host} here, or serve TLS"
         ),
+        Reason::Probe(berth_client::Outcome::HttpRequestToHttps) => format!(
+            "configure the nodes for HTTPS to {host} (containerd hosts.toml: server = \"https://{host}\", with ca = the registry's CA) and drop --insecure-registry {host} here"
+        ),
         Reason::Probe(berth_client::Outcome::RegistryError) => {
             "the registry failed; check its logs".into()
         }
