@@ -5,7 +5,8 @@
 //! This crate owns the wire side of talking to a registry as a client:
 //! `HEAD /v2/<name>/manifests/<reference>` with containerd's `Accept`
 //! headers, the Docker/OCI token flow (a `401` with a `Bearer` challenge, a
-//! token from the realm, the retry) and `Basic` challenges, bounded
+//! token from the realm — the OAuth2 password grant first, then `GET`, as
+//! containerd asks — the retry) and `Basic` challenges, bounded
 //! timeouts, a custom CA file, plain-HTTP registries, and the classification
 //! of every failure into an [`Outcome`] ([`classify`] holds that logic as
 //! plain functions). It downloads no blobs.
@@ -429,8 +430,12 @@ impl RegistryClient {
         })
     }
 
-    /// `GET realm?service=…&scope=…`, with Basic credentials when there are
-    /// any; returns the token or the probe explaining why there is none.
+    /// A token from the challenge's realm, asked for as containerd asks:
+    /// with credentials, the OAuth2 password grant (`POST`), and when the
+    /// token service does not take that (404, 405, 401 or 400: GCR,
+    /// Artifactory and ACR answer so), `GET realm?service=…&scope=…` with
+    /// Basic credentials; without credentials, that `GET` anonymously.
+    /// Returns the token or the probe explaining why there is none.
     async fn fetch_token(
         &self,
         challenge: &challenge::Challenge,
@@ -445,19 +450,14 @@ impl RegistryClient {
                 "the registry sent a Bearer challenge without a realm".into(),
             ));
         };
-        let mut query: Vec<(&str, &str)> = Vec::new();
-        if let Some(service) = challenge.param("service") {
-            query.push(("service", service));
-        }
+        let service = challenge.param("service");
         // The challenge's scope (when present) is what the registry wants;
         // ours is added when it differs, as containerd merges them.
-        if let Some(s) = challenge.param("scope") {
-            query.push(("scope", s));
-        }
+        let mut scopes: Vec<&str> = challenge.param("scope").into_iter().collect();
         if let Some(s) = scope
-            && challenge.param("scope") != Some(s)
+            && !scopes.contains(&s)
         {
-            query.push(("scope", s));
+            scopes.push(s);
         }
         let mut token_url = match reqwest::Url::parse(realm) {
             Ok(u) => u,
@@ -470,55 +470,95 @@ impl RegistryClient {
                 ));
             }
         };
-        if !query.is_empty() {
-            let mut pairs = token_url.query_pairs_mut();
-            for (k, v) in &query {
-                pairs.append_pair(k, v);
-            }
-        }
-        let mut req = self.http.get(token_url);
         if let Some(c) = credentials {
-            req = req.header(AUTHORIZATION, c.basic());
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| transport_probe(&e, realm.to_owned()))?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = read_small(resp).await;
-        if (200..300).contains(&status) {
-            #[derive(serde::Deserialize)]
-            struct Token {
-                token: Option<String>,
-                access_token: Option<String>,
+            let joined = scopes.join(" ");
+            let mut form = vec![
+                ("grant_type", "password"),
+                ("username", c.username.as_str()),
+                ("password", c.password.as_str()),
+                ("client_id", CLIENT_ID),
+            ];
+            if let Some(service) = service {
+                form.push(("service", service));
             }
-            let token = body
-                .as_deref()
-                .and_then(|b| serde_json::from_str::<Token>(b).ok())
-                .and_then(|t| t.token.or(t.access_token))
-                .filter(|t| !t.is_empty());
-            return token.ok_or_else(|| {
+            if !scopes.is_empty() {
+                form.push(("scope", &joined));
+            }
+            let post = self.http.post(token_url.clone()).form(&form).send().await;
+            match token_answer(post, realm, true).await {
+                Err((Some(400 | 401 | 404 | 405), _)) => {}
+                answer => return answer.map_err(|(_, probe)| probe),
+            }
+        }
+        {
+            let mut pairs = token_url.query_pairs_mut();
+            if let Some(service) = service {
+                pairs.append_pair("service", service);
+            }
+            for s in &scopes {
+                pairs.append_pair("scope", s);
+            }
+        }
+        let mut get = self.http.get(token_url);
+        if let Some(c) = credentials {
+            get = get.header(AUTHORIZATION, c.basic());
+        }
+        token_answer(get.send().await, realm, credentials.is_some())
+            .await
+            .map_err(|(_, probe)| probe)
+    }
+}
+
+/// The `client_id` of OAuth2 token requests.
+const CLIENT_ID: &str = "berth";
+
+/// The token in a token endpoint's answer, or the probe saying why there is
+/// none, with the HTTP status when there was an answer.
+async fn token_answer(
+    sent: Result<reqwest::Response, reqwest::Error>,
+    realm: &str,
+    credentials_sent: bool,
+) -> Result<String, (Option<u16>, Probe)> {
+    let resp = sent.map_err(|e| (None, transport_probe(&e, realm.to_owned())))?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = read_small(resp).await;
+    if (200..300).contains(&status) {
+        // GET answers `token` (and often `access_token`); OAuth2 answers
+        // `access_token`.
+        #[derive(serde::Deserialize)]
+        struct Token {
+            token: Option<String>,
+            access_token: Option<String>,
+        }
+        let token = body
+            .as_deref()
+            .and_then(|b| serde_json::from_str::<Token>(b).ok())
+            .and_then(|t| t.token.or(t.access_token))
+            .filter(|t| !t.is_empty());
+        return token.ok_or_else(|| {
+            (
+                Some(status),
                 simple_probe(
                     Outcome::RegistryError,
                     realm,
                     Some(status),
                     format!("the token endpoint {realm} answered {status} without a token"),
-                )
-            });
-        }
-        let facts = ResponseFacts {
-            status,
-            credentials_sent: credentials.is_some(),
-            body,
-            rate_limit: rate_limit(&headers),
-        };
-        let c = classify::classify_response(&facts, Stage::Token);
-        let mut p = simple_probe(c.outcome, realm, Some(status), c.detail);
-        p.rate_limit = Some(facts.rate_limit).filter(|r| !r.is_empty());
-        p.auth_scheme = Some("bearer".into());
-        Err(p)
+                ),
+            )
+        });
     }
+    let facts = ResponseFacts {
+        status,
+        credentials_sent,
+        body,
+        rate_limit: rate_limit(&headers),
+    };
+    let c = classify::classify_response(&facts, Stage::Token);
+    let mut p = simple_probe(c.outcome, realm, Some(status), c.detail);
+    p.rate_limit = Some(facts.rate_limit).filter(|r| !r.is_empty());
+    p.auth_scheme = Some("bearer".into());
+    Err((Some(status), p))
 }
 
 fn url_without_query(url: &str) -> String {

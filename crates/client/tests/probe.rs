@@ -16,6 +16,7 @@ struct Request {
     method: String,
     path: String,
     authorization: Option<String>,
+    body: String,
 }
 
 type Handler = Arc<dyn Fn(&Request) -> String + Send + Sync>;
@@ -30,20 +31,29 @@ async fn read_request<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<Requ
         }
         buf.extend_from_slice(&byte[..n]);
     }
-    let text = String::from_utf8_lossy(&buf);
-    let mut lines = text.lines();
-    let mut first = lines.next()?.split(' ');
-    let method = first.next()?.to_owned();
-    let path = first.next()?.to_owned();
-    let authorization = lines.find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case("authorization")
-            .then(|| v.trim().to_owned())
-    });
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let header = |name: &str| {
+        head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    };
+    let length: usize = header("content-length").map_or(0, |v| v.parse().unwrap_or(0));
+    let mut body = buf[end..].to_vec();
+    while body.len() < length {
+        let n = s.read(&mut byte).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        body.extend_from_slice(&byte[..n]);
+    }
+    let mut first = head.lines().next()?.split(' ');
     Some(Request {
-        method,
-        path,
-        authorization,
+        method: first.next()?.to_owned(),
+        path: first.next()?.to_owned(),
+        authorization: header("authorization"),
+        body: String::from_utf8_lossy(&body).into_owned(),
     })
 }
 
@@ -96,10 +106,22 @@ fn good() -> Credentials {
     Credentials::new("robot", "s3cret")
 }
 
-/// A registry with a Docker-style token service on the same address.
-async fn token_registry() -> String {
+/// Which token requests a token service takes.
+#[derive(Clone, Copy)]
+enum TokenService {
+    /// `GET` only: a `POST` gets 404, as from GCR.
+    GetOnly,
+    /// The OAuth2 password grant only: a `GET` gets 404.
+    OAuthOnly,
+}
+
+/// A registry with a Docker-style token service on the same address, and
+/// the `METHOD /token` requests it saw.
+async fn token_registry(service: TokenService) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
     let addr_cell = Arc::new(std::sync::OnceLock::<String>::new());
     let cell = addr_cell.clone();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let token_requests = seen.clone();
     let good_basic = format!(
         "Basic {}",
         base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "robot:s3cret")
@@ -107,14 +129,44 @@ async fn token_registry() -> String {
     let handler: Handler = Arc::new(move |req: &Request| {
         let addr = cell.get().cloned().unwrap_or_default();
         if req.path.starts_with("/token") {
-            return match req.authorization.as_deref() {
-                None => response("200 OK", &[], r#"{"token":"anonymous"}"#),
-                Some(a) if a == good_basic => response("200 OK", &[], r#"{"token":"robot"}"#),
-                Some(_) => response(
+            token_requests.lock().unwrap().push(req.method.clone());
+            let bad = || {
+                response(
                     "401 Unauthorized",
                     &[],
                     r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#,
-                ),
+                )
+            };
+            let not_found = || response("404 Not Found", &[], "");
+            return match (service, req.method.as_str()) {
+                (TokenService::GetOnly, "GET") | (TokenService::OAuthOnly, "POST")
+                    if req.authorization.is_none() && req.body.is_empty() =>
+                {
+                    response("200 OK", &[], r#"{"token":"anonymous"}"#)
+                }
+                (TokenService::GetOnly, "GET")
+                    if req.authorization.as_ref() == Some(&good_basic) =>
+                {
+                    response("200 OK", &[], r#"{"token":"robot"}"#)
+                }
+                (TokenService::GetOnly, "GET") => bad(),
+                (TokenService::OAuthOnly, "POST") => {
+                    let form: Vec<&str> = req.body.split('&').collect();
+                    let good = ["grant_type=password", "username=robot", "password=s3cret"]
+                        .iter()
+                        .all(|field| form.contains(field))
+                        && form.iter().any(|f| f.starts_with("scope=repository"));
+                    if good {
+                        response(
+                            "200 OK",
+                            &[],
+                            r#"{"access_token":"robot","expires_in":300}"#,
+                        )
+                    } else {
+                        bad()
+                    }
+                }
+                _ => not_found(),
             };
         }
         let challenge = format!(
@@ -156,12 +208,12 @@ async fn token_registry() -> String {
     });
     let addr = serve(handler).await;
     addr_cell.set(addr.clone()).unwrap();
-    addr
+    (addr, seen)
 }
 
 #[tokio::test]
 async fn token_flow_outcomes() {
-    let addr = token_registry().await;
+    let (addr, seen) = token_registry(TokenService::GetOnly).await;
     let c = client(&[&addr]);
     let p = c
         .head_manifest(&addr, "team/app", "1.0", Some(&good()))
@@ -192,6 +244,30 @@ async fn token_flow_outcomes() {
         Outcome::Unauthorized,
         "/v2/ is not served: {p:?}"
     );
+    // With credentials the OAuth2 POST comes first, as from containerd; its
+    // 404 sends the client to GET.
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(&seen[..2], ["POST", "GET"], "{seen:?}");
+    assert_eq!(seen[2], "GET", "anonymous: GET only; {seen:?}");
+}
+
+#[tokio::test]
+async fn oauth_password_grant_alone_is_enough() {
+    let (addr, seen) = token_registry(TokenService::OAuthOnly).await;
+    let c = client(&[&addr]);
+    let p = c
+        .head_manifest(&addr, "team/app", "1.0", Some(&good()))
+        .await;
+    assert_eq!(p.outcome, Outcome::Pullable, "{p:?}");
+    let wrong = Credentials::new("robot", "old");
+    let p = c
+        .head_manifest(&addr, "team/app", "1.0", Some(&wrong))
+        .await;
+    // The POST's 401 sends the client to GET, as containerd goes, and this
+    // service has no GET: containerd would fail on that 404 too.
+    assert_eq!(p.outcome, Outcome::RegistryError, "{p:?}");
+    assert!(p.detail.contains("token endpoint answered 404"), "{p:?}");
+    assert_eq!(*seen.lock().unwrap(), ["POST", "POST", "GET"]);
 }
 
 #[tokio::test]
