@@ -154,6 +154,30 @@ struct VerifiedLogin {
 const VERIFIED_LOGIN_TTL: Duration = Duration::from_secs(60);
 const CACHE_ENTRIES: usize = 10_000;
 
+/// A password the OAuth2 token form just refused. containerd and docker
+/// send the same credentials again at once over `GET /token` when the `POST`
+/// is refused: that is one guess, so the retry is answered from here,
+/// neither counted by the throttle nor checked by bcrypt again.
+#[derive(Clone)]
+struct RefusedOAuthLogin {
+    client: IpAddr,
+    generations: (u64, u64),
+    at: Instant,
+}
+
+/// How soon after a refused `POST` the `GET` retry comes.
+const OAUTH_RETRY_WINDOW: Duration = Duration::from_secs(2);
+
+/// The cache key of a user name and password.
+fn login_key(user: &str, password: &str) -> [u8; 32] {
+    sha2::Sha256::new()
+        .chain_update(user.as_bytes())
+        .chain_update([0])
+        .chain_update(password.as_bytes())
+        .finalize()
+        .into()
+}
+
 pub struct Authenticator {
     users: Reloading<Htpasswd>,
     robots: Reloading<RobotStore>,
@@ -162,6 +186,7 @@ pub struct Authenticator {
     pull_credential_ttl: Duration,
     throttle: LoginThrottle,
     logins: Cache<[u8; 32], VerifiedLogin>,
+    refused_oauth: Cache<[u8; 32], RefusedOAuthLogin>,
     /// Verified access tokens: an ES256 check costs far more than a lookup.
     bearers: Cache<String, Arc<Claims>>,
 }
@@ -200,6 +225,7 @@ impl Authenticator {
             pull_credential_ttl: config.pull_credential_ttl,
             throttle: LoginThrottle::default(),
             logins: Cache::new(CACHE_ENTRIES),
+            refused_oauth: Cache::new(CACHE_ENTRIES),
             bearers: Cache::new(CACHE_ENTRIES),
         })
     }
@@ -217,19 +243,24 @@ impl Authenticator {
         self.throttle
             .check(client, user)
             .map_err(AuthError::Throttled)?;
-        let key: [u8; 32] = sha2::Sha256::new()
-            .chain_update(user.as_bytes())
-            .chain_update([0])
-            .chain_update(password.as_bytes())
-            .finalize()
-            .into();
+        let key = login_key(user, password);
         let generations = (self.users.get().1, self.robots.get().1);
         if let Some(hit) = self.logins.get(&key)
             && hit.generations == generations
             && hit.at.elapsed() < VERIFIED_LOGIN_TTL
             && !subject_expired(&hit.subject)
         {
+            self.throttle.succeeded(client, user);
             return Ok(hit.subject);
+        }
+        if let Some(refused) = self.refused_oauth.get(&key)
+            && refused.client == client
+            && refused.generations == generations
+            && refused.at.elapsed() < OAUTH_RETRY_WINDOW
+        {
+            self.refused_oauth.remove(&key);
+            audit_login_failure(user, client, "the password the OAuth2 form just refused");
+            return Err(AuthError::BadCredentials);
         }
         let mut outcome = self.check_password(user, password, false);
         if outcome.is_err() {
@@ -255,6 +286,29 @@ impl Authenticator {
                 Err(AuthError::BadCredentials)
             }
         }
+    }
+
+    /// [`Authenticator::login`] for the OAuth2 password grant (`POST
+    /// /token`): a refused password is remembered for a moment, so that the
+    /// `GET` retry clients make with it at once counts as the same guess.
+    pub fn login_oauth(
+        &self,
+        user: &str,
+        password: &str,
+        client: IpAddr,
+    ) -> Result<Subject, AuthError> {
+        let result = self.login(user, password, client);
+        if result == Err(AuthError::BadCredentials) {
+            self.refused_oauth.insert(
+                login_key(user, password),
+                RefusedOAuthLogin {
+                    client,
+                    generations: (self.users.get().1, self.robots.get().1),
+                    at: Instant::now(),
+                },
+            );
+        }
+        result
     }
 
     /// Verifies against the files as loaded, or as they are on disk now.
@@ -906,6 +960,33 @@ mod tests {
             auth.login("alice", "secret", local()),
             Err(AuthError::BadCredentials)
         );
+    }
+
+    #[test]
+    fn a_get_retry_after_a_refused_oauth_post_is_one_guess() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = authenticator(dir.path(), vec![]);
+        // Four rounds of POST-then-GET with a wrong password, as containerd
+        // makes them: four guesses, under the limit of five.
+        for _ in 0..4 {
+            assert_eq!(
+                auth.login_oauth("alice", "bad", local()),
+                Err(AuthError::BadCredentials)
+            );
+            assert_eq!(
+                auth.login("alice", "bad", local()),
+                Err(AuthError::BadCredentials)
+            );
+        }
+        assert!(auth.login("alice", "secret", local()).is_ok());
+        // Only the retry right after the POST is free: GETs alone count.
+        for _ in 0..5 {
+            let _ = auth.login("alice", "bad", local());
+        }
+        assert!(matches!(
+            auth.login("alice", "secret", local()),
+            Err(AuthError::Throttled(_))
+        ));
     }
 
     #[test]

@@ -67,11 +67,13 @@ impl LoginThrottle {
         }
     }
 
+    /// Forgets `user`'s failures from `client`. Called on every successful
+    /// login, cached ones included, so it costs nothing while nobody fails.
     pub fn succeeded(&self, client: IpAddr, user: &str) {
-        self.failures
-            .lock()
-            .expect("throttle lock")
-            .remove(&(client, user.to_owned()));
+        let mut failures = self.failures.lock().expect("throttle lock");
+        if !failures.is_empty() {
+            failures.remove(&(client, user.to_owned()));
+        }
     }
 }
 

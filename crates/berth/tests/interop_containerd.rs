@@ -261,6 +261,18 @@ fn containerd_pulls_and_pushes_through_the_token_flow() {
         );
     }
 
+    // A node with a stale password retries (the kubelet's back-off) and asks
+    // twice per pull (OAuth2 POST, then GET): it keeps getting 401, the true
+    // cause, rather than being locked out into 429s.
+    for attempt in 0..4 {
+        let error = fail(&mut pull(Some("alice:stale"), "team/app:v1"));
+        assert_eq!(
+            doctor_reason(&image("team/app:v1"), &error),
+            Reason::Probe(Outcome::Unauthorized),
+            "attempt {attempt}: {error}"
+        );
+    }
+
     // A pull-only user cannot push: containerd reports the 403.
     succeed(&mut containerd.ctr(&[
         "images",

@@ -230,7 +230,7 @@ pub async fn token_post(
                 return bad_request("grant_type=password needs username and password")
                     .into_response();
             };
-            state.auth.login(user, password, client.ip())
+            state.auth.login_oauth(user, password, client.ip())
         }
         Some("refresh_token") => {
             let Some(token) = field("refresh_token") else {
