@@ -262,10 +262,14 @@ impl Authenticator {
             audit_login_failure(user, client, "the password the OAuth2 form just refused");
             return Err(AuthError::BadCredentials);
         }
-        let mut outcome = self.check_password(user, password, false);
+        let mut outcome = self.check_password(user, password);
         if outcome.is_err() {
-            // The account may have been added or changed a moment ago.
-            outcome = self.check_password(user, password, true);
+            // The account may have been added or changed a moment ago: look
+            // at the files now, and check again only if they changed.
+            let fresh = (self.users.get_fresh().1, self.robots.get_fresh().1);
+            if fresh != generations {
+                outcome = self.check_password(user, password);
+            }
         }
         match outcome {
             Ok((subject, generations)) => {
@@ -311,18 +315,10 @@ impl Authenticator {
         result
     }
 
-    /// Verifies against the files as loaded, or as they are on disk now.
-    fn check_password(
-        &self,
-        user: &str,
-        password: &str,
-        fresh: bool,
-    ) -> Result<(Subject, (u64, u64)), String> {
-        let ((users, user_generation), (robots, robot_generation)) = if fresh {
-            (self.users.get_fresh(), self.robots.get_fresh())
-        } else {
-            (self.users.get(), self.robots.get())
-        };
+    /// Verifies against the files as currently loaded.
+    fn check_password(&self, user: &str, password: &str) -> Result<(Subject, (u64, u64)), String> {
+        let ((users, user_generation), (robots, robot_generation)) =
+            (self.users.get(), self.robots.get());
         let generations = (user_generation, robot_generation);
         // A password shaped like a JWT is first tried as a pull credential;
         // if it is none, it may still be someone's own password.

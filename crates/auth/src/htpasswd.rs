@@ -14,7 +14,21 @@ pub enum HtpasswdError {
     BadUserName(String),
     #[error("cannot hash the password: {0}")]
     Hash(String),
+    #[error(
+        "the password is {0} bytes long, and bcrypt ignores everything after byte 72: choose \
+         one of at most 72 bytes"
+    )]
+    PasswordTooLong(usize),
 }
+
+/// The longest password bcrypt reads in full.
+const BCRYPT_MAX_PASSWORD: usize = 72;
+
+/// A hash nobody's password matches, checked for unknown users so that a
+/// wrong user name takes as long as a wrong password and reveals nothing.
+static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    bcrypt::hash(crate::random_secret(), BCRYPT_COST).expect("bcrypt hashes a short secret")
+});
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Htpasswd {
@@ -104,16 +118,22 @@ impl Htpasswd {
     /// Checks a password; a user listed twice counts by its first entry, as
     /// Distribution reads the file.
     pub fn verify(&self, user: &str, password: &str) -> bool {
-        self.entries
-            .iter()
-            .find(|(u, _)| u == user)
-            .is_some_and(|(_, hash)| bcrypt::verify(password, hash).unwrap_or(false))
+        match self.entries.iter().find(|(u, _)| u == user) {
+            Some((_, hash)) => bcrypt::verify(password, hash).unwrap_or(false),
+            None => {
+                let _ = bcrypt::verify(password, &DUMMY_HASH);
+                false
+            }
+        }
     }
 
     /// Adds a user or replaces their password.
     pub fn set(&mut self, user: &str, password: &str, cost: u32) -> Result<(), HtpasswdError> {
         if !valid_user_name(user) {
             return Err(HtpasswdError::BadUserName(user.to_owned()));
+        }
+        if password.len() > BCRYPT_MAX_PASSWORD {
+            return Err(HtpasswdError::PasswordTooLong(password.len()));
         }
         let hash = bcrypt::hash(password, cost).map_err(|e| HtpasswdError::Hash(e.to_string()))?;
         match self.entries.iter_mut().find(|(u, _)| u == user) {
@@ -160,6 +180,12 @@ mod tests {
         assert!(file.remove("bob"));
         assert!(!file.remove("bob"));
         assert!(file.set("a:b", "x", 4).is_err());
+        // bcrypt would silently ignore the tail.
+        assert!(file.set("carol", &"p".repeat(72), 4).is_ok());
+        assert_eq!(
+            file.set("carol", &"p".repeat(73), 4),
+            Err(HtpasswdError::PasswordTooLong(73))
+        );
     }
 
     #[test]

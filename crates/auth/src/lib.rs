@@ -7,12 +7,14 @@
 //! * [`pull_credential`]: short-lived, pull-only passwords a user or robot
 //!   exchanges its own credential for (what kubelets present);
 //! * [`throttle`]: slowing down repeated failed logins;
+//! * [`files`]: secret files written atomically, privately, one writer at a time;
 //! * [`Authenticator`]: all of it behind one decision per request, with files
 //!   re-read when they change.
 //!
 //! Nothing here speaks HTTP; the server crate turns decisions into 401/403/429.
 
 mod authenticator;
+pub mod files;
 pub mod htpasswd;
 pub mod policy;
 pub mod pull_credential;

@@ -5,14 +5,21 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-/// How often the file's modification time and size are looked at, at most.
+/// How often the file's [`Stamp`] is looked at, at most.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 type Parser<T> = fn(&str) -> Result<T, String>;
 
+/// What tells a changed file: modification and status-change times, size
+/// and inode. The status-change time catches what the others miss: a copy
+/// that keeps the modification time (`cp -p`, `rsync -a`) of a file whose
+/// size does not change (every bcrypt line is 60 characters), and a
+/// `chmod`/`chown` that makes an unreadable file readable.
+type Stamp = (SystemTime, i64, i64, u64, u64);
+
 struct Loaded<T> {
     value: Arc<T>,
-    stamp: Option<(SystemTime, u64)>,
+    stamp: Option<Stamp>,
     checked: Instant,
     /// Counts reloads, so caches derived from the value can tell they are stale.
     generation: u64,
@@ -24,9 +31,16 @@ pub struct Reloading<T> {
     loaded: RwLock<Loaded<T>>,
 }
 
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt as _;
     let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+    Some((
+        meta.modified().ok()?,
+        meta.ctime(),
+        meta.ctime_nsec(),
+        meta.len(),
+        meta.ino(),
+    ))
 }
 
 fn read<T: Default>(path: &Path, parse: Parser<T>) -> Result<T, String> {
@@ -90,5 +104,39 @@ impl<T: Default + Send + Sync> Reloading<T> {
             }
         }
         (loaded.value.clone(), loaded.generation)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &str) -> Result<Vec<String>, String> {
+        Ok(text.lines().map(str::to_owned).collect())
+    }
+
+    #[test]
+    fn a_same_size_copy_keeping_the_modification_time_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users");
+        std::fs::write(&path, "alice:hash-one\n").unwrap();
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let file = Reloading::open(&path, lines).unwrap();
+        assert_eq!(*file.get_fresh().0, ["alice:hash-one"]);
+
+        // What `cp -p` or `rsync -a` of a rotated Secret leaves: the same
+        // size and modification time, new content.
+        let next = dir.path().join("users.next");
+        std::fs::write(&next, "alice:hash-two\n").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&next)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        std::fs::rename(&next, &path).unwrap();
+        let (value, generation) = file.get_fresh();
+        assert_eq!(*value, ["alice:hash-two"]);
+        assert_eq!(generation, 1);
     }
 }

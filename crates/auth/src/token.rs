@@ -95,7 +95,7 @@ impl TokenIssuer {
                 let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
                     .map_err(|e| key_error(e.to_string()))?;
                 let pem = key.serialize_pem();
-                write_private(path, &pem).map_err(|e| key_error(e.to_string()))?;
+                crate::files::write_private(path, &pem).map_err(|e| key_error(e.to_string()))?;
                 pem
             }
             Err(e) => return Err(key_error(e.to_string())),
@@ -255,22 +255,6 @@ impl TokenIssuer {
         let audience = format!("{}{REFRESH_AUDIENCE_SUFFIX}", self.service);
         self.verify(token, &audience).map(|c| c.sub)
     }
-}
-
-/// Writes a secret file readable only by its owner, atomically.
-pub fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let temp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temp)?;
-    file.write_all(content.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&temp, path)
 }
 
 #[cfg(test)]

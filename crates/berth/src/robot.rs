@@ -1,14 +1,13 @@
 //! `berth robot`: robot accounts, credentials for machines with a limited scope
 //! and an optional expiry, kept in the data directory.
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use berth_auth::Action;
+use berth_auth::files::{lock_for_update, write_private};
 use berth_auth::robots::RobotStore;
-use berth_auth::token::write_private;
 use clap::{Args, Subcommand};
 
 use crate::serve::ROBOTS_FILE;
@@ -61,19 +60,17 @@ fn rfc3339(unix: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix)).to_string()
 }
 
-/// Holds an exclusive lock on the robots file's companion lock file, so two
-/// `berth robot` runs never lose each other's changes.
-fn lock(data_dir: &Path) -> Result<File> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-    let file = File::create(data_dir.join("robots.lock"))?;
-    file.lock()?;
-    Ok(file)
-}
-
 pub fn run(args: RobotArgs) -> Result<()> {
     let path = args.data_dir.join(ROBOTS_FILE);
-    let _lock = lock(&args.data_dir)?;
+    std::fs::create_dir_all(&args.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            args.data_dir.display()
+        )
+    })?;
+    // Two `berth robot` runs never lose each other's change.
+    let _lock = lock_for_update(&path)
+        .with_context(|| format!("cannot lock {} for the update", path.display()))?;
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),

@@ -10,8 +10,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use axum::serve::ListenerExt;
+use berth_auth::files::write_private;
 use berth_auth::htpasswd::{BCRYPT_COST, Htpasswd};
-use berth_auth::token::write_private;
 use berth_auth::{AuthConfig, Authenticator, Policy};
 use berth_registry::Registry;
 use berth_server::AppState;
@@ -161,10 +161,20 @@ fn open_authenticator(config: &ServeConfig) -> Result<Authenticator> {
         Some(path) => path.clone(),
         None => {
             let path = data_dir.join("htpasswd");
+            // Only a missing file means "no users yet": an unreadable one
+            // must never be replaced by a fresh admin.
             let existing = match std::fs::read_to_string(&path) {
                 Ok(text) => Htpasswd::parse(&text)
                     .with_context(|| format!("{} is not valid", path.display()))?,
-                Err(_) => Htpasswd::default(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Htpasswd::default(),
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!(
+                            "cannot read {}: give the user berth runs as read access to it",
+                            path.display()
+                        )
+                    });
+                }
             };
             if existing.is_empty() {
                 create_admin(&path, &data_dir.join(ADMIN_PASSWORD_FILE))?;

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use axum_server::tls_rustls::RustlsConfig;
-use berth_auth::token::write_private;
+use berth_auth::files::write_private;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
@@ -46,8 +46,18 @@ pub fn self_signed(data_dir: &Path, hosts: &[String]) -> Result<SelfSigned> {
     let ca_key_path = dir.join("ca.key");
     let hosts_path = dir.join("server.hosts");
 
+    // Only a missing key means "no CA yet": a new CA would break every node
+    // that trusts the old one.
     let ca_key = match std::fs::read_to_string(&ca_key_path) {
         Ok(pem) => KeyPair::from_pem(&pem).context("the stored CA key is not valid")?,
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| {
+                format!(
+                    "cannot read {}: give the user berth runs as read access to it",
+                    ca_key_path.display()
+                )
+            });
+        }
         Err(_) => {
             let key = KeyPair::generate()?;
             let cert = ca_params()?.self_signed(&key)?;

@@ -4,9 +4,9 @@ use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
+use berth_auth::files::{lock_for_update, write_private};
 use berth_auth::htpasswd::{BCRYPT_COST, Htpasswd};
 use berth_auth::robots::ROBOT_PREFIX;
-use berth_auth::token::write_private;
 use clap::{Args, Subcommand};
 
 #[derive(Debug, Args)]
@@ -78,6 +78,21 @@ pub fn run(args: UserArgs) -> Result<()> {
     let path = args
         .htpasswd
         .unwrap_or_else(|| args.data_dir.join("htpasswd"));
+    let editing = !matches!(args.command, UserCommand::List);
+    if editing && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    // Two `berth user` runs never lose each other's change.
+    let _lock = editing
+        .then(|| lock_for_update(&path))
+        .transpose()
+        .with_context(|| {
+            format!(
+                "cannot lock {} for the update: is its directory read-only (a Kubernetes \
+                 Secret)? Edit the Secret instead",
+                path.display()
+            )
+        })?;
     let mut users = match std::fs::read_to_string(&path) {
         Ok(text) => {
             Htpasswd::parse(&text).with_context(|| format!("{} is not valid", path.display()))?
@@ -125,9 +140,6 @@ pub fn run(args: UserArgs) -> Result<()> {
                 bail!("no user {name} in {}", path.display());
             }
         }
-    }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     write_private(&path, &users.render()).with_context(|| {
         format!(

@@ -570,6 +570,50 @@ fn token_lifetimes_below_the_spec_minimum_are_refused() {
     );
 }
 
+/// A user file or CA key berth cannot read stops the start, naming the
+/// file, and is left as it was: never taken for "no users yet" (which would
+/// replace every user by a new admin) or "no CA yet" (which would break every
+/// node trusting the old CA).
+#[test]
+fn unreadable_user_file_or_ca_key_stops_the_start_and_is_kept() {
+    let start = |data_dir: &std::path::Path, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // Not UTF-8: unreadable as text even for root, whom permissions never stop.
+    let garbage = [0xff_u8, 0xfe, 0x00, 0x80];
+
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    std::fs::write(&htpasswd, garbage).unwrap();
+    let out = start(dir.path(), &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot read") && stderr.contains("htpasswd"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&htpasswd).unwrap(), garbage);
+    assert!(!dir.path().join("admin-password").exists());
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("tls")).unwrap();
+    let ca_key = dir.path().join("tls/ca.key");
+    std::fs::write(&ca_key, garbage).unwrap();
+    let out = start(dir.path(), &["--tls-self-signed"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot read") && stderr.contains("ca.key"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&ca_key).unwrap(), garbage);
+}
+
 #[tokio::test]
 async fn repeated_failed_logins_are_throttled_and_audited() {
     let f = fixture("", &["--log-format", "json"]);
