@@ -7,6 +7,7 @@
 //! is SQLite's default (BINARY) collation; PostgreSQL would need `COLLATE "C"`.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -82,7 +83,16 @@ const LOOKUP_CACHE_ENTRIES: usize = 100_000;
 
 pub struct SqliteMetadataStore {
     pool: Pool<SqliteConnectionManager>,
-    lookups: LookupCache,
+    lookups: Arc<LookupCache>,
+}
+
+/// What a manifest or tag write makes stale in the lookup cache.
+enum Stale {
+    /// These lookups (possibly none: the epoch still moves on, so no lookup
+    /// that raced the write caches what it read).
+    Keys(Vec<LookupKey>),
+    /// Every lookup in the repository.
+    Repository(String),
 }
 
 fn configure(conn: &mut Connection) -> Result<(), r2d2_sqlite::rusqlite::Error> {
@@ -117,7 +127,7 @@ impl SqliteMetadataStore {
         }
         Ok(SqliteMetadataStore {
             pool,
-            lookups: LookupCache::new(LOOKUP_CACHE_ENTRIES),
+            lookups: Arc::new(LookupCache::new(LOOKUP_CACHE_ENTRIES)),
         })
     }
 
@@ -171,14 +181,41 @@ impl SqliteMetadataStore {
         &self,
         f: impl FnOnce(&Connection) -> StorageResult<T> + Send + 'static,
     ) -> StorageResult<T> {
+        self.with_conn(move |conn| transact(conn, f)).await
+    }
+
+    /// [`Self::write`] for manifests and tags: then, committed or not, forgets
+    /// the `stale` lookups. That happens on the blocking thread with the
+    /// write itself, so it is done even when the request that asked for the
+    /// write is dropped meanwhile (a client that disconnects), which would
+    /// otherwise leave a moved tag answered from the cache.
+    async fn write_manifests<T: Send + 'static>(
+        &self,
+        stale: Stale,
+        f: impl FnOnce(&Connection) -> StorageResult<T> + Send + 'static,
+    ) -> StorageResult<T> {
+        let lookups = self.lookups.clone();
         self.with_conn(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let out = f(&tx)?;
-            tx.commit()?;
-            Ok(out)
+            let outcome = transact(conn, f);
+            match stale {
+                Stale::Keys(keys) => lookups.invalidate(keys),
+                Stale::Repository(name) => lookups.invalidate_repository(&name),
+            }
+            outcome
         })
         .await
     }
+}
+
+/// `f` in an immediate (write-locking) transaction, committed.
+fn transact<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&Connection) -> StorageResult<T>,
+) -> StorageResult<T> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let out = f(&tx)?;
+    tx.commit()?;
+    Ok(out)
 }
 
 fn repository_id(conn: &Connection, name: &str) -> StorageResult<Option<i64>> {
@@ -371,72 +408,67 @@ impl MetadataStore for SqliteMetadataStore {
         tag: Option<&Tag>,
     ) -> StorageResult<()> {
         let name = repository.to_string();
-        let invalidated = tag.map(|t| LookupKey {
+        let stale = tag.map(|t| LookupKey {
             repository: name.clone(),
             reference: t.to_string(),
         });
         let tag = tag.map(|t| t.to_string());
         let repository = name;
-        let outcome = self
-            .write(move |tx| {
-                let id = ensure_repository(tx, &repository)?;
-                let mut blob_known = tx.prepare_cached(
-                    "SELECT 1 FROM repository_blobs WHERE repository_id = ?1 AND digest = ?2",
-                )?;
-                for blob in &manifest.blobs {
-                    if !blob_known.exists(params![id, blob.as_str()])? {
-                        return Err(StorageError::MissingReferences(blob.clone()));
-                    }
+        self.write_manifests(Stale::Keys(stale.into_iter().collect()), move |tx| {
+            let id = ensure_repository(tx, &repository)?;
+            let mut blob_known = tx.prepare_cached(
+                "SELECT 1 FROM repository_blobs WHERE repository_id = ?1 AND digest = ?2",
+            )?;
+            for blob in &manifest.blobs {
+                if !blob_known.exists(params![id, blob.as_str()])? {
+                    return Err(StorageError::MissingReferences(blob.clone()));
                 }
-                let mut manifest_known = tx.prepare_cached(
-                    "SELECT 1 FROM manifests WHERE repository_id = ?1 AND digest = ?2",
-                )?;
-                for child in &manifest.children {
-                    if !manifest_known.exists(params![id, child.as_str()])? {
-                        return Err(StorageError::MissingReferences(child.clone()));
-                    }
+            }
+            let mut manifest_known = tx.prepare_cached(
+                "SELECT 1 FROM manifests WHERE repository_id = ?1 AND digest = ?2",
+            )?;
+            for child in &manifest.children {
+                if !manifest_known.exists(params![id, child.as_str()])? {
+                    return Err(StorageError::MissingReferences(child.clone()));
                 }
-                let digest = manifest.digest.as_str();
-                tx.prepare_cached(
+            }
+            let digest = manifest.digest.as_str();
+            tx.prepare_cached(
                 "INSERT INTO blobs (digest, size) VALUES (?1, ?2) ON CONFLICT (digest) DO NOTHING",
             )?
             .execute(params![digest, manifest.size as i64])?;
-                tx.prepare_cached(
-                    "INSERT INTO manifests
+            tx.prepare_cached(
+                "INSERT INTO manifests
                     (repository_id, digest, media_type, size, artifact_type, subject, annotations)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (repository_id, digest) DO NOTHING",
-                )?
-                .execute(params![
-                    id,
-                    digest,
-                    manifest.media_type,
-                    manifest.size as i64,
-                    manifest.artifact_type,
-                    manifest.subject.as_ref().map(Digest::as_str),
-                    manifest.annotations,
-                ])?;
-                let mut reference = tx.prepare_cached(
-                    "INSERT INTO manifest_references (repository_id, manifest_digest, child_digest)
+            )?
+            .execute(params![
+                id,
+                digest,
+                manifest.media_type,
+                manifest.size as i64,
+                manifest.artifact_type,
+                manifest.subject.as_ref().map(Digest::as_str),
+                manifest.annotations,
+            ])?;
+            let mut reference = tx.prepare_cached(
+                "INSERT INTO manifest_references (repository_id, manifest_digest, child_digest)
                  VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-                )?;
-                for child in manifest.blobs.iter().chain(&manifest.children) {
-                    reference.execute(params![id, digest, child.as_str()])?;
-                }
-                if let Some(tag) = tag {
-                    tx.prepare_cached(
-                        "INSERT INTO tags (repository_id, name, digest) VALUES (?1, ?2, ?3)
+            )?;
+            for child in manifest.blobs.iter().chain(&manifest.children) {
+                reference.execute(params![id, digest, child.as_str()])?;
+            }
+            if let Some(tag) = tag {
+                tx.prepare_cached(
+                    "INSERT INTO tags (repository_id, name, digest) VALUES (?1, ?2, ?3)
                      ON CONFLICT (repository_id, name) DO UPDATE SET digest = excluded.digest",
-                    )?
-                    .execute(params![id, tag, digest])?;
-                }
-                Ok(())
-            })
-            .await;
-        // Even without a tag, the epoch moves on: no lookup that raced this
-        // write may cache what it read.
-        self.lookups.invalidate(invalidated);
-        outcome
+                )?
+                .execute(params![id, tag, digest])?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn delete_manifest(
@@ -445,34 +477,29 @@ impl MetadataStore for SqliteMetadataStore {
         digest: &Digest,
     ) -> StorageResult<ManifestDeletion> {
         let (name, digest) = (repository.to_string(), digest.to_string());
-        let outcome = self
-            .write(move |tx| {
-                let repository = name;
-                let Some(id) = repository_id(tx, &repository)? else {
-                    return Ok(ManifestDeletion {
-                        found: false,
-                        orphaned: false,
-                    });
-                };
-                tx.prepare_cached("DELETE FROM tags WHERE repository_id = ?1 AND digest = ?2")?
-                    .execute(params![id, digest])?;
-                tx.prepare_cached(
+        // The tags that pointed at it go too: forget the repository's lookups.
+        self.write_manifests(Stale::Repository(name.clone()), move |tx| {
+            let repository = name;
+            let Some(id) = repository_id(tx, &repository)? else {
+                return Ok(ManifestDeletion {
+                    found: false,
+                    orphaned: false,
+                });
+            };
+            tx.prepare_cached("DELETE FROM tags WHERE repository_id = ?1 AND digest = ?2")?
+                .execute(params![id, digest])?;
+            tx.prepare_cached(
                 "DELETE FROM manifest_references WHERE repository_id = ?1 AND manifest_digest = ?2",
             )?
             .execute(params![id, digest])?;
-                let found = tx
-                    .prepare_cached(
-                        "DELETE FROM manifests WHERE repository_id = ?1 AND digest = ?2",
-                    )?
-                    .execute(params![id, digest])?
-                    == 1;
-                let orphaned = found && drop_blob_if_orphaned(tx, &digest)?;
-                Ok(ManifestDeletion { found, orphaned })
-            })
-            .await;
-        // The tags that pointed at it are gone too; forget the repository's lookups.
-        self.lookups.invalidate_repository(repository.as_str());
-        outcome
+            let found = tx
+                .prepare_cached("DELETE FROM manifests WHERE repository_id = ?1 AND digest = ?2")?
+                .execute(params![id, digest])?
+                == 1;
+            let orphaned = found && drop_blob_if_orphaned(tx, &digest)?;
+            Ok(ManifestDeletion { found, orphaned })
+        })
+        .await
     }
 
     async fn delete_tag(&self, repository: &RepositoryName, tag: &Tag) -> StorageResult<bool> {
@@ -481,19 +508,16 @@ impl MetadataStore for SqliteMetadataStore {
             reference: tag.to_string(),
         };
         let (repository, tag) = (key.repository.clone(), key.reference.clone());
-        let outcome = self
-            .write(move |tx| {
-                let Some(id) = repository_id(tx, &repository)? else {
-                    return Ok(false);
-                };
-                let n = tx
-                    .prepare_cached("DELETE FROM tags WHERE repository_id = ?1 AND name = ?2")?
-                    .execute(params![id, tag])?;
-                Ok(n == 1)
-            })
-            .await;
-        self.lookups.invalidate([key]);
-        outcome
+        self.write_manifests(Stale::Keys(vec![key]), move |tx| {
+            let Some(id) = repository_id(tx, &repository)? else {
+                return Ok(false);
+            };
+            let n = tx
+                .prepare_cached("DELETE FROM tags WHERE repository_id = ?1 AND name = ?2")?
+                .execute(params![id, tag])?;
+            Ok(n == 1)
+        })
+        .await
     }
 
     async fn tags(
@@ -641,5 +665,66 @@ impl MetadataStore for SqliteMetadataStore {
                 .collect::<Result<Vec<String>, _>>()?)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future as _;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+    use std::time::Instant;
+
+    use super::*;
+
+    fn manifest(content: &str) -> NewManifest {
+        NewManifest {
+            digest: Digest::sha256_of(content.as_bytes()),
+            media_type: "application/vnd.oci.image.manifest.v1+json".to_owned(),
+            size: content.len() as u64,
+            artifact_type: None,
+            subject: None,
+            annotations: None,
+            blobs: Vec::new(),
+            children: Vec::new(),
+        }
+    }
+
+    /// A client that disconnects while its push is being written drops the
+    /// request future; the write still commits, and the tag must not go on
+    /// being answered from the cache with the manifest it had before.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_write_whose_request_is_dropped_still_refreshes_lookups() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteMetadataStore::open(&dir.path().join("metadata.db")).unwrap();
+        let repository = RepositoryName::parse("app").unwrap();
+        let tag = Tag::parse("latest").unwrap();
+        let (old, new) = (manifest("one"), manifest("two"));
+        store
+            .put_manifest(&repository, old.clone(), Some(&tag))
+            .await
+            .unwrap();
+        let cached = store.resolve_tag(&repository, &tag).await.unwrap().unwrap();
+        assert_eq!(cached.digest, old.digest);
+
+        // Polled once (the write starts on its blocking thread), then dropped.
+        {
+            let mut push = pin!(store.put_manifest(&repository, new.clone(), Some(&tag)));
+            let mut cx = Context::from_waker(Waker::noop());
+            assert!(matches!(push.as_mut().poll(&mut cx), Poll::Pending));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = store.resolve_tag(&repository, &tag).await.unwrap().unwrap();
+            if now.digest == new.digest {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the tag still answers {}",
+                now.digest
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
