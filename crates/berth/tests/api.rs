@@ -642,6 +642,26 @@ async fn all_manifest_formats_are_stored_unconverted() {
     assert_eq!(header(&r, "content-type"), OCI_INDEX);
     assert_eq!(r.bytes().await.unwrap(), good.as_bytes());
 
+    // BuildKit's registry cache (`--cache-to type=registry`): an index whose
+    // entries are layer blobs and a cache config blob, not manifests.
+    let layer = api.push_blob("multi", &noise(300, 12)).await;
+    let cache_config = api.push_blob("multi", br#"{"layers":[]}"#).await;
+    let cache = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{layer}","size":300}},{{"mediaType":"application/vnd.buildkit.cacheconfig.v0","digest":"{cache_config}","size":13}}]}}"#
+    );
+    let r = api
+        .put_manifest("multi", "buildcache", OCI_INDEX, cache.as_bytes())
+        .await;
+    assert_eq!(r.status(), 201);
+    // A blob of another repository is still no entry of this one.
+    let elsewhere = api.push_blob("other", b"elsewhere").await;
+    let foreign = index(&[(&elsewhere, 9)], OCI_INDEX, OCI_MANIFEST);
+    let r = api
+        .put_manifest("multi", "foreign", OCI_INDEX, foreign.as_bytes())
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "MANIFEST_BLOB_UNKNOWN");
+
     // Docker schema 2 manifest and manifest list, with odd whitespace kept.
     const DOCKER: &str = "application/vnd.docker.distribution.manifest.v2+json";
     const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";

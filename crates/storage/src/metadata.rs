@@ -24,7 +24,8 @@ pub struct NewManifest {
     pub annotations: Option<String>,
     /// Blobs that must be readable in the repository.
     pub blobs: Vec<Digest>,
-    /// Manifests that must already be in the repository.
+    /// Index entries: manifests (or, as BuildKit's cache writes them, blobs)
+    /// that must already be in the repository.
     pub children: Vec<Digest>,
 }
 

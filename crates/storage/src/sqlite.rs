@@ -427,8 +427,13 @@ impl MetadataStore for SqliteMetadataStore {
             let mut manifest_known = tx.prepare_cached(
                 "SELECT 1 FROM manifests WHERE repository_id = ?1 AND digest = ?2",
             )?;
+            // An index entry may also name a plain blob of the repository:
+            // BuildKit's registry cache lists its layers and cache config
+            // there, and Distribution accepts that.
             for child in &manifest.children {
-                if !manifest_known.exists(params![id, child.as_str()])? {
+                if !manifest_known.exists(params![id, child.as_str()])?
+                    && !blob_known.exists(params![id, child.as_str()])?
+                {
                     return Err(StorageError::MissingReferences(child.clone()));
                 }
             }
