@@ -1183,6 +1183,38 @@ async fn abandoned_uploads_expire() {
             .count(),
         0
     );
+
+    // A chunk that streams in for longer than the time to live is in use,
+    // not abandoned: the upload survives it and closes.
+    let r = api
+        .http
+        .post(api.url("/v2/a/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let location = header(&r, "location").to_owned();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
+    let patch = tokio::spawn(api.http.patch(api.url(&location)).body(body).send());
+    let mut content = Vec::new();
+    for i in 0..7u8 {
+        let chunk = vec![i; 1000];
+        content.extend_from_slice(&chunk);
+        tx.send(Ok(chunk)).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    drop(tx);
+    let r = patch.await.unwrap().unwrap();
+    assert_eq!(r.status(), 202);
+    let location = header(&r, "location").to_owned();
+    let digest = sha256(&content);
+    let r = api
+        .http
+        .put(api.url(&format!("{location}?digest={digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "the upload was expired mid-stream");
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use quick_cache::sync::Cache;
 use serde_json::{Map, Value};
 
 use crate::error::{RegistryError, Result};
-use crate::locks::StripedLocks;
+use crate::locks::KeyedLocks;
 use crate::page::{Page, page_size};
 use crate::range::{ByteRange, RangeRequest};
 
@@ -106,8 +106,8 @@ pub struct Registry {
     /// this cache can never serve stale bytes; access is still checked in the
     /// metadata store on every request.
     manifests: Cache<Digest, Bytes, ManifestWeight>,
-    digest_locks: StripedLocks,
-    upload_locks: StripedLocks,
+    digest_locks: KeyedLocks,
+    upload_locks: KeyedLocks,
 }
 
 #[derive(Clone)]
@@ -149,8 +149,8 @@ impl Registry {
             metadata,
             manifests: Cache::with_weighter(items, config.manifest_cache_bytes, ManifestWeight),
             config,
-            digest_locks: StripedLocks::new(),
-            upload_locks: StripedLocks::new(),
+            digest_locks: KeyedLocks::default(),
+            upload_locks: KeyedLocks::default(),
         }
     }
 
@@ -342,7 +342,11 @@ impl Registry {
                         size: current,
                     });
                 }
-                let length = end - start + 1;
+                let length = (end - start).checked_add(1).ok_or_else(|| {
+                    RegistryError::UploadInvalid(format!(
+                        "Content-Range {header} is larger than any upload"
+                    ))
+                })?;
                 if content_length.is_some_and(|l| l != length) {
                     return Err(RegistryError::SizeInvalid(format!(
                         "Content-Range {header} is {length} bytes but Content-Length is {}",
@@ -352,6 +356,9 @@ impl Registry {
                 start
             }
         };
+        // Touched before and after: expiry never takes an upload whose
+        // chunk is streaming in.
+        self.metadata.touch_upload(id, now()).await?;
         let size = self.blobs.append_upload(id, offset, body).await?;
         self.metadata.touch_upload(id, now()).await?;
         if let Some(expected) = content_length
@@ -405,6 +412,8 @@ impl Registry {
         Ok(())
     }
 
+    /// Forgets an upload that failed; what cannot be removed now is left to
+    /// expiry.
     async fn discard_upload(&self, id: &str) {
         if let Err(e) = self.blobs.delete_upload(id).await {
             tracing::warn!(upload = id, error = %e, "could not remove upload data");
@@ -415,19 +424,34 @@ impl Registry {
     }
 
     /// Removes uploads not written to within the configured time to live.
-    /// Returns how many were removed.
+    /// Returns how many were removed. An upload in use (its lock held, a
+    /// chunk streaming) is left for a later pass; a failure ends the pass, to
+    /// be retried by the next one rather than spun on.
     pub async fn expire_uploads(&self) -> Result<usize> {
         let cutoff = now() - self.config.upload_ttl.as_secs() as i64;
         let mut removed = 0;
+        let mut after: Option<String> = None;
         loop {
-            let stale = self.metadata.stale_uploads(cutoff, 100).await?;
-            if stale.is_empty() {
+            let stale = self
+                .metadata
+                .stale_uploads(cutoff, after.as_deref(), 100)
+                .await?;
+            let Some(last) = stale.last() else {
+                self.upload_locks.sweep();
                 return Ok(removed);
-            }
-            for id in stale {
-                let _guard = self.upload_locks.lock(&id).await;
-                self.discard_upload(&id).await;
-                removed += 1;
+            };
+            after = Some(last.clone());
+            for id in &stale {
+                let Some(_guard) = self.upload_locks.try_lock(id) else {
+                    continue;
+                };
+                // Still stale under the lock: then it is gone for good.
+                if self.metadata.delete_stale_upload(id, cutoff).await? {
+                    if let Err(e) = self.blobs.delete_upload(id).await {
+                        tracing::warn!(upload = %id, error = %e, "could not remove upload data");
+                    }
+                    removed += 1;
+                }
             }
         }
     }

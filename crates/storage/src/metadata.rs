@@ -169,6 +169,16 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     async fn delete_upload(&self, id: &str) -> StorageResult<()>;
 
-    /// Up to `limit` uploads last written before `before`.
-    async fn stale_uploads(&self, before: i64, limit: usize) -> StorageResult<Vec<String>>;
+    /// Up to `limit` uploads last written before `before`, in id order after
+    /// `after`.
+    async fn stale_uploads(
+        &self,
+        before: i64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StorageResult<Vec<String>>;
+
+    /// Deletes the upload if it was last written before `before`; returns
+    /// whether it did.
+    async fn delete_stale_upload(&self, id: &str, before: i64) -> StorageResult<bool>;
 }

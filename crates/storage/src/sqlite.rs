@@ -660,14 +660,32 @@ impl MetadataStore for SqliteMetadataStore {
         .await
     }
 
-    async fn stale_uploads(&self, before: i64, limit: usize) -> StorageResult<Vec<String>> {
+    async fn stale_uploads(
+        &self,
+        before: i64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StorageResult<Vec<String>> {
+        let after = after.map(str::to_owned);
         self.with_conn(move |conn| {
             Ok(conn
                 .prepare_cached(
-                    "SELECT id FROM uploads WHERE updated_at < ?1 ORDER BY updated_at LIMIT ?2",
+                    "SELECT id FROM uploads WHERE updated_at < ?1 AND (?2 IS NULL OR id > ?2)
+                      ORDER BY id LIMIT ?3",
                 )?
-                .query_map(params![before, limit as i64], |r| r.get(0))?
+                .query_map(params![before, after, limit as i64], |r| r.get(0))?
                 .collect::<Result<Vec<String>, _>>()?)
+        })
+        .await
+    }
+
+    async fn delete_stale_upload(&self, id: &str, before: i64) -> StorageResult<bool> {
+        let id = id.to_owned();
+        self.write(move |tx| {
+            let deleted = tx
+                .prepare_cached("DELETE FROM uploads WHERE id = ?1 AND updated_at < ?2")?
+                .execute(params![id, before])?;
+            Ok(deleted == 1)
         })
         .await
     }
