@@ -93,9 +93,10 @@ pub struct Referrers {
     pub next: Option<String>,
 }
 
-/// Referrers read from the metadata store per page; the page then holds as
-/// many as fit in a manifest.
+/// Referrers in one page at most; fewer when they do not fit in a manifest.
 const REFERRERS_PAGE_ROWS: usize = 1000;
+/// Referrers read from the metadata store at a time.
+const REFERRERS_BATCH: usize = 32;
 
 /// The registry: OCI Distribution operations over a blob store and a metadata store.
 pub struct Registry {
@@ -638,30 +639,40 @@ impl Registry {
                 })
             })
             .transpose()?;
-        let records = self
-            .metadata
-            .referrers(
-                &repository,
-                &subject,
-                artifact_type,
-                after.as_ref(),
-                REFERRERS_PAGE_ROWS + 1,
-            )
-            .await?;
+        // Read in small batches: a referrer's annotations may be megabytes.
         let budget = self.config.max_manifest_bytes;
+        let mut after = after;
         let mut size = referrers_index(&[]).len();
         let mut descriptors: Vec<String> = Vec::new();
         let mut next = None;
-        for (i, record) in records.iter().enumerate() {
-            let descriptor = referrer_descriptor(record);
-            // A comma, then the descriptor; one descriptor always goes in.
-            let grown = size + usize::from(i > 0) + descriptor.len();
-            if i == REFERRERS_PAGE_ROWS || (i > 0 && grown > budget) {
-                next = Some(records[i - 1].digest.to_string());
+        'page: loop {
+            let batch = self
+                .metadata
+                .referrers(
+                    &repository,
+                    &subject,
+                    artifact_type,
+                    after.as_ref(),
+                    REFERRERS_BATCH,
+                )
+                .await?;
+            let exhausted = batch.len() < REFERRERS_BATCH;
+            for record in batch {
+                let descriptor = referrer_descriptor(&record);
+                // A comma, then the descriptor; one descriptor always goes in.
+                let first = descriptors.is_empty();
+                let grown = size + usize::from(!first) + descriptor.len();
+                if descriptors.len() == REFERRERS_PAGE_ROWS || (!first && grown > budget) {
+                    next = after.as_ref().map(Digest::to_string);
+                    break 'page;
+                }
+                size = grown;
+                descriptors.push(descriptor);
+                after = Some(record.digest);
+            }
+            if exhausted {
                 break;
             }
-            size = grown;
-            descriptors.push(descriptor);
         }
         Ok(Referrers {
             index: Bytes::from(referrers_index(&descriptors)),
