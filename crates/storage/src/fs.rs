@@ -58,9 +58,9 @@ impl FsBlobStore {
     /// Temporary files of small writes interrupted by a crash are removed; only
     /// `uploads/` is read for that, so opening costs nothing per blob.
     pub fn open(root: &Path) -> io::Result<Self> {
-        fs::create_dir_all(root.join("blobs"))?;
+        create_dir_durable(&root.join("blobs"))?;
         let uploads = root.join("uploads");
-        fs::create_dir_all(&uploads)?;
+        create_dir_durable(&uploads)?;
         for entry in fs::read_dir(&uploads)? {
             let path = entry?.path();
             if path.to_string_lossy().ends_with(PARTIAL) {
@@ -121,21 +121,36 @@ fn hash_file(path: &Path, algorithm: Algorithm, size: u64) -> io::Result<Hasher>
 
 /// Makes a directory entry change durable.
 fn sync_dir(dir: &Path) -> io::Result<()> {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
     File::open(dir)?.sync_all()
 }
 
-/// Moves a synced file into its content-addressed place, creating and syncing
-/// the fan-out directory on first use. If the blob is already there, the same
+/// Creates `dir` and whatever parents it lacks, syncing the parent of each
+/// directory created: a blob recorded in the metadata must not vanish with
+/// a directory entry lost to a power cut (the first blob of `sha512/` makes
+/// two levels at once).
+fn create_dir_durable(dir: &Path) -> io::Result<()> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+    fs::create_dir_all(dir)?;
+    for created in missing.iter().rev() {
+        sync_dir(created.parent().unwrap_or(Path::new(".")))?;
+    }
+    Ok(())
+}
+
+/// Moves a synced file into its content-addressed place, creating the
+/// fan-out directories durably on first use. If the blob is already there, the same
 /// digest means the same bytes, so the new copy is simply dropped.
 fn publish(from: &Path, to: &Path) -> io::Result<()> {
     if to.exists() {
         return fs::remove_file(from);
     }
     let dir = to.parent().expect("blob path has a parent");
-    if !dir.exists() {
-        fs::create_dir_all(dir)?;
-        sync_dir(dir.parent().expect("fan-out dir has a parent"))?;
-    }
+    create_dir_durable(dir)?;
     fs::rename(from, to)?;
     sync_dir(dir)
 }
