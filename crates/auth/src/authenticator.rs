@@ -240,6 +240,10 @@ impl Authenticator {
 
     /// Checks a user name and password (a user or a robot).
     pub fn login(&self, user: &str, password: &str, client: IpAddr) -> Result<Subject, AuthError> {
+        if user.len() > crate::htpasswd::MAX_USER_NAME {
+            // No account has such a name; nothing to track or to log at length.
+            return Err(AuthError::BadCredentials);
+        }
         self.throttle
             .check(client, user)
             .map_err(AuthError::Throttled)?;
@@ -354,9 +358,11 @@ impl Authenticator {
             return Err("pull credential issued to another user".to_owned());
         }
         let holder = self
-            .current_subject(user)
-            .filter(|s| !s.is_anonymous())
-            .ok_or("pull credential of a user or robot that no longer exists")?;
+            .current_subject_with(user, claims.cred.as_deref())
+            .ok_or(
+                "pull credential of a user or robot that no longer exists or whose password or \
+                 secret changed since",
+            )?;
         let repositories = claims
             .access
             .iter()
@@ -405,11 +411,18 @@ impl Authenticator {
             expires_at = expires_at.min(robot_expiry);
         }
         let texts: Vec<&str> = patterns.iter().map(RepositoryPattern::as_str).collect();
+        // Gone since the login a moment ago: as if it had never logged in.
+        let credential = self
+            .credential_fingerprint(subject.name())
+            .ok_or(PullCredentialError::Anonymous)?;
         Ok(PullCredential {
             username: subject.name().to_owned(),
-            password: self
-                .tokens
-                .issue_pull_credential(subject.name(), &texts, expires_at),
+            password: self.tokens.issue_pull_credential(
+                subject.name(),
+                &credential,
+                &texts,
+                expires_at,
+            ),
             repositories: texts.iter().map(|t| (*t).to_owned()).collect(),
             expires_at,
             expires_in: expires_at.saturating_sub(now),
@@ -451,6 +464,34 @@ impl Authenticator {
     }
 
     /// The subject a token was issued to, as it stands now.
+    /// A fingerprint of `name`'s current password hash or robot secret
+    /// hash: what refresh tokens and pull credentials are bound to.
+    fn credential_fingerprint(&self, name: &str) -> Option<String> {
+        let stored = match name.strip_prefix(ROBOT_PREFIX) {
+            Some(robot) => {
+                let (robots, _) = self.robots.get();
+                let robot = robots.robots.iter().find(|r| r.name == robot)?;
+                format!("robot:{}:{}", robot.created_at, robot.secret_sha256)
+            }
+            None => {
+                let (users, _) = self.users.get();
+                format!("user:{}", users.hash_of(name)?)
+            }
+        };
+        let digest = sha2::Sha256::digest(stored.as_bytes());
+        Some(hex::encode(&digest[..16]))
+    }
+
+    /// The subject `name` stands for now, if it still exists and its
+    /// credential is still the one `fingerprint` was taken from.
+    fn current_subject_with(&self, name: &str, fingerprint: Option<&str>) -> Option<Subject> {
+        let current = self.credential_fingerprint(name)?;
+        (fingerprint == Some(current.as_str()))
+            .then(|| self.current_subject(name))
+            .flatten()
+            .filter(|s| !s.is_anonymous())
+    }
+
     fn current_subject(&self, name: &str) -> Option<Subject> {
         if name.is_empty() {
             return Some(Subject::Anonymous);
@@ -592,33 +633,47 @@ impl Authenticator {
         if matches!(subject, Subject::PullCredential(_)) {
             // No refresh token: it would outlive the credential and carry
             // the holder's full rights.
-            return (self.tokens.issue_pull_only(subject.name(), access), None);
+            let token =
+                self.tokens
+                    .issue_limited(subject.name(), access, true, subject_expiry(subject));
+            return (token, None);
         }
-        let token = self.tokens.issue(subject.name(), access);
-        let refresh =
-            (offline && !subject.is_anonymous()).then(|| self.tokens.issue_refresh(subject.name()));
+        let token =
+            self.tokens
+                .issue_limited(subject.name(), access, false, subject_expiry(subject));
+        let refresh = (offline && !subject.is_anonymous())
+            .then_some(())
+            .and_then(|()| {
+                let credential = self.credential_fingerprint(subject.name())?;
+                Some(self.tokens.issue_refresh(subject.name(), &credential))
+            });
         (token, refresh)
     }
 
     /// The subject a refresh token stands for, if it is still valid and the
     /// subject still exists (a deleted user or revoked robot cannot refresh).
     pub fn refresh(&self, refresh_token: &str) -> Result<Subject, AuthError> {
-        let name = self
+        let claims = self
             .tokens
             .verify_refresh(refresh_token)
             .map_err(|_| AuthError::BadRefreshToken)?;
-        self.current_subject(&name)
-            .filter(|s| !s.is_anonymous())
+        self.current_subject_with(&claims.sub, claims.cred.as_deref())
             .ok_or(AuthError::BadRefreshToken)
     }
 }
 
-fn subject_expired(subject: &Subject) -> bool {
+/// When `subject`'s credential stops working, if it ever does: tokens it
+/// obtains must not outlive it.
+fn subject_expiry(subject: &Subject) -> Option<u64> {
     match subject {
-        Subject::Robot(r) => r.expires_at.is_some_and(|at| at <= unix_now()),
-        Subject::PullCredential(grant) => grant.expires_at <= unix_now(),
-        Subject::Anonymous | Subject::User(_) => false,
+        Subject::Robot(r) => r.expires_at,
+        Subject::PullCredential(grant) => Some(grant.expires_at),
+        Subject::Anonymous | Subject::User(_) => None,
     }
+}
+
+fn subject_expired(subject: &Subject) -> bool {
+    subject_expiry(subject).is_some_and(|at| at <= unix_now())
 }
 
 /// Whether a password has the shape of a JWT, and so may be a pull credential.
@@ -939,6 +994,71 @@ mod tests {
             auth.login(&name, &credential.password, local()),
             Err(AuthError::BadCredentials)
         );
+    }
+
+    /// Refresh tokens and pull credentials stand for the password or robot
+    /// secret they were obtained with: rotating it ends them, even when the
+    /// name lives on (a new password; a robot revoked and created again).
+    #[test]
+    fn rotating_a_credential_ends_what_was_obtained_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = authenticator(dir.path(), vec![]);
+        let alice = auth.login("alice", "secret", local()).unwrap();
+        let (_, refresh) = auth.issue(&alice, &[], true);
+        let refresh = refresh.expect("offline: a refresh token");
+        let credential = auth.issue_pull_credential(&alice, &[], None).unwrap();
+        assert!(auth.refresh(&refresh).is_ok());
+        assert!(auth.login("alice", &credential.password, local()).is_ok());
+
+        let mut store = crate::robots::RobotStore::default();
+        let create = |store: &mut crate::robots::RobotStore| {
+            store
+                .create(
+                    "ci",
+                    vec!["**".into()],
+                    vec![Action::Pull],
+                    None,
+                    unix_now(),
+                )
+                .unwrap()
+        };
+        let (robot_name, secret) = create(&mut store);
+        std::fs::write(dir.path().join("robots.json"), store.render()).unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+        let robot = auth.login(&robot_name, &secret, local()).unwrap();
+        let (_, robot_refresh) = auth.issue(&robot, &[], true);
+        let robot_refresh = robot_refresh.unwrap();
+        let robot_credential = auth.issue_pull_credential(&robot, &[], None).unwrap();
+
+        // New password for alice; robot.ci revoked and created again.
+        let mut users = Htpasswd::default();
+        users.set("alice", "new secret", 4).unwrap();
+        users.set("bob", "hunter2", 4).unwrap();
+        std::fs::write(dir.path().join("htpasswd"), users.render()).unwrap();
+        store.revoke("ci").unwrap();
+        let (_, new_secret) = create(&mut store);
+        std::fs::write(dir.path().join("robots.json"), store.render()).unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+
+        assert_eq!(auth.refresh(&refresh), Err(AuthError::BadRefreshToken));
+        assert_eq!(
+            auth.refresh(&robot_refresh),
+            Err(AuthError::BadRefreshToken)
+        );
+        for (name, password) in [
+            ("alice", &credential.password),
+            (robot_name.as_str(), &robot_credential.password),
+        ] {
+            assert_eq!(
+                auth.login(name, password, local()),
+                Err(AuthError::BadCredentials),
+                "{name}"
+            );
+        }
+        // What the new credentials obtain works.
+        let robot = auth.login(&robot_name, &new_secret, local()).unwrap();
+        let (_, fresh) = auth.issue(&robot, &[], true);
+        assert!(auth.refresh(&fresh.unwrap()).is_ok());
     }
 
     #[test]

@@ -55,9 +55,12 @@ fn is_bcrypt(hash: &str) -> bool {
     ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p))
 }
 
+/// The longest user name berth creates or accepts at login.
+pub const MAX_USER_NAME: usize = 256;
+
 pub fn valid_user_name(name: &str) -> bool {
     !name.is_empty()
-        && name.len() <= 256
+        && name.len() <= MAX_USER_NAME
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
@@ -105,6 +108,15 @@ impl Htpasswd {
 
     pub fn users(&self) -> impl Iterator<Item = &str> {
         self.entries.iter().map(|(u, _)| u.as_str())
+    }
+
+    /// The stored hash of `user`'s password (the first entry, as
+    /// [`Htpasswd::verify`] reads it).
+    pub fn hash_of(&self, user: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|(u, _)| u == user)
+            .map(|(_, hash)| hash.as_str())
     }
 
     pub fn contains(&self, user: &str) -> bool {

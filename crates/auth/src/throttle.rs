@@ -11,8 +11,11 @@ use std::time::{Duration, Instant};
 const MAX_FAILURES: u32 = 5;
 const WINDOW: Duration = Duration::from_secs(60);
 const LOCKOUT: Duration = Duration::from_secs(30);
-/// Entries kept before stale ones are swept, bounding memory under attack.
+/// Entries kept before stale ones are swept.
 const SWEEP_ABOVE: usize = 10_000;
+/// Entries kept at most, bounding memory under a flood of distinct names or
+/// addresses; beyond it, new pairs are not tracked until old ones expire.
+const MAX_TRACKED: usize = 200_000;
 
 #[derive(Debug)]
 struct Failures {
@@ -22,15 +25,24 @@ struct Failures {
 }
 
 #[derive(Debug, Default)]
+struct Tracked {
+    failures: HashMap<(IpAddr, String), Failures>,
+    /// The size that triggers the next sweep: twice what the last one left,
+    /// so sweeping stays a constant cost per failure, not a scan each time.
+    sweep_at: usize,
+}
+
+#[derive(Debug, Default)]
 pub struct LoginThrottle {
-    failures: Mutex<HashMap<(IpAddr, String), Failures>>,
+    tracked: Mutex<Tracked>,
 }
 
 impl LoginThrottle {
     /// `Err(retry_after)` while `user` from `client` is locked out.
     pub fn check(&self, client: IpAddr, user: &str) -> Result<(), Duration> {
-        let failures = self.failures.lock().expect("throttle lock");
-        match failures
+        let tracked = self.tracked.lock().expect("throttle lock");
+        match tracked
+            .failures
             .get(&(client, user.to_owned()))
             .and_then(|f| f.locked_until)
         {
@@ -41,19 +53,22 @@ impl LoginThrottle {
 
     pub fn failed(&self, client: IpAddr, user: &str) {
         let now = Instant::now();
-        let mut failures = self.failures.lock().expect("throttle lock");
-        if failures.len() > SWEEP_ABOVE {
-            failures.retain(|_, f| {
+        let mut tracked = self.tracked.lock().expect("throttle lock");
+        if tracked.failures.len() > tracked.sweep_at.max(SWEEP_ABOVE) {
+            tracked.failures.retain(|_, f| {
                 now.duration_since(f.since) < WINDOW || f.locked_until.is_some_and(|u| u > now)
             });
+            tracked.sweep_at = tracked.failures.len() * 2;
         }
-        let entry = failures
-            .entry((client, user.to_owned()))
-            .or_insert(Failures {
-                count: 0,
-                since: now,
-                locked_until: None,
-            });
+        let key = (client, user.to_owned());
+        if tracked.failures.len() >= MAX_TRACKED && !tracked.failures.contains_key(&key) {
+            return;
+        }
+        let entry = tracked.failures.entry(key).or_insert(Failures {
+            count: 0,
+            since: now,
+            locked_until: None,
+        });
         if now.duration_since(entry.since) > WINDOW {
             *entry = Failures {
                 count: 0,
@@ -70,9 +85,9 @@ impl LoginThrottle {
     /// Forgets `user`'s failures from `client`. Called on every successful
     /// login, cached ones included, so it costs nothing while nobody fails.
     pub fn succeeded(&self, client: IpAddr, user: &str) {
-        let mut failures = self.failures.lock().expect("throttle lock");
-        if !failures.is_empty() {
-            failures.remove(&(client, user.to_owned()));
+        let mut tracked = self.tracked.lock().expect("throttle lock");
+        if !tracked.failures.is_empty() {
+            tracked.failures.remove(&(client, user.to_owned()));
         }
     }
 }

@@ -30,6 +30,11 @@ pub struct Claims {
     /// with one is refused (403) rather than challenged for a wider token.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pull_only: bool,
+    /// In refresh tokens and pull credentials: a fingerprint of the password
+    /// or robot secret they were obtained with, so that changing it (a new
+    /// password, a robot revoked and created again) ends them too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cred: Option<String>,
 }
 
 /// A token as handed to a client.
@@ -39,6 +44,8 @@ pub struct IssuedToken {
     pub expires_in: u64,
     /// RFC 3339.
     pub issued_at: String,
+    /// What it grants, as space-separated scopes (OAuth2's `scope` answer).
+    pub scope: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -164,36 +171,44 @@ impl TokenIssuer {
             jti: uuid::Uuid::new_v4().to_string(),
             access,
             pull_only: false,
+            cred: None,
         }
     }
 
     /// An access token for `subject` carrying `access`, valid for the
     /// configured time to live.
     pub fn issue(&self, subject: &str, access: Vec<ResourceAccess>) -> IssuedToken {
-        self.issue_access(subject, access, false)
+        self.issue_limited(subject, access, false, None)
     }
 
-    /// An access token as [`TokenIssuer::issue`], marked as obtained with a
-    /// pull credential.
-    pub fn issue_pull_only(&self, subject: &str, access: Vec<ResourceAccess>) -> IssuedToken {
-        self.issue_access(subject, access, true)
-    }
-
-    fn issue_access(
+    /// An access token as [`TokenIssuer::issue`], marked `pull_only` when
+    /// obtained with a pull credential, and never valid past `not_after`
+    /// (the expiry of the robot or pull credential it was obtained with).
+    pub fn issue_limited(
         &self,
         subject: &str,
         access: Vec<ResourceAccess>,
         pull_only: bool,
+        not_after: Option<u64>,
     ) -> IssuedToken {
+        let scope = access
+            .iter()
+            .map(ResourceAccess::to_scope)
+            .collect::<Vec<_>>()
+            .join(" ");
         let mut claims = self.claims(subject, self.service.clone(), self.ttl, access);
         claims.pull_only = pull_only;
+        if let Some(limit) = not_after {
+            claims.exp = claims.exp.min(limit);
+        }
         IssuedToken {
             token: self.sign(&claims),
-            expires_in: self.ttl.as_secs(),
+            expires_in: claims.exp.saturating_sub(claims.iat),
             issued_at: humantime::format_rfc3339_seconds(
                 UNIX_EPOCH + Duration::from_secs(claims.iat),
             )
             .to_string(),
+            scope,
         }
     }
 
@@ -202,6 +217,7 @@ impl TokenIssuer {
     pub fn issue_pull_credential(
         &self,
         subject: &str,
+        credential: &str,
         patterns: &[&str],
         expires_at: u64,
     ) -> String {
@@ -216,6 +232,7 @@ impl TokenIssuer {
             .collect();
         let mut claims = self.claims(subject, audience, Duration::ZERO, access);
         claims.exp = expires_at;
+        claims.cred = Some(credential.to_owned());
         self.sign(&claims)
     }
 
@@ -225,10 +242,13 @@ impl TokenIssuer {
         self.verify(token, &audience)
     }
 
-    /// A refresh token (what `docker login` keeps as an identity token).
-    pub fn issue_refresh(&self, subject: &str) -> String {
+    /// A refresh token (what `docker login` keeps as an identity token) for
+    /// `subject`, bound to the fingerprint of its `credential`.
+    pub fn issue_refresh(&self, subject: &str, credential: &str) -> String {
         let audience = format!("{}{REFRESH_AUDIENCE_SUFFIX}", self.service);
-        self.sign(&self.claims(subject, audience, self.refresh_ttl, Vec::new()))
+        let mut claims = self.claims(subject, audience, self.refresh_ttl, Vec::new());
+        claims.cred = Some(credential.to_owned());
+        self.sign(&claims)
     }
 
     fn verify(&self, token: &str, audience: &str) -> Result<Claims, TokenError> {
@@ -250,10 +270,10 @@ impl TokenIssuer {
         self.verify(token, &self.service)
     }
 
-    /// Checks a refresh token and returns its subject.
-    pub fn verify_refresh(&self, token: &str) -> Result<String, TokenError> {
+    /// Checks a refresh token and returns its claims.
+    pub fn verify_refresh(&self, token: &str) -> Result<Claims, TokenError> {
         let audience = format!("{}{REFRESH_AUDIENCE_SUFFIX}", self.service);
-        self.verify(token, &audience).map(|c| c.sub)
+        self.verify(token, &audience)
     }
 }
 
@@ -290,6 +310,11 @@ mod tests {
         assert_eq!(claims.aud, "registry.test");
         assert_eq!(claims.access, access());
         assert_eq!(claims.exp - claims.iat, 300);
+        // Never past the expiry of what it was obtained with.
+        let limit = unix_now() + 20;
+        let limited = tokens.issue_limited("robot.ci", access(), false, Some(limit));
+        assert_eq!(tokens.verify_access(&limited.token).unwrap().exp, limit);
+        assert!(limited.expires_in <= 20);
         // The same key is loaded again on restart.
         let again = issuer(dir.path(), "key.pem");
         assert!(again.verify_access(&issued.token).is_ok());
@@ -306,8 +331,10 @@ mod tests {
     fn refresh_and_access_tokens_do_not_mix() {
         let dir = tempfile::tempdir().unwrap();
         let tokens = issuer(dir.path(), "key.pem");
-        let refresh = tokens.issue_refresh("alice");
-        assert_eq!(tokens.verify_refresh(&refresh).unwrap(), "alice");
+        let refresh = tokens.issue_refresh("alice", "fingerprint");
+        let claims = tokens.verify_refresh(&refresh).unwrap();
+        assert_eq!(claims.sub, "alice");
+        assert_eq!(claims.cred.as_deref(), Some("fingerprint"));
         assert!(tokens.verify_access(&refresh).is_err());
         assert!(
             tokens
@@ -321,9 +348,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tokens = issuer(dir.path(), "key.pem");
         let exp = unix_now() + 100;
-        let credential = tokens.issue_pull_credential("alice", &["team/*"], exp);
+        let credential = tokens.issue_pull_credential("alice", "fingerprint", &["team/*"], exp);
         let claims = tokens.verify_pull_credential(&credential).unwrap();
         assert_eq!((claims.sub.as_str(), claims.exp), ("alice", exp));
+        assert_eq!(claims.cred.as_deref(), Some("fingerprint"));
         assert_eq!(claims.aud, "registry.test#pull-credential");
         assert_eq!(claims.access[0].kind, "repository-pattern");
         assert_eq!(claims.access[0].actions, ["pull"]);
@@ -336,14 +364,15 @@ mod tests {
         );
         assert!(
             tokens
-                .verify_pull_credential(&tokens.issue_refresh("alice"))
+                .verify_pull_credential(&tokens.issue_refresh("alice", "fingerprint"))
                 .is_err()
         );
-        let expired = tokens.issue_pull_credential("alice", &["team/*"], unix_now() - 1);
+        let expired =
+            tokens.issue_pull_credential("alice", "fingerprint", &["team/*"], unix_now() - 1);
         assert!(tokens.verify_pull_credential(&expired).is_err());
         // The marker of pull-only access tokens survives a round trip and is
         // absent from ordinary ones.
-        let pull_only = tokens.issue_pull_only("alice", access());
+        let pull_only = tokens.issue_limited("alice", access(), true, None);
         assert!(tokens.verify_access(&pull_only.token).unwrap().pull_only);
         assert!(
             !tokens

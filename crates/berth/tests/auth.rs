@@ -32,9 +32,16 @@ async fn token(server: &Server, user: Option<(&str, &str)>, scopes: &[&str]) -> 
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["token"], body["access_token"]);
-    assert!(body["expires_in"].as_u64().unwrap() >= 60);
     assert!(body["issued_at"].as_str().unwrap().ends_with('Z'));
-    body["token"].as_str().unwrap().to_owned()
+    let token = body["token"].as_str().unwrap().to_owned();
+    // The lifetime said is the token's own (shorter than the configured one
+    // only for a robot about to expire).
+    let c = claims(&token);
+    assert_eq!(
+        body["expires_in"].as_u64().unwrap(),
+        c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap()
+    );
+    token
 }
 
 fn claims(token: &str) -> serde_json::Value {
@@ -248,6 +255,8 @@ async fn token_endpoint_grants_the_intersection() {
     for claim in ["exp", "nbf", "iat", "jti"] {
         assert!(!c[claim].is_null(), "{claim}");
     }
+    // The token spec's minimum lifetime, with the default configuration.
+    assert!(c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap() >= 60);
     assert_eq!(
         c["access"],
         serde_json::json!([{"type": "repository", "name": "team/app", "actions": ["pull"]}])
@@ -353,6 +362,22 @@ async fn oauth2_password_and_refresh_grants() {
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["scope"], "repository:team/app:pull,push");
+    // OAuth2's `scope` answer is what was granted: alice may only pull.
+    let r = post(form(&[
+        ("grant_type", "password"),
+        ("username", "alice"),
+        ("password", "alice-pw"),
+        ("service", "berth"),
+        ("client_id", "docker"),
+        (
+            "scope",
+            "repository:team/app:pull,push repository:other/x:pull",
+        ),
+    ]))
+    .await
+    .unwrap();
+    let granted: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(granted["scope"], "repository:team/app:pull");
     let refresh = body["refresh_token"]
         .as_str()
         .expect("offline access gives a refresh token")
@@ -823,6 +848,12 @@ async fn robots_work_until_they_expire_or_are_revoked() {
     assert_eq!(
         claims(&t)["access"][0]["actions"],
         serde_json::json!(["pull"])
+    );
+    // It does not outlive the robot.
+    let c = claims(&t);
+    assert!(
+        c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap() <= 6,
+        "{c}"
     );
 
     let list = berth(&["robot", "list", "--data-dir", &data_dir], "");

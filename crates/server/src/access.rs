@@ -253,7 +253,8 @@ pub async fn token_post(
     let (token, refresh) = state.auth.issue(&subject, &scopes, offline);
     let mut body = json!({
         "access_token": token.token,
-        "scope": scopes.join(" "),
+        // What was granted, which may be less than what was asked.
+        "scope": token.scope,
         "expires_in": token.expires_in,
         "issued_at": token.issued_at,
     });
