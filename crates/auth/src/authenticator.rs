@@ -238,6 +238,35 @@ impl Authenticator {
         self.tokens.jwks()
     }
 
+    /// A login verified a moment ago, while the files are unchanged.
+    fn cached_login(&self, key: &[u8; 32], generations: (u64, u64)) -> Option<Subject> {
+        self.logins
+            .get(key)
+            .filter(|hit| {
+                hit.generations == generations
+                    && hit.at.elapsed() < VERIFIED_LOGIN_TTL
+                    && !subject_expired(&hit.subject)
+            })
+            .map(|hit| hit.subject)
+    }
+
+    /// Whether checking these credentials may cost a password hash (tens of
+    /// milliseconds of CPU): Basic credentials not verified a moment ago.
+    /// Callers on an async runtime then run the check on a blocking thread.
+    pub fn may_hash(&self, credentials: &Credentials) -> bool {
+        match credentials {
+            Credentials::Basic { user, password } => self.login_may_hash(user, password),
+            Credentials::Bearer(_) | Credentials::None => false,
+        }
+    }
+
+    /// [`Authenticator::may_hash`] for a user name and password.
+    pub fn login_may_hash(&self, user: &str, password: &str) -> bool {
+        let generations = (self.users.get().1, self.robots.get().1);
+        self.cached_login(&login_key(user, password), generations)
+            .is_none()
+    }
+
     /// Checks a user name and password (a user or a robot).
     pub fn login(&self, user: &str, password: &str, client: IpAddr) -> Result<Subject, AuthError> {
         if user.len() > crate::htpasswd::MAX_USER_NAME {
@@ -249,13 +278,9 @@ impl Authenticator {
             .map_err(AuthError::Throttled)?;
         let key = login_key(user, password);
         let generations = (self.users.get().1, self.robots.get().1);
-        if let Some(hit) = self.logins.get(&key)
-            && hit.generations == generations
-            && hit.at.elapsed() < VERIFIED_LOGIN_TTL
-            && !subject_expired(&hit.subject)
-        {
+        if let Some(subject) = self.cached_login(&key, generations) {
             self.throttle.succeeded(client, user);
-            return Ok(hit.subject);
+            return Ok(subject);
         }
         if let Some(refused) = self.refused_oauth.get(&key)
             && refused.client == client
@@ -1103,6 +1128,21 @@ mod tests {
             auth.login("alice", "secret", local()),
             Err(AuthError::Throttled(_))
         ));
+    }
+
+    #[test]
+    fn only_unverified_passwords_may_cost_a_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = authenticator(dir.path(), vec![]);
+        assert!(auth.may_hash(&basic("alice", "secret")));
+        auth.login("alice", "secret", local()).unwrap();
+        assert!(
+            !auth.may_hash(&basic("alice", "secret")),
+            "verified a moment ago"
+        );
+        assert!(auth.may_hash(&basic("alice", "other")));
+        assert!(!auth.may_hash(&Credentials::None));
+        assert!(!auth.may_hash(&Credentials::Bearer("t".into())));
     }
 
     #[test]

@@ -101,8 +101,45 @@ impl AppState {
         .with_header(header::WWW_AUTHENTICATE, value)
     }
 
+    /// Runs `f` with the authenticator: on the blocking pool when it may
+    /// check a password (bcrypt takes tens of milliseconds of CPU, which would
+    /// stall every request sharing the runtime thread), inline otherwise.
+    async fn authenticate<T: Send + 'static>(
+        &self,
+        may_hash: bool,
+        f: impl FnOnce(&Authenticator) -> T + Send + 'static,
+    ) -> T {
+        if !may_hash {
+            return f(&self.auth);
+        }
+        let auth = self.auth.clone();
+        tokio::task::spawn_blocking(move || f(&auth))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+
+    /// Checks a user name and password (`oauth`: from the OAuth2 form).
+    pub async fn login(
+        &self,
+        user: &str,
+        password: &str,
+        client: SocketAddr,
+        oauth: bool,
+    ) -> Result<berth_auth::Subject, AuthError> {
+        let may_hash = self.auth.login_may_hash(user, password);
+        let (user, password) = (user.to_owned(), password.to_owned());
+        self.authenticate(may_hash, move |auth| {
+            if oauth {
+                auth.login_oauth(&user, &password, client.ip())
+            } else {
+                auth.login(&user, &password, client.ip())
+            }
+        })
+        .await
+    }
+
     /// Authenticates and authorizes a request needing `required`.
-    pub fn check(
+    pub async fn check(
         &self,
         headers: &HeaderMap,
         uri: &Uri,
@@ -115,7 +152,13 @@ impl AppState {
         let Ok(credentials) = Credentials::from_header(authorization) else {
             return Err(self.challenge(headers, uri, required, Some("invalid_token")));
         };
-        match self.auth.decide(&credentials, client.ip(), required) {
+        let needed = required.clone();
+        let decision = self
+            .authenticate(self.auth.may_hash(&credentials), move |auth| {
+                auth.decide(&credentials, client.ip(), &needed)
+            })
+            .await;
+        match decision {
             Decision::Allow(principal) => Ok(principal),
             Decision::Challenge { error } => Err(self.challenge(headers, uri, required, error)),
             Decision::Deny(subject) => Err(ApiError::new(
@@ -128,7 +171,7 @@ impl AppState {
     }
 }
 
-fn throttled(wait: std::time::Duration) -> ApiError {
+pub(crate) fn throttled(wait: std::time::Duration) -> ApiError {
     let seconds = wait.as_secs().max(1);
     ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
@@ -183,7 +226,7 @@ pub async fn token_get(
         .and_then(|h| h.to_str().ok());
     let subject = match Credentials::from_header(authorization) {
         Ok(Credentials::Basic { user, password }) => {
-            match state.auth.login(&user, &password, client.ip()) {
+            match state.login(&user, &password, client, false).await {
                 Ok(subject) => subject,
                 Err(e) => return login_error(e).into_response(),
             }
@@ -230,7 +273,7 @@ pub async fn token_post(
                 return bad_request("grant_type=password needs username and password")
                     .into_response();
             };
-            state.auth.login_oauth(user, password, client.ip())
+            state.login(user, password, client, true).await
         }
         Some("refresh_token") => {
             let Some(token) = field("refresh_token") else {

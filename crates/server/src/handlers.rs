@@ -145,7 +145,7 @@ async fn handle(
         ));
     };
     let principal = match access::required(route, &method) {
-        Some(required) => Some(state.check(headers, uri, client, &required)?),
+        Some(required) => Some(state.check(headers, uri, client, &required).await?),
         None => None,
     };
     let request = Request {

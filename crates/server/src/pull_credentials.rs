@@ -93,18 +93,9 @@ pub async fn exchange(
             .into_response();
         }
     };
-    let subject = match state.auth.login(&user, &password, client.ip()) {
+    let subject = match state.login(&user, &password, client, false).await {
         Ok(subject) => subject,
-        Err(AuthError::Throttled(wait)) => {
-            let seconds = wait.as_secs().max(1);
-            return ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                ErrorCode::TooManyRequests,
-                format!("too many failed logins: retry in {seconds} s"),
-            )
-            .with_header(header::RETRY_AFTER, seconds.to_string())
-            .into_response();
-        }
+        Err(AuthError::Throttled(wait)) => return crate::access::throttled(wait).into_response(),
         Err(e) => return unauthorized(&e.to_string()).into_response(),
     };
     let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
