@@ -25,7 +25,10 @@ pub struct SelfSigned {
 
 fn ca_params() -> Result<CertificateParams> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // It signs server certificates only, never another CA. (Name
+    // constraints would also bound what it signs, but would need a new CA,
+    // distrusted by every node, whenever --tls-host gains a name.)
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params
         .distinguished_name
         .push(DnType::CommonName, "berth registry CA");
