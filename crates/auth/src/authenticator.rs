@@ -464,6 +464,21 @@ impl Authenticator {
         Some(claims)
     }
 
+    /// Which repositories `principal` may see in the catalog: those it may
+    /// pull. A token is judged by its subject's rights now (a catalog token
+    /// names no repository).
+    pub fn catalog_filter(&self, principal: &Principal) -> impl Fn(&str) -> bool + Sync + '_ {
+        let subject = match principal {
+            Principal::Direct(subject) => Some(subject.clone()),
+            Principal::Token(claims) => self.current_subject(&claims.sub),
+        };
+        move |repository| {
+            subject
+                .as_ref()
+                .is_some_and(|s| self.policy.allows(s, repository, Action::Pull))
+        }
+    }
+
     /// Whether `principal` may do what `required` needs.
     pub fn permits(&self, principal: &Principal, required: &Required) -> bool {
         match principal {

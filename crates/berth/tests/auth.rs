@@ -639,6 +639,67 @@ fn unreadable_user_file_or_ca_key_stops_the_start_and_is_kept() {
     assert_eq!(std::fs::read(&ca_key).unwrap(), garbage);
 }
 
+/// The catalog names only what the caller may pull, with Basic
+/// credentials and with a catalog token alike, pages included.
+#[tokio::test]
+async fn the_catalog_lists_only_pullable_repositories() {
+    let f = fixture(
+        r#"
+[[policy]]
+subjects = ["user:bob"]
+repositories = []
+actions = []
+catalog = true
+"#,
+        &[],
+    );
+    let root = Api::with_credentials(&f.server, "root", "root-pw");
+    for repository in ["a/x", "other/app", "team/app", "team/deep/b", "z/y"] {
+        root.push_image(repository, "v1", 3).await;
+    }
+    let list = |api: &Api, query: &'static str| {
+        let request = api.http.get(api.url(&format!("/v2/_catalog{query}")));
+        async move {
+            let r = request.send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let link = r
+                .headers()
+                .get("link")
+                .map(|l| l.to_str().unwrap().to_owned());
+            let body: serde_json::Value = r.json().await.unwrap();
+            (body["repositories"].clone(), link)
+        }
+    };
+    let (all, _) = list(&root, "").await;
+    assert_eq!(
+        all,
+        serde_json::json!(["a/x", "other/app", "team/app", "team/deep/b", "z/y"])
+    );
+    let bob = Api::with_credentials(&f.server, "bob", "bob-pw");
+    let (mine, _) = list(&bob, "").await;
+    assert_eq!(mine, serde_json::json!(["team/app", "team/deep/b"]));
+    let (first, link) = list(&bob, "?n=1").await;
+    assert_eq!(first, serde_json::json!(["team/app"]));
+    assert_eq!(
+        link.as_deref(),
+        Some(r#"</v2/_catalog?n=1&last=team%2Fapp>; rel="next""#)
+    );
+    let (second, link) = list(&bob, "?n=1&last=team%2Fapp").await;
+    assert_eq!(second, serde_json::json!(["team/deep/b"]));
+    assert_eq!(link, None);
+
+    let t = token(&f.server, Some(("bob", "bob-pw")), &["registry:catalog:*"]).await;
+    let r = reqwest::Client::new()
+        .get(f.server.url("/v2/_catalog"))
+        .bearer_auth(t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["repositories"], mine);
+}
+
 #[tokio::test]
 async fn repeated_failed_logins_are_throttled_and_audited() {
     let f = fixture("", &["--log-format", "json"]);

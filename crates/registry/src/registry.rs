@@ -609,11 +609,29 @@ impl Registry {
         Ok(Page::from_fetched(fetched, limit))
     }
 
-    /// `GET /v2/_catalog?n=&last=`.
-    pub async fn catalog(&self, n: Option<&str>, last: Option<&str>) -> Result<Page> {
+    /// `GET /v2/_catalog?n=&last=`, listing only the repositories `visible`
+    /// says the caller may see.
+    pub async fn catalog(
+        &self,
+        n: Option<&str>,
+        last: Option<&str>,
+        visible: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<Page> {
         let limit = page_size(n, DEFAULT_CATALOG_PAGE).map_err(RegistryError::InvalidParameter)?;
-        let fetched = self.metadata.repositories(last, limit + 1).await?;
-        Ok(Page::from_fetched(fetched, limit))
+        let batch = (limit + 1).max(DEFAULT_CATALOG_PAGE);
+        let mut shown = Vec::new();
+        let mut after = last.map(str::to_owned);
+        // Read on until one more than a page is visible, to know of a next.
+        while shown.len() <= limit {
+            let fetched = self.metadata.repositories(after.as_deref(), batch).await?;
+            let exhausted = fetched.len() < batch;
+            after = fetched.last().cloned();
+            shown.extend(fetched.into_iter().filter(|name| visible(name)));
+            if exhausted {
+                break;
+            }
+        }
+        Ok(Page::from_fetched(shown, limit))
     }
 
     /// `GET …/referrers/<digest>?artifactType=&last=`: an image index of the

@@ -161,7 +161,15 @@ async fn handle(
             Ok(json_response(StatusCode::OK, "{}".into(), vec![]))
         }
         (Route::Catalog, Method::GET) => {
-            let page = registry.catalog(query.get("n"), query.get("last")).await?;
+            // Only the repositories the caller may pull are named.
+            let filter = request
+                .principal
+                .as_ref()
+                .map(|p| state.auth.catalog_filter(p));
+            let visible = |name: &str| filter.as_ref().is_some_and(|f| f(name));
+            let page = registry
+                .catalog(query.get("n"), query.get("last"), &visible)
+                .await?;
             let link = next_link("/v2/_catalog", &query, "n", page.next.as_deref());
             let body = json!({ "repositories": page.items }).to_string();
             Ok(json_response(StatusCode::OK, body, link))
