@@ -173,13 +173,21 @@ pub fn analyze(inv: &Inventory, node: &NodeConfig) -> Analysis {
         analyze_workload(inv, node, &node_keyring, w, &mut out);
     }
     for w in &inv.workloads {
-        for state in &w.waiting {
+        for state in w
+            .waiting
+            .iter()
+            .filter(|s| events::is_pull_waiting(&s.reason))
+        {
             if let Some(f) = from_text(w, &state.container, &state.message, "container status") {
                 out.findings.push(f);
             }
         }
     }
-    for e in &inv.events {
+    for e in inv
+        .events
+        .iter()
+        .filter(|e| events::is_pull_event(&e.reason, &e.message))
+    {
         let subject_workload = inv.workload(&e.namespace, &e.object_kind, &e.object_name);
         let image = events::image_in_message(&e.message).unwrap_or_default();
         if let Some((reason, severity, cause)) = events::classify(&e.message) {

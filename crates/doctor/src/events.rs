@@ -5,6 +5,39 @@
 
 use crate::report::{Reason, Severity};
 
+/// Whether an Event is about pulling an image. Only these are classified:
+/// the same words ("connection refused", "i/o timeout") fill readiness-probe
+/// and sandbox events that have nothing to do with the registry.
+pub fn is_pull_event(reason: &str, message: &str) -> bool {
+    match reason {
+        // A reference that does not parse; an image missing under `Never`.
+        "InspectFailed" | "ErrImageNeverPull" => true,
+        "Failed" | "BackOff" => [
+            "pull image",
+            "pulling image",
+            "ErrImagePull",
+            "ImagePullBackOff",
+        ]
+        .iter()
+        .any(|s| message.contains(s)),
+        _ => false,
+    }
+}
+
+/// Whether a container's waiting reason is about its image.
+pub fn is_pull_waiting(reason: &str) -> bool {
+    matches!(
+        reason,
+        "ErrImagePull"
+            | "ImagePullBackOff"
+            | "InvalidImageName"
+            | "ErrImageNeverPull"
+            | "ImageInspectError"
+            | "RegistryUnavailable"
+            | "SignatureValidationFailed"
+    )
+}
+
 /// The cause named by a pull-failure text, or `None` for a text that is not
 /// about a failed pull (`Pulling image`, `Back-off pulling image` alone).
 pub fn classify(message: &str) -> Option<(Reason, Severity, &'static str)> {
@@ -138,6 +171,46 @@ pub fn image_in_message(message: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_pull_events_count() {
+        assert!(is_pull_event(
+            "Failed",
+            r#"Failed to pull image "r/a:1": failed to do request: dial tcp 10.0.0.1:443: connect: connection refused"#
+        ));
+        assert!(is_pull_event("Failed", "Error: ErrImagePull"));
+        assert!(is_pull_event(
+            "BackOff",
+            r#"Back-off pulling image "r/a:1""#
+        ));
+        assert!(is_pull_event(
+            "InspectFailed",
+            r#"Failed to apply default image tag "Bad": couldn't parse image name"#
+        ));
+        for (reason, message) in [
+            (
+                "Unhealthy",
+                r#"Readiness probe failed: Get "http://10.1.0.5:8080/ready": dial tcp 10.1.0.5:8080: connect: connection refused"#,
+            ),
+            (
+                "FailedCreatePodSandBox",
+                "Failed to create pod sandbox: plugin type=\"calico\" failed: dial tcp 10.96.0.1:443: i/o timeout",
+            ),
+            (
+                "BackOff",
+                "Back-off restarting failed container app in pod web",
+            ),
+            (
+                "Failed",
+                "Error: failed to create containerd task: context deadline exceeded",
+            ),
+        ] {
+            assert!(!is_pull_event(reason, message), "{reason}: {message}");
+        }
+        assert!(is_pull_waiting("ImagePullBackOff"));
+        assert!(!is_pull_waiting("CrashLoopBackOff"));
+        assert!(!is_pull_waiting("CreateContainerConfigError"));
+    }
 
     #[test]
     fn containerd_and_kubelet_texts() {
