@@ -325,6 +325,24 @@ impl RegistryClient {
                 credentials.is_some(),
             )
             .await;
+        if scheme == "bearer" && scope.is_some() && p.status == Some(401) {
+            // The token service gave a token, so the credentials were
+            // accepted; the token does not open this repository. Registries
+            // (Docker Hub among them) answer so for a repository that does
+            // not exist as for one the account may not pull, as containerd's
+            // "pull access denied, repository does not exist or may require
+            // authorization" says.
+            if credentials.is_some() {
+                p.outcome = Outcome::Forbidden;
+                p.detail = "the registry answered 401 Unauthorized with the token granted for \
+                            these credentials: they were accepted, but give no pull access to \
+                            this repository — it does not exist, or this account may not pull it"
+                    .to_owned();
+            } else {
+                p.detail
+                    .push_str(" (a registry answers so for a repository that does not exist, too)");
+            }
+        }
         p.auth_scheme = Some(scheme.into());
         p
     }
@@ -453,7 +471,10 @@ impl RegistryClient {
         let service = challenge.param("service");
         // The challenge's scope (when present) is what the registry wants;
         // ours is added when it differs, as containerd merges them.
-        let mut scopes: Vec<&str> = challenge.param("scope").into_iter().collect();
+        let mut scopes: Vec<&str> = challenge
+            .param("scope")
+            .map(|s| s.split_whitespace().collect())
+            .unwrap_or_default();
         if let Some(s) = scope
             && !scopes.contains(&s)
         {
@@ -470,7 +491,9 @@ impl RegistryClient {
                 ));
             }
         };
-        if let Some(c) = credentials {
+        // containerd sends a password grant only with a user name (without
+        // one, the secret would be a refresh token).
+        if let Some(c) = credentials.filter(|c| !c.username.is_empty()) {
             let joined = scopes.join(" ");
             let mut form = vec![
                 ("grant_type", "password"),
@@ -525,7 +548,7 @@ async fn token_answer(
     let body = read_small(resp).await;
     if (200..300).contains(&status) {
         // GET answers `token` (and often `access_token`); OAuth2 answers
-        // `access_token`.
+        // `access_token`, which containerd takes first when both are there.
         #[derive(serde::Deserialize)]
         struct Token {
             token: Option<String>,
@@ -534,7 +557,7 @@ async fn token_answer(
         let token = body
             .as_deref()
             .and_then(|b| serde_json::from_str::<Token>(b).ok())
-            .and_then(|t| t.token.or(t.access_token))
+            .and_then(|t| t.access_token.or(t.token))
             .filter(|t| !t.is_empty());
         return token.ok_or_else(|| {
             (

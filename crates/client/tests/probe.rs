@@ -238,6 +238,15 @@ async fn token_flow_outcomes() {
     assert_eq!(p.outcome, Outcome::Forbidden, "{p:?}");
     assert!(p.detail.contains("DENIED"), "{}", p.detail);
 
+    // A token granted for these credentials that still gets 401 (what Docker
+    // Hub answers for a repository that does not exist or is someone else's):
+    // the credentials are fine, the repository is not theirs to pull.
+    let p = c
+        .head_manifest(&addr, "team/hidden", "1.0", Some(&good()))
+        .await;
+    assert_eq!(p.outcome, Outcome::Forbidden, "{p:?}");
+    assert!(p.detail.contains("does not exist"), "{}", p.detail);
+
     let p = c.check_login(&addr, Some(&good())).await;
     assert_eq!(
         p.outcome,
