@@ -675,8 +675,14 @@ fn analyze_container(
         credentials: planned,
     });
     let node_has = !node_matches.is_empty() || !providers.is_empty();
+    // Secrets for other registries only are no mismatch: the kubelet pulls
+    // this image anonymously, as for a pod without secrets.
+    let meant_for_image = pod_keyring
+        .explain(&image)
+        .iter()
+        .any(|ex| meant_for(ex.key, &image));
 
-    if !pod_keyring.is_empty() && pod_matches.is_empty() {
+    if !pod_keyring.is_empty() && pod_matches.is_empty() && meant_for_image {
         let mut f = Finding::new(
             &subject,
             if node_has {
@@ -733,6 +739,40 @@ fn analyze_container(
             server_for(&image)
         ));
         out.findings.push(f);
+        return;
+    }
+    // The ServiceAccount holds the credentials for this image, but the pod's
+    // own list keeps them out.
+    let ignored_match = (!own.is_empty() && pod_matches.is_empty() && !node_has)
+        .then(|| {
+            sa_secrets
+                .iter()
+                .filter(|n| !own.contains(n))
+                .find_map(|name| {
+                    let secret = inv.secret(ns, name)?;
+                    let usable = matches!(check_secret(secret), SecretCheck::Usable)
+                        && keyring_from_pull_secrets(&[pull_secret(secret)])
+                            .is_ok_and(|k| !k.keyring.lookup(&image).is_empty());
+                    usable.then_some(name)
+                })
+        })
+        .flatten();
+    if let Some(name) = ignored_match {
+        out.findings.push(
+            Finding::new(
+                &subject,
+                Severity::Error,
+                Reason::ServiceAccountSecretsNotApplied,
+                format!(
+                    "ServiceAccount {sa_name}'s pull secret {name} holds the credentials for {}, \
+                     but the pod lists its own imagePullSecrets, so it is not used and none is \
+                     offered",
+                    image.domain()
+                ),
+            )
+            .evidence(format!("pod imagePullSecrets: {}", own.join(", ")))
+            .fix(add_pull_secret_fix(inv.controller_root(w), name)),
+        );
         return;
     }
     if pod_matches.is_empty() && !node_has {
@@ -793,15 +833,20 @@ fn analyze_container(
                 ))
                 .fix(fix),
             );
-        } else if pod_keyring.is_empty() && !(w.live && own.is_empty() && !sa_secrets.is_empty()) {
+        } else if !(w.live && own.is_empty() && !sa_secrets.is_empty()) {
+            let others = if pod_keyring.is_empty() {
+                String::new()
+            } else {
+                " (the pod's pull secrets are for other registries)".to_owned()
+            };
             out.findings.push(
                 Finding::new(
                     &subject,
                     Severity::Info,
                     Reason::NoCredentials,
                     format!(
-                        "no credential will be offered for {}: the pull is anonymous, which \
-                         works only for public images",
+                        "no credential will be offered for {}{others}: the pull is anonymous, \
+                         which works only for public images",
                         image.domain()
                     ),
                 )
@@ -867,6 +912,28 @@ fn slug(domain: &str) -> String {
         .collect::<String>()
         .trim_matches('-')
         .to_owned()
+}
+
+/// Whether a keyring key that does not match `image` was meant for its
+/// registry: the Docker Hub confusion, or a host with the same last two
+/// labels (a different port, path, subdomain or glob depth of the same
+/// registry), as opposed to a key for another registry altogether.
+fn meant_for(key: &str, image: &ImageRef) -> bool {
+    if hub_hint(key, image).is_some() {
+        return true;
+    }
+    let host = |text: &str| {
+        let text = text
+            .strip_prefix("https://")
+            .or_else(|| text.strip_prefix("http://"))
+            .unwrap_or(text);
+        let host = text.split('/').next().unwrap_or_default();
+        let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+        host.to_ascii_lowercase()
+    };
+    let suffix =
+        |host: &str| -> Vec<String> { host.rsplit('.').take(2).map(str::to_owned).collect() };
+    suffix(&host(key)) == suffix(&host(image.domain()))
 }
 
 /// The Docker Hub name confusion, spelled out.
