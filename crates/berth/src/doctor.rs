@@ -64,7 +64,10 @@ Example:
               so add :5000 to the key
               fix: berth secret create regcred-registry-example-com-5000 --server
               registry.example.com:5000 --username USER --password-stdin --namespace prod
-              | kubectl apply -f -
+              | kubectl apply -f -   # or change the secret's server to registry.example.com:5000
+                   then reference it: kubectl patch deployment web --namespace prod -p
+                   '{\"spec\":{\"template\":{\"spec\":{\"imagePullSecrets\":
+                   [{\"name\":\"regcred-registry-example-com-5000\"}]}}}}'
 
   1 error, 0 warnings
 

@@ -729,14 +729,12 @@ fn analyze_container(
             .first()
             .cloned()
             .unwrap_or_else(|| "regcred".into());
+        let new_secret = format!("{name}-{}", slug(image.domain()));
         f = f.fix(format!(
-            "{}   # or change the secret's server to {}",
-            secret_create_fix(
-                &format!("{name}-{}", slug(image.domain())),
-                &server_for(&image),
-                ns
-            ),
-            server_for(&image)
+            "{}   # or change the secret's server to {}\nthen reference it: {}",
+            secret_create_fix(&new_secret, &server_for(&image), ns),
+            server_for(&image),
+            reference_fix(inv, w, sa_name, &new_secret)
         ));
         out.findings.push(f);
         return;
@@ -791,22 +789,13 @@ fn analyze_container(
             })
             .collect();
         if let Some(s) = candidates.first() {
-            let fix = if own.is_empty() {
-                let mut list = sa_secrets.to_vec();
-                list.push(s.name.clone());
-                let mut fix = format!(
-                    "kubectl patch serviceaccount {sa_name} --namespace {ns} -p '{{\"imagePullSecrets\":{}}}'",
-                    names_json(&list)
-                );
-                if w.live || w.kind != "Pod" {
-                    fix.push_str(&format!(
-                        "\nthen recreate the pods: {}",
-                        restart_hint(inv, w)
-                    ));
-                }
-                fix
+            let fix = reference_fix(inv, w, sa_name, &s.name);
+            let holders = if inv.service_account(ns, sa_name).is_some() {
+                format!("neither the pod nor ServiceAccount {sa_name} references it")
             } else {
-                add_pull_secret_fix(inv.controller_root(w), &s.name)
+                format!(
+                    "the pod does not reference it (ServiceAccount {sa_name} is not in the input)"
+                )
             };
             out.findings.push(
                 Finding::new(
@@ -814,8 +803,8 @@ fn analyze_container(
                     Severity::Error,
                     Reason::SecretNotReferenced,
                     format!(
-                        "pull secret {} in namespace {ns} matches {}, but neither the pod nor \
-                         ServiceAccount {sa_name} references it, so no credential is offered",
+                        "pull secret {} in namespace {ns} matches {}, but {holders}, so no \
+                         credential is offered",
                         s.name,
                         image.domain()
                     ),
@@ -859,15 +848,19 @@ fn analyze_container(
     }
 }
 
-/// The command appending `secret` to the imagePullSecrets that `w` already
-/// lists; a Pod's and a Job's are immutable, so those are edited in their
-/// manifest instead.
+/// The command adding `secret` to `w`'s pod template's imagePullSecrets. A
+/// strategic merge patch: the API server merges that list by name, so the
+/// entries already there stay, and a missing list is created. A Pod's and a
+/// Job's template are immutable: those are edited in their manifest.
 fn add_pull_secret_fix(w: &Workload, secret: &str) -> String {
-    let path = match w.kind.as_str() {
+    let entry = format!(r#"{{"imagePullSecrets":[{{"name":"{secret}"}}]}}"#);
+    let patch = match w.kind.as_str() {
         "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "ReplicationController" => {
-            "/spec/template/spec/imagePullSecrets/-"
+            format!(r#"{{"spec":{{"template":{{"spec":{entry}}}}}}}"#)
         }
-        "CronJob" => "/spec/jobTemplate/spec/template/spec/imagePullSecrets/-",
+        "CronJob" => {
+            format!(r#"{{"spec":{{"jobTemplate":{{"spec":{{"template":{{"spec":{entry}}}}}}}}}}}"#)
+        }
         kind => {
             return format!(
                 "add {{name: {secret}}} to the {kind}'s imagePullSecrets in its manifest and \
@@ -876,12 +869,43 @@ fn add_pull_secret_fix(w: &Workload, secret: &str) -> String {
         }
     };
     format!(
-        "kubectl patch {} {} --namespace {} --type=json -p \
-         '[{{\"op\":\"add\",\"path\":\"{path}\",\"value\":{{\"name\":\"{secret}\"}}}}]'",
+        "kubectl patch {} {} --namespace {} -p '{patch}'",
         w.kind.to_lowercase(),
         w.name,
         w.namespace
     )
+}
+
+/// How to make the pods of `w` offer `secret`: through the pod template's
+/// own list when it has one (then the ServiceAccount's are not used), else
+/// through the ServiceAccount, whose list is replaced whole (so it needs the
+/// current list: without the ServiceAccount in the input, an edit it is).
+fn reference_fix(inv: &Inventory, w: &Workload, sa_name: &str, secret: &str) -> String {
+    let root = inv.controller_root(w);
+    let ns = &w.namespace;
+    if !root.spec.image_pull_secrets.is_empty() {
+        return add_pull_secret_fix(root, secret);
+    }
+    let Some(sa) = inv.service_account(ns, sa_name) else {
+        return format!(
+            "add {{name: {secret}}} to ServiceAccount {sa_name}'s imagePullSecrets (kubectl edit \
+             serviceaccount {sa_name} --namespace {ns}), then recreate the pods: {}",
+            restart_hint(inv, w)
+        );
+    };
+    let mut list = sa.image_pull_secrets.clone();
+    list.push(secret.to_owned());
+    let mut fix = format!(
+        "kubectl patch serviceaccount {sa_name} --namespace {ns} -p '{{\"imagePullSecrets\":{}}}'",
+        names_json(&list)
+    );
+    if w.live || w.kind != "Pod" {
+        fix.push_str(&format!(
+            "\nthen recreate the pods: {}",
+            restart_hint(inv, w)
+        ));
+    }
+    fix
 }
 
 /// How to recreate `w`'s pods so that admission gives them the
