@@ -224,6 +224,12 @@ async fn token_flow_outcomes() {
 
     let p = c.head_manifest(&addr, "team/app", "1.0", None).await;
     assert_eq!(p.outcome, Outcome::AuthRequired, "{p:?}");
+    // Empty credentials are asked for anonymously, as containerd does.
+    let empty = Credentials::new("", "");
+    let p = c
+        .head_manifest(&addr, "team/app", "1.0", Some(&empty))
+        .await;
+    assert_eq!(p.outcome, Outcome::AuthRequired, "{p:?}");
 
     let wrong = Credentials::new("robot", "old");
     let p = c

@@ -83,6 +83,8 @@ fn pull_secret(s: &Secret) -> PullSecret {
 enum SecretCheck {
     Usable,
     Problem(Reason, Severity, String, Vec<String>),
+    /// The kubelet cannot read it, and then fails every pull of the pod.
+    Unreadable(String, Vec<String>),
 }
 
 fn check_secret(s: &Secret) -> SecretCheck {
@@ -103,9 +105,7 @@ fn check_secret(s: &Secret) -> SecretCheck {
         );
     }
     match keyring_from_pull_secrets(&[pull_secret(s)]) {
-        Err(e) => SecretCheck::Problem(
-            Reason::SecretMalformed,
-            Severity::Error,
+        Err(e) => SecretCheck::Unreadable(
             format!("pull secret {} cannot be read by the kubelet", s.name),
             vec![e.to_string()],
         ),
@@ -132,11 +132,28 @@ fn check_secret(s: &Secret) -> SecretCheck {
                     ),
                 };
             }
-            if out.keyring.is_empty() {
-                let mut evidence = vec![format!(
-                    "secret {}/{}: no entry under \"auths\"",
-                    s.namespace, s.name
-                )];
+            // Entries without a user name or password (what a config.json
+            // from a credential store holds) make the kubelet send empty
+            // credentials: an anonymous pull.
+            let holds_credentials = out.keyring.keys().iter().any(|key| {
+                out.keyring.entries(key).iter().any(|e| {
+                    !e.credentials.username.is_empty() || !e.credentials.password.is_empty()
+                })
+            });
+            if !holds_credentials {
+                let mut evidence = vec![if out.keyring.is_empty() {
+                    format!(
+                        "secret {}/{}: no entry under \"auths\"",
+                        s.namespace, s.name
+                    )
+                } else {
+                    format!(
+                        "secret {}/{}: entries without credentials: {}",
+                        s.namespace,
+                        s.name,
+                        out.keyring.keys().join(", ")
+                    )
+                }];
                 for i in out.keyring.ignored() {
                     evidence.push(format!(
                         "entry {:?} is skipped by the kubelet: {}",
@@ -469,6 +486,7 @@ fn analyze_workload(
 
     // Resolve every referenced secret.
     let mut usable: Vec<PullSecret> = Vec::new();
+    let mut pulls_fail = false;
     for name in &effective {
         let via = if own.contains(name) {
             String::new()
@@ -476,18 +494,35 @@ fn analyze_workload(
             format!(" (from ServiceAccount {sa_name})")
         };
         match inv.secret(ns, name) {
-            Some(s) => match check_secret(s) {
-                SecretCheck::Usable => usable.push(pull_secret(s)),
-                SecretCheck::Problem(reason, severity, message, evidence) => {
-                    let mut f = Finding::new(&pod_subject, severity, reason, message);
-                    f.evidence = evidence;
-                    let f = f.fix(format!(
-                        "kubectl delete secret {name} --namespace {ns} && {}",
-                        secret_create_fix(name, &fix_server, ns)
-                    ));
-                    out.findings.push(f);
-                }
-            },
+            Some(s) => {
+                let (reason, severity, message, evidence) = match check_secret(s) {
+                    SecretCheck::Usable => {
+                        usable.push(pull_secret(s));
+                        continue;
+                    }
+                    SecretCheck::Problem(reason, severity, message, evidence) => {
+                        (reason, severity, message, evidence)
+                    }
+                    SecretCheck::Unreadable(message, mut evidence) => {
+                        pulls_fail = true;
+                        evidence
+                            .push("the kubelet then fails every image pull of the pod".to_owned());
+                        (Reason::SecretMalformed, Severity::Error, message, evidence)
+                    }
+                };
+                // A Secret's type cannot change; its data can, in place.
+                let replace = if reason == Reason::SecretWrongType {
+                    format!("kubectl delete secret {name} --namespace {ns} && ")
+                } else {
+                    String::new()
+                };
+                let mut f = Finding::new(&pod_subject, severity, reason, message);
+                f.evidence = evidence;
+                out.findings.push(f.fix(format!(
+                    "{replace}{}",
+                    secret_create_fix(name, &fix_server, ns)
+                )));
+            }
             None => {
                 let elsewhere: Vec<&Secret> = inv
                     .secrets
@@ -546,37 +581,49 @@ fn analyze_workload(
         .map(|k| k.keyring)
         .unwrap_or_default();
 
+    let pod = PodPulls {
+        keyring: pod_keyring,
+        effective,
+        own,
+        sa_name,
+        sa_secrets,
+        fails: pulls_fail,
+    };
     for (_, c) in w.spec.all_containers() {
-        analyze_container(
-            inv,
-            node,
-            node_keyring,
-            w,
-            c,
-            &pod_keyring,
-            &effective,
-            &own,
-            sa_name,
-            &sa_secrets,
-            out,
-        );
+        analyze_container(inv, node, node_keyring, w, c, &pod, out);
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a pod offers the kubelet for its pulls, worked out once per pod.
+struct PodPulls<'a> {
+    keyring: Keyring,
+    /// The pull secrets the pod has: its own, else its ServiceAccount's.
+    effective: Vec<String>,
+    own: Vec<String>,
+    sa_name: &'a str,
+    sa_secrets: Vec<String>,
+    /// A pull secret the kubelet cannot read: every pull of the pod fails.
+    fails: bool,
+}
+
 fn analyze_container(
     inv: &Inventory,
     node: &NodeConfig,
     node_keyring: &Keyring,
     w: &Workload,
     c: &crate::model::Container,
-    pod_keyring: &Keyring,
-    effective: &[String],
-    own: &[String],
-    sa_name: &str,
-    sa_secrets: &[String],
+    pod: &PodPulls<'_>,
     out: &mut Analysis,
 ) {
+    let PodPulls {
+        keyring: pod_keyring,
+        effective,
+        own,
+        sa_name,
+        sa_secrets,
+        fails,
+    } = pod;
+    let sa_name = *sa_name;
     let ns = &w.namespace;
     let image_text = c.image.clone().unwrap_or_default();
     let subject = Subject {
@@ -650,6 +697,11 @@ fn analyze_container(
         }
     }
 
+    if *fails {
+        // The unreadable secret, reported for the pod, fails this pull before
+        // any registry is asked: nothing to probe, no credential to discuss.
+        return;
+    }
     let pod_matches = pod_keyring.lookup(&image);
     let node_matches = node_keyring.lookup(&image);
     let providers: Vec<String> = node
