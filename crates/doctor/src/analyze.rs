@@ -530,14 +530,21 @@ fn analyze_workload(
                     .filter(|s| &s.name == name && &s.namespace != ns)
                     .collect();
                 if let Some(other) = elsewhere.first() {
+                    // Said as seen: without the pod namespace's secrets in
+                    // the input, its absence there is not known.
+                    let where_ = if inv.has_secrets_in(ns) {
+                        "exists only in namespace"
+                    } else {
+                        "is not in the input for its namespace, but exists in namespace"
+                    };
                     out.findings.push(
                         Finding::new(
                             &pod_subject,
                             Severity::Error,
                             Reason::SecretInOtherNamespace,
                             format!(
-                                "pull secret {name}{via} exists only in namespace {}, and a pod \
-                                 can use secrets of its own namespace {ns} only",
+                                "pull secret {name}{via} {where_} {}, and a pod can use secrets \
+                                 of its own namespace {ns} only",
                                 other.namespace
                             ),
                         )
