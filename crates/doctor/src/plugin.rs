@@ -5,7 +5,7 @@
 //! live on the nodes, not where doctor runs.
 
 use std::collections::HashMap;
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,6 +18,25 @@ use berth_kube::image_ref::ImageRef;
 
 use crate::analyze::PullPlan;
 use crate::report::{Finding, Reason, Severity};
+
+/// The most of a plugin's answer read: far more than any response needs.
+const MAX_ANSWER: u64 = 4 << 20;
+/// The most of a plugin's log kept for an error message.
+const MAX_LOG: u64 = 64 << 10;
+
+/// Reads `pipe` to its end on a thread of its own, keeping at most `limit`
+/// bytes and discarding the rest.
+fn drain(
+    mut pipe: impl std::io::Read + Send + 'static,
+    limit: u64,
+) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        let _ = (&mut pipe).take(limit).read_to_end(&mut kept);
+        let _ = std::io::copy(&mut pipe, &mut std::io::sink());
+        kept
+    })
+}
 
 /// Runs `provider` for `image` with the request the kubelet would send.
 fn exec(
@@ -37,11 +56,18 @@ fn exec(
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", path.display()))?;
+    // Both pipes are drained while the plugin runs: one that logs more than
+    // a pipe holds would otherwise block, and look like a timeout.
+    let stdout = drain(child.stdout.take().expect("piped"), MAX_ANSWER);
+    let stderr = drain(child.stderr.take().expect("piped"), MAX_LOG);
     // A plugin that exits without reading its request closes the pipe early;
     // its exit status then tells what happened.
     let _ = child.stdin.take().expect("piped").write_all(&request);
     let deadline = Instant::now() + timeout;
-    while child.try_wait().map_err(|e| e.to_string())?.is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
@@ -51,17 +77,20 @@ fn exec(
             ));
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
-    let output = child.wait_with_output().map_err(|e| e.to_string())?;
-    if !output.status.success() {
+    };
+    let (stdout, stderr) = (stdout.join(), stderr.join());
+    let (stdout, stderr) = (
+        stdout.map_err(|_| "reading the plugin's answer failed")?,
+        stderr.map_err(|_| "reading the plugin's log failed")?,
+    );
+    if !status.success() {
         return Err(format!(
-            "{} failed ({}): {}",
+            "{} failed ({status}): {}",
             path.display(),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
+            String::from_utf8_lossy(&stderr).trim()
         ));
     }
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&stdout);
     CredentialProviderResponse::from_plugin_output(&stdout, provider.api_version).map_err(|e| {
         format!(
             "{} answered something the kubelet rejects: {e}",
@@ -112,4 +141,48 @@ pub fn run_plugins(
         });
     }
     findings
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    /// A plugin that logs more than a pipe holds before it answers is read
+    /// while it runs, not mistaken for one that never answers.
+    #[test]
+    fn a_chatty_plugin_still_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let plugin = dir.path().join("chatty");
+        std::fs::write(
+            &plugin,
+            r#"#!/bin/sh
+cat > /dev/null
+head -c 300000 /dev/zero | tr '\0' x >&2
+echo '{"kind":"CredentialProviderResponse","apiVersion":"credentialprovider.kubelet.k8s.io/v1","cacheKeyType":"Registry","auth":{"registry.example.com":{"username":"u","password":"p"}}}'
+"#,
+        )
+        .unwrap();
+        std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let config: CredentialProviderConfig = serde_norway::from_str(
+            "apiVersion: kubelet.config.k8s.io/v1\n\
+             kind: CredentialProviderConfig\n\
+             providers:\n\
+             - name: chatty\n\
+             \x20 matchImages: [\"registry.example.com\"]\n\
+             \x20 defaultCacheDuration: 1m\n\
+             \x20 apiVersion: credentialprovider.kubelet.k8s.io/v1\n",
+        )
+        .unwrap();
+        let image = ImageRef::parse("registry.example.com/team/app:1").unwrap();
+        let answer = exec(
+            &config.providers[0],
+            dir.path(),
+            &image,
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        assert_eq!(answer.to_keyring("chatty").lookup(&image).len(), 1);
+    }
 }
