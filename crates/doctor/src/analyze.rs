@@ -435,9 +435,34 @@ fn analyze_workload(
         .filter(|n| !n.is_empty())
         .collect();
     let sa_secrets: Vec<String> = sa.map(|s| s.image_pull_secrets.clone()).unwrap_or_default();
+    // A live pod whose controller's template lists no secrets got its list
+    // from the ServiceAccount at admission: one the ServiceAccount gained
+    // since is missing because the pod is older, not because it was left out.
+    let root = inv.controller_root(w);
+    let copied_from_sa =
+        w.live && !std::ptr::eq(root, w) && root.spec.image_pull_secrets.is_empty();
     let effective: Vec<String> = if !own.is_empty() {
         let ignored: Vec<&String> = sa_secrets.iter().filter(|s| !own.contains(s)).collect();
-        if !ignored.is_empty() {
+        if !ignored.is_empty() && copied_from_sa {
+            out.findings.push(
+                Finding::new(
+                    &pod_subject,
+                    Severity::Error,
+                    Reason::ServiceAccountSecretsNotApplied,
+                    format!(
+                        "ServiceAccount {sa_name} lists pull secrets this pod lacks: it got the \
+                         ServiceAccount's list when it was created, before they were added"
+                    ),
+                )
+                .evidence(format!(
+                    "pod {ns}/{} imagePullSecrets: {}; ServiceAccount {sa_name} lists: {}",
+                    w.name,
+                    own.join(", "),
+                    sa_secrets.join(", ")
+                ))
+                .fix(restart_hint(inv, w)),
+            );
+        } else if !ignored.is_empty() {
             out.findings.push(
                 Finding::new(
                     &pod_subject,

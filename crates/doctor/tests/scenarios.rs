@@ -201,6 +201,7 @@ fn pods_are_probed_once_per_controller() {
         plans,
         [
             r#"Deployment/api registry.example.com/team/api:3.0.1 [secret prod/apicred key "registry.example.com"]"#,
+            r#"Deployment/db registry.example.com/team/db:5.0.1 [secret prod/apicred key "registry.example.com"]"#,
             "Deployment/web registry.example.com/team/web:2.1.0 []",
             "Pod/api-5d4f8c9b7-one registry.example.com/team/api:3.0.1 []",
         ]
