@@ -28,7 +28,9 @@ fn fix_for(reason: Reason, plan: &PullPlan) -> Option<String> {
             "grant the account pull access to the repository, or use an account that has it".into()
         }
         Reason::Probe(berth_client::Outcome::ManifestUnknown) => format!(
-            "push the tag, or fix it in the manifest (list tags: curl https://{host}/v2/{}/tags/list)",
+            "push the tag, or fix it in the manifest (list the tags: skopeo list-tags \
+             docker://{}/{})",
+            plan.image.domain(),
             plan.image.path()
         ),
         Reason::Probe(berth_client::Outcome::RepositoryUnknown) => {
