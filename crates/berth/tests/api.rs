@@ -1187,16 +1187,7 @@ async fn abandoned_uploads_expire() {
 
     // A chunk that streams in for longer than the time to live is in use,
     // not abandoned: the upload survives it and closes.
-    let r = api
-        .http
-        .post(api.url("/v2/a/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
-    let location = header(&r, "location").to_owned();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
-    let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
-    let patch = tokio::spawn(api.http.patch(api.url(&location)).body(body).send());
+    let (tx, patch) = streamed_patch(&api, "a").await;
     let mut content = Vec::new();
     for i in 0..7u8 {
         let chunk = vec![i; 1000];
@@ -1250,17 +1241,8 @@ async fn json_access_log_has_one_line_per_request() {
 async fn sigterm_finishes_requests_in_flight_then_exits() {
     let mut server = Server::start(&[]);
     let api = Api::new(&server);
-    let r = api
-        .http
-        .post(api.url("/v2/a/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
-    let location = header(&r, "location").to_owned();
     // A slow streamed chunk: the first half now, the rest after SIGTERM.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
-    let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
-    let request = tokio::spawn(api.http.patch(api.url(&location)).body(body).send());
+    let (tx, request) = streamed_patch(&api, "a").await;
     tx.send(Ok(vec![1; 1000])).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     server.sigterm();
@@ -1277,11 +1259,32 @@ async fn sigterm_finishes_requests_in_flight_then_exits() {
     assert!(server.log().iter().any(|l| l.contains("berth stopped")));
 }
 
-/// A stream over a channel's receiver.
-fn tokio_stream_from<T: Send + 'static>(
-    mut rx: tokio::sync::mpsc::Receiver<T>,
-) -> impl futures_util::Stream<Item = T> + Send + 'static {
-    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+/// A chunk to feed a [`streamed_patch`].
+type ChunkSender = tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>;
+
+/// Opens an upload in `repository` and starts one streamed `PATCH` whose
+/// body is whatever is sent on the returned channel until it is dropped.
+async fn streamed_patch(
+    api: &Api,
+    repository: &str,
+) -> (
+    ChunkSender,
+    tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>,
+) {
+    let r = api
+        .http
+        .post(api.url(&format!("/v2/{repository}/blobs/uploads/")))
+        .send()
+        .await
+        .unwrap();
+    let location = header(&r, "location").to_owned();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let body = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let patch = api
+        .http
+        .patch(api.url(&location))
+        .body(reqwest::Body::wrap_stream(body));
+    (tx, tokio::spawn(patch.send()))
 }
 
 #[tokio::test]

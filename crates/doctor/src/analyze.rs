@@ -443,16 +443,32 @@ fn analyze_workload(
         w.live && !std::ptr::eq(root, w) && root.spec.image_pull_secrets.is_empty();
     let effective: Vec<String> = if !own.is_empty() {
         let ignored: Vec<&String> = sa_secrets.iter().filter(|s| !own.contains(s)).collect();
-        if !ignored.is_empty() && copied_from_sa {
-            out.findings.push(
-                Finding::new(
-                    &pod_subject,
+        if !ignored.is_empty() {
+            let (severity, message, fix) = if copied_from_sa {
+                (
                     Severity::Error,
-                    Reason::ServiceAccountSecretsNotApplied,
                     format!(
                         "ServiceAccount {sa_name} lists pull secrets this pod lacks: it got the \
                          ServiceAccount's list when it was created, before they were added"
                     ),
+                    restart_hint(inv, w),
+                )
+            } else {
+                (
+                    Severity::Warning,
+                    format!(
+                        "the pod lists its own imagePullSecrets, so those of ServiceAccount \
+                         {sa_name} are not added to it"
+                    ),
+                    "add the ServiceAccount's secrets to the pod's imagePullSecrets too".to_owned(),
+                )
+            };
+            out.findings.push(
+                Finding::new(
+                    &pod_subject,
+                    severity,
+                    Reason::ServiceAccountSecretsNotApplied,
+                    message,
                 )
                 .evidence(format!(
                     "pod {ns}/{} imagePullSecrets: {}; ServiceAccount {sa_name} lists: {}",
@@ -460,25 +476,7 @@ fn analyze_workload(
                     own.join(", "),
                     sa_secrets.join(", ")
                 ))
-                .fix(restart_hint(inv, w)),
-            );
-        } else if !ignored.is_empty() {
-            out.findings.push(
-                Finding::new(
-                    &pod_subject,
-                    Severity::Warning,
-                    Reason::ServiceAccountSecretsNotApplied,
-                    format!(
-                        "the pod lists its own imagePullSecrets, so those of ServiceAccount \
-                         {sa_name} are not added to it"
-                    ),
-                )
-                .evidence(format!(
-                    "pod imagePullSecrets: {}; ServiceAccount {sa_name} lists: {}",
-                    own.join(", "),
-                    sa_secrets.join(", ")
-                ))
-                .fix("add the ServiceAccount's secrets to the pod's imagePullSecrets too"),
+                .fix(fix),
             );
         }
         own.clone()
