@@ -295,8 +295,15 @@ impl RegistryClient {
             .filter_map(|v| v.to_str().ok())
             .flat_map(challenge::parse_challenges)
             .collect();
-        let bearer = challenges.iter().find(|c| c.scheme == "bearer");
-        let basic = challenges.iter().find(|c| c.scheme == "basic");
+        // The first challenge the client can answer, in header order, as
+        // containerd picks it: Bearer always, Basic only with credentials.
+        let usable = challenges
+            .iter()
+            .find(|c| c.scheme == "bearer" || (c.scheme == "basic" && credentials.is_some()));
+        let bearer = usable.filter(|c| c.scheme == "bearer");
+        let basic = usable
+            .filter(|c| c.scheme == "basic")
+            .or_else(|| challenges.iter().find(|c| c.scheme == "basic"));
         let (auth_header, scheme) = if let Some(b) = bearer {
             match self.fetch_token(b, scope, credentials).await {
                 Ok(token) => (format!("Bearer {token}"), "bearer"),

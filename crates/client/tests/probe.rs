@@ -529,3 +529,37 @@ async fn plain_http_to_a_tls_registry() {
     let p = client(&[&addr]).head_manifest(&addr, "a", "1", None).await;
     assert_eq!(p.outcome, Outcome::HttpRequestToHttps, "{p:?}");
 }
+
+/// Offered Basic first and Bearer second, a client with credentials answers
+/// the first it can, Basic, as containerd does; the Bearer realm here does not
+/// even exist.
+#[tokio::test]
+async fn first_usable_challenge_in_header_order() {
+    let good_basic = format!(
+        "Basic {}",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "robot:s3cret")
+    );
+    let addr = serve(Arc::new(move |req: &Request| {
+        if req.authorization.as_deref() == Some(good_basic.as_str()) {
+            response("200 OK", &[("Docker-Content-Digest", DIGEST)], "")
+        } else {
+            response(
+                "401 Unauthorized",
+                &[
+                    ("WWW-Authenticate", "Basic realm=\"Registry\""),
+                    (
+                        "WWW-Authenticate",
+                        "Bearer realm=\"http://127.0.0.1:9/token\",service=\"x\"",
+                    ),
+                ],
+                "",
+            )
+        }
+    }))
+    .await;
+    let p = client(&[&addr])
+        .head_manifest(&addr, "a", "1", Some(&good()))
+        .await;
+    assert_eq!(p.outcome, Outcome::Pullable, "{p:?}");
+    assert_eq!(p.auth_scheme.as_deref(), Some("basic"));
+}
