@@ -51,6 +51,11 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_UPLOAD_TTL", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub upload_ttl: Option<Duration>,
 
+    /// End a request whose body sends nothing for this long (a stalled or vanished
+    /// client), e.g. 30s or 5m [default: 2m]
+    #[arg(long, env = "BERTH_BODY_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub body_timeout: Option<Duration>,
+
     /// bcrypt htpasswd file of users, re-read when it changes [default: DATA_DIR/htpasswd,
     /// created with an admin user when absent]
     #[arg(long, env = "BERTH_HTPASSWD", value_name = "FILE")]
@@ -89,6 +94,9 @@ pub struct ServeArgs {
 /// that a kubelet renewing at half-life asks twice a day, short enough that a
 /// leaked one is soon useless.
 const DEFAULT_PULL_CREDENTIAL_TTL: Duration = Duration::from_secs(12 * 3600);
+/// Long enough for any client that is still sending, short enough that a
+/// vanished one does not hold its connection and upload for long.
+const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Shortest token lifetime the token spec lets clients rely on.
 const MIN_TOKEN_TTL: Duration = Duration::from_secs(60);
@@ -104,6 +112,7 @@ struct FileConfig {
     delete_enabled: Option<bool>,
     max_manifest_bytes: Option<usize>,
     upload_ttl: Option<String>,
+    body_timeout: Option<String>,
     htpasswd: Option<PathBuf>,
     #[serde(default)]
     auth: FileAuth,
@@ -163,6 +172,8 @@ pub struct ServeConfig {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     pub log_format: LogFormat,
+    /// The longest a request body may send nothing.
+    pub body_timeout: Duration,
     pub registry: RegistryConfig,
     pub auth: AuthSettings,
     pub tls: TlsSettings,
@@ -213,6 +224,15 @@ impl ServeArgs {
                     .transpose()
             };
         let file_ttl = duration("upload_ttl", &file.upload_ttl)?;
+        let body_timeout = self
+            .body_timeout
+            .or(duration("body_timeout", &file.body_timeout)?)
+            .unwrap_or(DEFAULT_BODY_TIMEOUT);
+        if body_timeout.is_zero() {
+            return Err(invalid(
+                "body_timeout must be longer than 0s: give e.g. \"2m\"".into(),
+            ));
+        }
         let token_ttl = duration("auth.token_ttl", &file.auth.token_ttl)?;
         if token_ttl.is_some_and(|t| t < MIN_TOKEN_TTL) {
             return Err(invalid(
@@ -272,6 +292,7 @@ impl ServeArgs {
                 .log_format
                 .or(file.log_format)
                 .unwrap_or(LogFormat::Text),
+            body_timeout,
             registry: RegistryConfig {
                 delete_enabled: self
                     .delete_enabled
@@ -316,6 +337,7 @@ mod tests {
         assert!(c.registry.delete_enabled);
         assert_eq!(c.registry.max_manifest_bytes, 4 << 20);
         assert_eq!(c.auth.pull_credential_ttl, Duration::from_secs(12 * 3600));
+        assert_eq!(c.body_timeout, Duration::from_secs(120));
     }
 
     #[test]
@@ -342,7 +364,7 @@ mod tests {
     #[test]
     fn flags_override_file() {
         let file = write(
-            "addr = \"0.0.0.0:6000\"\ndata_dir = \"/srv/berth\"\ndelete_enabled = false\nupload_ttl = \"30m\"\n",
+            "addr = \"0.0.0.0:6000\"\ndata_dir = \"/srv/berth\"\ndelete_enabled = false\nupload_ttl = \"30m\"\nbody_timeout = \"5m\"\n",
         );
         let args = ServeArgs {
             config: Some(file.path().to_owned()),
@@ -354,6 +376,26 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/srv/berth"));
         assert!(!c.registry.delete_enabled);
         assert_eq!(c.registry.upload_ttl, Duration::from_secs(1800));
+        assert_eq!(c.body_timeout, Duration::from_secs(300));
+        let args = ServeArgs {
+            config: Some(file.path().to_owned()),
+            body_timeout: Some(Duration::from_secs(30)),
+            ..Default::default()
+        };
+        assert_eq!(
+            args.resolve().unwrap().body_timeout,
+            Duration::from_secs(30)
+        );
+        let zero = ServeArgs {
+            body_timeout: Some(Duration::ZERO),
+            ..Default::default()
+        };
+        assert!(
+            zero.resolve()
+                .unwrap_err()
+                .to_string()
+                .contains("body_timeout")
+        );
     }
 
     #[test]

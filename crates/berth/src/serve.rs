@@ -120,6 +120,7 @@ async fn serve(config: ServeConfig) -> Result<()> {
         auth,
         realm: config.auth.realm.clone(),
         tls: tls.is_some(),
+        body_timeout: config.body_timeout,
     })
     .into_make_service_with_connect_info::<SocketAddr>();
     match tls {

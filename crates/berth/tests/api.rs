@@ -1187,7 +1187,7 @@ async fn abandoned_uploads_expire() {
 
     // A chunk that streams in for longer than the time to live is in use,
     // not abandoned: the upload survives it and closes.
-    let (tx, patch) = streamed_patch(&api, "a").await;
+    let (_, tx, patch) = streamed_patch(&api, "a").await;
     let mut content = Vec::new();
     for i in 0..7u8 {
         let chunk = vec![i; 1000];
@@ -1242,7 +1242,7 @@ async fn sigterm_finishes_requests_in_flight_then_exits() {
     let mut server = Server::start(&[]);
     let api = Api::new(&server);
     // A slow streamed chunk: the first half now, the rest after SIGTERM.
-    let (tx, request) = streamed_patch(&api, "a").await;
+    let (_, tx, request) = streamed_patch(&api, "a").await;
     tx.send(Ok(vec![1; 1000])).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     server.sigterm();
@@ -1259,15 +1259,64 @@ async fn sigterm_finishes_requests_in_flight_then_exits() {
     assert!(server.log().iter().any(|l| l.contains("berth stopped")));
 }
 
+/// A client that stops sending mid-body is cut off after the body timeout
+/// instead of holding its connection open; what it sent is kept, and the
+/// upload resumes from there.
+#[tokio::test]
+async fn a_stalled_body_is_ended_and_the_upload_resumes() {
+    let server = Server::start(&["--body-timeout", "1s"]);
+    let api = Api::new(&server);
+    let (location, tx, patch) = streamed_patch(&api, "a").await;
+    tx.send(Ok(vec![7; 1000])).await.unwrap();
+    // Then nothing, for longer than the timeout; the sender stays open.
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(20), patch)
+        .await
+        .expect("the server ended the stalled request")
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.status(), 400);
+    assert_eq!(error_code(answer).await, "BLOB_UPLOAD_INVALID");
+    drop(tx);
+
+    // The session says how far it got; the client goes on from there.
+    let r = api.http.get(api.url(&location)).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(header(&r, "range"), "0-999");
+    let r = api
+        .http
+        .patch(api.url(&location))
+        .header("content-range", "1000-1999")
+        .body(vec![8; 1000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let mut content = vec![7; 1000];
+    content.extend_from_slice(&[8; 1000]);
+    let r = api
+        .http
+        .put(api.url(&format!(
+            "{}?digest={}",
+            header(&r, "location"),
+            sha256(&content)
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+}
+
 /// A chunk to feed a [`streamed_patch`].
 type ChunkSender = tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>;
 
 /// Opens an upload in `repository` and starts one streamed `PATCH` whose
-/// body is whatever is sent on the returned channel until it is dropped.
+/// body is whatever is sent on the returned channel until it is dropped;
+/// returns the upload's location too.
 async fn streamed_patch(
     api: &Api,
     repository: &str,
 ) -> (
+    String,
     ChunkSender,
     tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>,
 ) {
@@ -1284,7 +1333,7 @@ async fn streamed_patch(
         .http
         .patch(api.url(&location))
         .body(reqwest::Body::wrap_stream(body));
-    (tx, tokio::spawn(patch.send()))
+    (location, tx, tokio::spawn(patch.send()))
 }
 
 #[tokio::test]

@@ -24,6 +24,8 @@ pub struct AppState {
     pub realm: Option<String>,
     /// Whether berth itself terminates TLS (for the derived realm's scheme).
     pub tls: bool,
+    /// A request body that sends nothing for this long is ended.
+    pub body_timeout: std::time::Duration,
 }
 
 /// The access a request needs; `None` for requests that are answered without

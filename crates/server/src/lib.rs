@@ -20,12 +20,15 @@ pub use access::AppState;
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue};
 use axum::routing::get;
+use tower_http::map_request_body::MapRequestBodyLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 /// Builds the HTTP application. Serve it with
 /// `into_make_service_with_connect_info::<SocketAddr>()`: client addresses are
 /// needed for login throttling and the audit log.
 pub fn app(state: AppState) -> Router {
+    let body_timeout = state.body_timeout;
     Router::new()
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
@@ -43,4 +46,9 @@ pub fn app(state: AppState) -> Router {
             HeaderValue::from_static("registry/2.0"),
         ))
         .layer(axum::middleware::from_fn(logging::log_request))
+        // A stalled or vanished client's body errors out after the idle
+        // timeout instead of holding its connection (and upload) open; the
+        // timed body is handed on as an ordinary one.
+        .layer(MapRequestBodyLayer::new(axum::body::Body::new))
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
 }
