@@ -1154,7 +1154,7 @@ async fn deletion_can_be_disabled() {
 
 #[tokio::test]
 async fn abandoned_uploads_expire() {
-    let server = Server::start(&["--upload-ttl", "1s"]);
+    let server = Server::start(&["--upload-ttl", "2s"]);
     let api = Api::new(&server);
     let r = api
         .http
@@ -1189,7 +1189,7 @@ async fn abandoned_uploads_expire() {
     // not abandoned: the upload survives it and closes.
     let (_, tx, patch) = streamed_patch(&api, "a").await;
     let mut content = Vec::new();
-    for i in 0..7u8 {
+    for i in 0..10u8 {
         let chunk = vec![i; 1000];
         content.extend_from_slice(&chunk);
         tx.send(Ok(chunk)).await.unwrap();
