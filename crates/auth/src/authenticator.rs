@@ -767,6 +767,13 @@ mod tests {
         }
     }
 
+    fn push(name: &str) -> Required {
+        Required::Repository {
+            name: name.into(),
+            action: Action::Push,
+        }
+    }
+
     #[test]
     fn headers() {
         assert_eq!(Credentials::from_header(None), Ok(Credentials::None));
@@ -844,12 +851,8 @@ mod tests {
             auth.decide(&bearer, local(), &pull("a/x")),
             Decision::Allow(_)
         ));
-        let push = Required::Repository {
-            name: "a/x".into(),
-            action: Action::Push,
-        };
         assert!(matches!(
-            auth.decide(&bearer, local(), &push),
+            auth.decide(&bearer, local(), &push("a/x")),
             Decision::Deny(_)
         ));
         assert!(matches!(
@@ -899,12 +902,8 @@ mod tests {
             auth.decide(&basic, local(), &pull("a/x")),
             Decision::Allow(_)
         ));
-        let push = Required::Repository {
-            name: "a/x".into(),
-            action: Action::Push,
-        };
         assert!(matches!(
-            auth.decide(&basic, local(), &push),
+            auth.decide(&basic, local(), &push("a/x")),
             Decision::Deny(_)
         ));
         assert!(matches!(
@@ -942,7 +941,7 @@ mod tests {
             Decision::Allow(_)
         ));
         assert!(matches!(
-            auth.decide(&bearer, local(), &push),
+            auth.decide(&bearer, local(), &push("a/x")),
             Decision::Deny(_)
         ));
         // It cannot be renewed with itself, nor widened.

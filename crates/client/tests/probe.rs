@@ -102,6 +102,14 @@ fn client(insecure: &[&str]) -> RegistryClient {
     .unwrap()
 }
 
+/// The `Authorization` header of [`good`] credentials.
+fn good_basic() -> String {
+    format!(
+        "Basic {}",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "robot:s3cret")
+    )
+}
+
 fn good() -> Credentials {
     Credentials::new("robot", "s3cret")
 }
@@ -122,10 +130,7 @@ async fn token_registry(service: TokenService) -> (String, Arc<std::sync::Mutex<
     let cell = addr_cell.clone();
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let token_requests = seen.clone();
-    let good_basic = format!(
-        "Basic {}",
-        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "robot:s3cret")
-    );
+    let good_basic = good_basic();
     let handler: Handler = Arc::new(move |req: &Request| {
         let addr = cell.get().cloned().unwrap_or_default();
         if req.path.starts_with("/token") {
@@ -285,24 +290,23 @@ async fn oauth_password_grant_alone_is_enough() {
     assert_eq!(*seen.lock().unwrap(), ["POST", "POST", "GET"]);
 }
 
-#[tokio::test]
-async fn basic_challenge() {
-    let good_basic = format!(
-        "Basic {}",
-        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "robot:s3cret")
-    );
-    let addr = serve(Arc::new(move |req: &Request| {
+/// A registry answering `good()` in Basic with 200 and anything else with
+/// 401 and `challenges`.
+async fn basic_registry(challenges: &'static [(&'static str, &'static str)]) -> String {
+    let good_basic = good_basic();
+    serve(Arc::new(move |req: &Request| {
         if req.authorization.as_deref() == Some(good_basic.as_str()) {
             response("200 OK", &[("Docker-Content-Digest", DIGEST)], "")
         } else {
-            response(
-                "401 Unauthorized",
-                &[("WWW-Authenticate", "Basic realm=\"Registry\"")],
-                "",
-            )
+            response("401 Unauthorized", challenges, "")
         }
     }))
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn basic_challenge() {
+    let addr = basic_registry(&[("WWW-Authenticate", "Basic realm=\"Registry\"")]).await;
     let c = client(&[&addr]);
     assert_eq!(
         c.head_manifest(&addr, "a", "1", Some(&good()))
@@ -535,27 +539,13 @@ async fn plain_http_to_a_tls_registry() {
 /// even exist.
 #[tokio::test]
 async fn first_usable_challenge_in_header_order() {
-    let good_basic = format!(
-        "Basic {}",
-        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "robot:s3cret")
-    );
-    let addr = serve(Arc::new(move |req: &Request| {
-        if req.authorization.as_deref() == Some(good_basic.as_str()) {
-            response("200 OK", &[("Docker-Content-Digest", DIGEST)], "")
-        } else {
-            response(
-                "401 Unauthorized",
-                &[
-                    ("WWW-Authenticate", "Basic realm=\"Registry\""),
-                    (
-                        "WWW-Authenticate",
-                        "Bearer realm=\"http://127.0.0.1:9/token\",service=\"x\"",
-                    ),
-                ],
-                "",
-            )
-        }
-    }))
+    let addr = basic_registry(&[
+        ("WWW-Authenticate", "Basic realm=\"Registry\""),
+        (
+            "WWW-Authenticate",
+            "Bearer realm=\"http://127.0.0.1:9/token\",service=\"x\"",
+        ),
+    ])
     .await;
     let p = client(&[&addr])
         .head_manifest(&addr, "a", "1", Some(&good()))
