@@ -1275,6 +1275,8 @@ async fn a_stalled_body_is_ended_and_the_upload_resumes() {
         .unwrap()
         .unwrap();
     assert_eq!(answer.status(), 400);
+    // The rest of the body may still come, so the connection is not reused.
+    assert_eq!(header(&answer, "connection"), "close");
     assert_eq!(error_code(answer).await, "BLOB_UPLOAD_INVALID");
     drop(tx);
 

@@ -13,6 +13,7 @@ mod handlers;
 mod logging;
 mod pull_credentials;
 pub mod route;
+mod unread_body;
 
 use std::sync::Arc;
 
@@ -46,6 +47,9 @@ pub fn app(state: AppState) -> Router {
             HeaderValue::from_static("registry/2.0"),
         ))
         .layer(axum::middleware::from_fn(logging::log_request))
+        .layer(axum::middleware::from_fn(
+            unread_body::close_after_unread_body,
+        ))
         // A stalled or vanished client's body errors out after the idle
         // timeout instead of holding its connection (and upload) open; the
         // timed body is handed on as an ordinary one.
