@@ -1218,7 +1218,7 @@ async fn json_access_log_has_one_line_per_request() {
         .send()
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let line = loop {
         let found = server
             .log()

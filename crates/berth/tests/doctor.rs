@@ -20,7 +20,7 @@ fn berth(args: &[&str]) -> std::process::Output {
 fn client(insecure: &str) -> RegistryClient {
     RegistryClient::new(ClientConfig {
         connect_timeout: Duration::from_secs(2),
-        timeout: Duration::from_secs(5),
+        timeout: Duration::from_secs(15),
         insecure_registries: vec![insecure.to_owned()],
         ..ClientConfig::default()
     })
@@ -43,7 +43,7 @@ async fn probe_outcomes_against_berth() {
     assert_eq!(p.digest.as_deref(), Some(digest.as_str()));
     assert_eq!(p.auth_scheme.as_deref(), Some("bearer"));
     // The token came from the OAuth2 password grant, as containerd asks.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !server
         .log()
         .iter()
@@ -88,7 +88,7 @@ async fn berth_over_tls_with_an_untrusted_ca() {
     let server = Server::start(&["--tls-self-signed"]);
     let c = RegistryClient::new(ClientConfig {
         connect_timeout: Duration::from_secs(2),
-        timeout: Duration::from_secs(5),
+        timeout: Duration::from_secs(15),
         ..ClientConfig::default()
     })
     .unwrap();
