@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use berth_auth::{Policy, PolicyConfig, RuleConfig};
 use berth_registry::RegistryConfig;
+use berth_server::TrustedProxies;
 use clap::{Args, ValueEnum};
+use ipnet::IpNet;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -55,6 +57,19 @@ pub struct ServeArgs {
     /// client), e.g. 30s or 5m [default: 2m]
     #[arg(long, env = "BERTH_BODY_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub body_timeout: Option<Duration>,
+
+    /// A proxy (ingress, load balancer) whose X-Forwarded-For names the client, for
+    /// login throttling and the audit log: an address or a network such as
+    /// 10.0.0.0/8 (repeatable; comma-separated in the variable) [default: none, the
+    /// header is ignored]
+    #[arg(
+        long = "trusted-proxy",
+        env = "BERTH_TRUSTED_PROXIES",
+        value_name = "NETWORK",
+        value_delimiter = ',',
+        value_parser = TrustedProxies::parse_network
+    )]
+    pub trusted_proxies: Vec<IpNet>,
 
     /// bcrypt htpasswd file of users, re-read when it changes [default: DATA_DIR/htpasswd,
     /// created with an admin user when absent]
@@ -113,6 +128,7 @@ struct FileConfig {
     max_manifest_bytes: Option<usize>,
     upload_ttl: Option<String>,
     body_timeout: Option<String>,
+    trusted_proxies: Option<Vec<String>>,
     htpasswd: Option<PathBuf>,
     #[serde(default)]
     auth: FileAuth,
@@ -174,6 +190,7 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
     /// The longest a request body may send nothing.
     pub body_timeout: Duration,
+    pub trusted_proxies: TrustedProxies,
     pub registry: RegistryConfig,
     pub auth: AuthSettings,
     pub tls: TlsSettings,
@@ -233,6 +250,18 @@ impl ServeArgs {
                 "body_timeout must be longer than 0s: give e.g. \"2m\"".into(),
             ));
         }
+        let trusted_proxies = if self.trusted_proxies.is_empty() {
+            file.trusted_proxies
+                .unwrap_or_default()
+                .iter()
+                .map(|network| {
+                    TrustedProxies::parse_network(network)
+                        .map_err(|e| invalid(format!("trusted_proxies: {e}")))
+                })
+                .collect::<Result<_, _>>()?
+        } else {
+            self.trusted_proxies
+        };
         let token_ttl = duration("auth.token_ttl", &file.auth.token_ttl)?;
         if token_ttl.is_some_and(|t| t < MIN_TOKEN_TTL) {
             return Err(invalid(
@@ -293,6 +322,7 @@ impl ServeArgs {
                 .or(file.log_format)
                 .unwrap_or(LogFormat::Text),
             body_timeout,
+            trusted_proxies: TrustedProxies::new(trusted_proxies),
             registry: RegistryConfig {
                 delete_enabled: self
                     .delete_enabled
@@ -395,6 +425,46 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("body_timeout")
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_from_file_or_flags() {
+        let networks = |list: &[&str]| {
+            let parsed = list.iter().map(|n| TrustedProxies::parse_network(n));
+            TrustedProxies::new(parsed.collect::<Result<_, _>>().unwrap())
+        };
+        let file = write("trusted_proxies = [\"10.0.0.0/8\", \"192.168.1.10\"]\n");
+        let from_file = ServeArgs {
+            config: Some(file.path().to_owned()),
+            ..Default::default()
+        };
+        assert_eq!(
+            from_file.resolve().unwrap().trusted_proxies,
+            networks(&["10.0.0.0/8", "192.168.1.10"])
+        );
+        let flags = ServeArgs {
+            config: Some(file.path().to_owned()),
+            trusted_proxies: vec!["fd00::/8".parse().unwrap()],
+            ..Default::default()
+        };
+        assert_eq!(
+            flags.resolve().unwrap().trusted_proxies,
+            networks(&["fd00::/8"])
+        );
+        assert_eq!(
+            ServeArgs::default().resolve().unwrap().trusted_proxies,
+            TrustedProxies::default()
+        );
+        let file = write("trusted_proxies = [\"ingress\"]\n");
+        let bad = ServeArgs {
+            config: Some(file.path().to_owned()),
+            ..Default::default()
+        };
+        let err = bad.resolve().unwrap_err().to_string();
+        assert!(
+            err.contains("trusted_proxies") && err.contains("ingress"),
+            "{err}"
         );
     }
 

@@ -121,6 +121,7 @@ async fn serve(config: ServeConfig) -> Result<()> {
         realm: config.auth.realm.clone(),
         tls: tls.is_some(),
         body_timeout: config.body_timeout,
+        trusted_proxies: config.trusted_proxies.clone(),
     })
     .into_make_service_with_connect_info::<SocketAddr>();
     match tls {

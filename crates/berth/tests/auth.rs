@@ -779,6 +779,69 @@ async fn repeated_failed_logins_are_throttled_and_audited() {
     }
 }
 
+/// Behind an ingress every connection comes from the ingress: its
+/// `X-Forwarded-For` names the client, but only when berth is told to trust it.
+#[tokio::test]
+async fn throttling_sees_the_clients_behind_a_trusted_proxy() {
+    async fn login(api: &Api, forwarded_for: &str) -> reqwest::StatusCode {
+        let r = api.http.get(api.url("/v2/"));
+        let r = r.header("x-forwarded-for", forwarded_for).send().await;
+        r.unwrap().status()
+    }
+    let f = fixture(
+        "",
+        &["--log-format", "json", "--trusted-proxy", "127.0.0.0/8"],
+    );
+    let wrong = Api::with_credentials(&f.server, "alice", "guess");
+    let right = Api::with_credentials(&f.server, "alice", "alice-pw");
+    for _ in 0..5 {
+        assert_eq!(login(&wrong, "203.0.113.5").await, 401);
+    }
+    assert_eq!(
+        login(&right, "203.0.113.5").await,
+        429,
+        "the guesser is locked out"
+    );
+    // What the guesser writes into the header itself is not believed.
+    assert_eq!(login(&right, "203.0.113.6, 203.0.113.5").await, 429);
+    assert_eq!(
+        login(&right, "203.0.113.6").await,
+        200,
+        "alice elsewhere is not"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let failed = loop {
+        let lines: Vec<serde_json::Value> = f
+            .server
+            .log()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|l: &serde_json::Value| l["event"] == "login_failed")
+            .collect();
+        if lines.len() == 5 {
+            break lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "login failures missing: {lines:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        failed.iter().all(|l| l["client"] == "203.0.113.5"),
+        "{failed:?}"
+    );
+
+    // Without --trusted-proxy the header is ignored: every attempt is the peer's.
+    let f = fixture("", &[]);
+    let wrong = Api::with_credentials(&f.server, "alice", "guess");
+    let right = Api::with_credentials(&f.server, "alice", "alice-pw");
+    for n in 0..5 {
+        assert_eq!(login(&wrong, &format!("203.0.113.{n}")).await, 401);
+    }
+    assert_eq!(login(&right, "203.0.113.99").await, 429);
+}
+
 #[tokio::test]
 async fn htpasswd_changes_take_effect_without_restart() {
     let f = fixture("", &[]);

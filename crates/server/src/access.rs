@@ -1,17 +1,18 @@
 //! Authentication and authorization at the HTTP edge: which access a request
 //! needs, the 401/403/429 answers clients act on, and the token endpoint.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use berth_auth::{Action, AuthError, Authenticator, Credentials, Decision, Principal, Required};
 use berth_registry::Registry;
 use serde_json::json;
 
+use crate::client_addr::{ClientAddr, TrustedProxies};
 use crate::error::{ApiError, ErrorCode};
 use crate::route::Route;
 
@@ -26,6 +27,8 @@ pub struct AppState {
     pub tls: bool,
     /// A request body that sends nothing for this long is ended.
     pub body_timeout: std::time::Duration,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// The access a request needs; `None` for requests that are answered without
@@ -125,16 +128,16 @@ impl AppState {
         &self,
         user: &str,
         password: &str,
-        client: SocketAddr,
+        client: IpAddr,
         oauth: bool,
     ) -> Result<berth_auth::Subject, AuthError> {
         let may_hash = self.auth.login_may_hash(user, password);
         let (user, password) = (user.to_owned(), password.to_owned());
         self.authenticate(may_hash, move |auth| {
             if oauth {
-                auth.login_oauth(&user, &password, client.ip())
+                auth.login_oauth(&user, &password, client)
             } else {
-                auth.login(&user, &password, client.ip())
+                auth.login(&user, &password, client)
             }
         })
         .await
@@ -145,7 +148,7 @@ impl AppState {
         &self,
         headers: &HeaderMap,
         uri: &Uri,
-        client: SocketAddr,
+        client: IpAddr,
         required: &Required,
     ) -> Result<Principal, ApiError> {
         let authorization = headers
@@ -157,7 +160,7 @@ impl AppState {
         let needed = required.clone();
         let decision = self
             .authenticate(self.auth.may_hash(&credentials), move |auth| {
-                auth.decide(&credentials, client.ip(), &needed)
+                auth.decide(&credentials, client, &needed)
             })
             .await;
         match decision {
@@ -208,7 +211,7 @@ fn json_ok(body: serde_json::Value) -> Response {
 /// or anonymous: the Docker token endpoint.
 pub async fn token_get(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
@@ -254,7 +257,7 @@ pub async fn token_get(
 /// `POST /token`: the OAuth2 form (`grant_type=password` or `refresh_token`).
 pub async fn token_post(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     body: Body,
 ) -> Response {
     let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {

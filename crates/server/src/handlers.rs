@@ -1,11 +1,11 @@
 //! Thin handlers: read the request, call the registry, write the spec's headers.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use berth_auth::{Action, Principal, Required};
@@ -15,6 +15,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 
 use crate::access::{self, AppState};
+use crate::client_addr::ClientAddr;
 use crate::error::{ApiError, ErrorCode};
 use crate::route::Route;
 
@@ -95,7 +96,7 @@ pub async fn method_not_allowed(method: Method, uri: Uri) -> Response {
 struct Request<'a> {
     state: &'a AppState,
     principal: Option<Principal>,
-    client: SocketAddr,
+    client: IpAddr,
 }
 
 impl Request<'_> {
@@ -115,7 +116,7 @@ impl Request<'_> {
 /// Every `/v2/…` request lands here and is routed by [`Route`].
 pub async fn dispatch(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -128,7 +129,7 @@ pub async fn dispatch(
 
 async fn handle(
     state: &AppState,
-    client: SocketAddr,
+    client: IpAddr,
     method: Method,
     uri: &Uri,
     headers: &HeaderMap,

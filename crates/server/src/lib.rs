@@ -8,6 +8,7 @@
 //! endpoint and JWKS, and berth's own `POST /berth/v1/pull-credentials`.
 
 mod access;
+mod client_addr;
 pub mod error;
 mod handlers;
 mod logging;
@@ -21,6 +22,7 @@ pub use access::AppState;
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue};
 use axum::routing::get;
+pub use client_addr::TrustedProxies;
 use tower_http::map_request_body::MapRequestBodyLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::RequestBodyTimeoutLayer;

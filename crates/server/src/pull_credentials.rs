@@ -7,12 +7,11 @@
 //! `{"username", "password", "repositories", "expires_in", "expires_at"}`.
 //! Errors use the spec's error body; every issue and refusal is audit-logged.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_auth::pull_credential::PullCredentialError;
@@ -21,6 +20,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::access::AppState;
+use crate::client_addr::ClientAddr;
 use crate::error::{ApiError, ErrorCode};
 
 pub const PATH: &str = "/berth/v1/pull-credentials";
@@ -69,7 +69,7 @@ fn refusal(error: &PullCredentialError) -> ApiError {
 
 pub async fn exchange(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
