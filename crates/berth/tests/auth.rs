@@ -700,6 +700,28 @@ catalog = true
     assert_eq!(body["repositories"], mine);
 }
 
+/// The server's audit log lines (JSON format) once `complete` says they are
+/// all there; the log is read as the server writes it.
+async fn audit_log(
+    server: &Server,
+    complete: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let lines: Vec<serde_json::Value> = server
+            .log()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|l: &serde_json::Value| l["target"] == "berth::audit")
+            .collect();
+        if complete(&lines) {
+            return lines;
+        }
+        assert!(Instant::now() < deadline, "audit lines missing: {lines:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn repeated_failed_logins_are_throttled_and_audited() {
     let f = fixture("", &["--log-format", "json"]);
@@ -738,28 +760,12 @@ async fn repeated_failed_logins_are_throttled_and_audited() {
         .send()
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let audit = loop {
-        let lines: Vec<serde_json::Value> = f
-            .server
-            .log()
+    let audit = audit_log(&f.server, |lines| {
+        ["login_failed", "push", "denied", "delete"]
             .iter()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .filter(|l: &serde_json::Value| l["target"] == "berth::audit")
-            .collect();
-        let events: Vec<&str> = lines.iter().filter_map(|l| l["event"].as_str()).collect();
-        if ["login_failed", "push", "denied", "delete"]
-            .iter()
-            .all(|e| events.contains(e))
-        {
-            break lines;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "audit events missing: {events:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+            .all(|e| lines.iter().any(|l| l["event"] == *e))
+    })
+    .await;
     for line in &audit {
         assert!(
             line["client"].as_str().unwrap().starts_with("127.0.0.1"),
@@ -809,24 +815,18 @@ async fn throttling_sees_the_clients_behind_a_trusted_proxy() {
         200,
         "alice elsewhere is not"
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let failed = loop {
-        let lines: Vec<serde_json::Value> = f
-            .server
-            .log()
+    let audit = audit_log(&f.server, |lines| {
+        lines
             .iter()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .filter(|l: &serde_json::Value| l["event"] == "login_failed")
-            .collect();
-        if lines.len() == 5 {
-            break lines;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "login failures missing: {lines:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+            .filter(|l| l["event"] == "login_failed")
+            .count()
+            == 5
+    })
+    .await;
+    let failed: Vec<_> = audit
+        .iter()
+        .filter(|l| l["event"] == "login_failed")
+        .collect();
     assert!(
         failed.iter().all(|l| l["client"] == "203.0.113.5"),
         "{failed:?}"
