@@ -7,21 +7,19 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use berth_client::Outcome;
 use berth_doctor::Reason;
 use common::image::Layout;
-use common::{Server, fail, fixture, run_tool, sha256, succeed};
+use common::{Daemon, Server, fail, fixture, run_tool, sha256, succeed};
 
 /// A containerd daemon of the test's own: its root, state, socket and plugin
-/// directories all live in a temporary directory, so nothing of the machine's
-/// containerd is touched.
+/// directories all live in the daemon's temporary directory, so nothing of
+/// the machine's containerd is touched.
 struct Containerd {
-    child: Child,
+    daemon: Daemon,
     socket: PathBuf,
-    dir: tempfile::TempDir,
 }
 
 impl Containerd {
@@ -48,32 +46,18 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             ),
         )
         .unwrap();
-        let log = std::fs::File::create(dir.path().join("containerd.log")).unwrap();
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run containerd ({e}): install it (scripts/test installs every test tool)")
-            });
-        // From here on, Drop stops the daemon whatever happens.
-        let containerd = Containerd { child, socket, dir };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !containerd
-            .ctr(&["version"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            assert!(
-                Instant::now() < deadline,
-                "containerd did not start; its log:\n{}",
-                containerd.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let mut command = Command::new("containerd");
+        command.arg("--config").arg(&config);
+        let containerd = Containerd {
+            daemon: Daemon::start(command, dir),
+            socket,
+        };
+        containerd.daemon.wait_ready(|| {
+            containerd
+                .ctr(&["version"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
         containerd
     }
 
@@ -88,10 +72,6 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         command
     }
 
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
-    }
-
     /// The digest `ctr images ls` records for `reference`.
     fn image_digest(&self, reference: &str) -> String {
         let listing = succeed(&mut self.ctr(&["images", "ls"]));
@@ -101,23 +81,6 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             .find(|fields| fields.first() == Some(&reference))
             .unwrap_or_else(|| panic!("{reference} not in:\n{listing}"))[2]
             .to_owned()
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait().ok().flatten().is_none() {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.wait();
     }
 }
 

@@ -331,7 +331,9 @@ pub fn resolve(
             return Ok(Credentials::default());
         };
         let creds = entry.credentials()?;
-        if creds.username.is_empty() && entry.identity_token().is_some_and(|t| !t.is_empty()) {
+        // `docker login` against a token server that grants refresh tokens
+        // keeps `auth` as "user:" beside the token: no password to copy.
+        if creds.password.is_empty() && entry.identity_token().is_some_and(|t| !t.is_empty()) {
             return Err(CredHelperError::IdentityToken {
                 server: server.to_owned(),
             });
@@ -518,12 +520,18 @@ mod tests {
             .to_string();
         assert!(!garbage.contains("hunter2"), "{garbage}");
 
-        let file_token = doc(r#"{"auths":{"reg.io":{"identitytoken":"t"}}}"#);
-        let found = lookup(&file_token, "reg.io").unwrap();
-        assert!(matches!(
-            resolve("reg.io", &found, None),
-            Err(CredHelperError::IdentityToken { .. })
-        ));
+        // As docker 20.10's `docker login` writes it for berth: "bob:" and a token.
+        for file in [
+            r#"{"auths":{"reg.io":{"identitytoken":"t"}}}"#,
+            r#"{"auths":{"reg.io":{"auth":"Ym9iOg==","identitytoken":"t"}}}"#,
+        ] {
+            let file_token = doc(file);
+            let found = lookup(&file_token, "reg.io").unwrap();
+            assert!(matches!(
+                resolve("reg.io", &found, None),
+                Err(CredHelperError::IdentityToken { .. })
+            ));
+        }
         let empty = doc(r#"{"auths":{"reg.io":{}}}"#);
         let found = lookup(&empty, "reg.io").unwrap();
         assert!(matches!(
