@@ -9,7 +9,7 @@ use berth_kube::credential_provider::CredentialProviderConfig;
 use berth_kube::docker_config::DockerConfigFile;
 use berth_kube::image_ref::{ImageRef, parse_image_name};
 use berth_kube::keyring::{
-    CredentialSource, Keyring, MatchedCredential, PullSecret, SkipReason, Verdict,
+    CredentialSource, Keyring, KeyringEntry, MatchedCredential, PullSecret, SkipReason, Verdict,
     keyring_from_pull_secrets, normalize_key,
 };
 use berth_kube::pull_policy::{PullPolicy, effective_pull_policy};
@@ -756,6 +756,14 @@ fn analyze_container(
         image: image.clone(),
         credentials: planned,
     });
+    passwordless_credentials(
+        &subject,
+        &image,
+        &pod_matches,
+        &node_matches,
+        &providers,
+        out,
+    );
     let node_has = !node_matches.is_empty() || !providers.is_empty();
     // Secrets for other registries only are no mismatch: the kubelet pulls
     // this image anonymously, as for a pod without secrets.
@@ -928,6 +936,67 @@ fn analyze_container(
             );
         }
     }
+}
+
+/// Reports the credentials for `image` that have a user name but no
+/// password. `docker login` against a token server that grants refresh tokens
+/// (berth, Docker Hub with SSO, `az acr login`) keeps only "user:" in `auth`
+/// beside an `identitytoken`, which the kubelet ignores: it sends the user name
+/// with an empty password, and the registry answers 401.
+fn passwordless_credentials(
+    subject: &Subject,
+    image: &ImageRef,
+    pod_matches: &[MatchedCredential],
+    node_matches: &[MatchedCredential],
+    providers: &[String],
+    out: &mut Analysis,
+) {
+    let matches = || pod_matches.iter().chain(node_matches);
+    let passwordless: Vec<&KeyringEntry> = matches()
+        .map(|m| &m.entry)
+        .filter(|e| !e.credentials.username.is_empty() && e.credentials.password.is_empty())
+        .collect();
+    let Some(first) = passwordless.first() else {
+        return;
+    };
+    let others_remain = matches().count() > passwordless.len() || !providers.is_empty();
+    let (severity, then) = if others_remain {
+        (
+            Severity::Warning,
+            "; the kubelet then tries the next credential",
+        )
+    } else {
+        (Severity::Error, ", so the pull fails")
+    };
+    let mut finding = Finding::new(
+        subject,
+        severity,
+        Reason::SecretMalformed,
+        format!(
+            "the credential for {} has user {:?} and an empty password, which the registry \
+             refuses{then}",
+            image.domain(),
+            first.credentials.username
+        ),
+    );
+    for entry in &passwordless {
+        finding = finding.evidence(format!(
+            "{} key {:?}: no password, as `docker login` leaves it when the registry gives an \
+             identity token, which the kubelet ignores",
+            entry.source, entry.server
+        ));
+    }
+    let fix = match &first.source {
+        CredentialSource::PullSecret { namespace, name } => format!(
+            "recreate the secret with a password or access token (e.g. from `berth robot \
+             create`): {}",
+            secret_create_fix(name, &server_for(image), namespace.as_str())
+        ),
+        _ => "give the node's config.json entry a password or access token \
+              (auth = base64(user:password)); an identity token is not used by the kubelet"
+            .to_owned(),
+    };
+    out.findings.push(finding.fix(fix));
 }
 
 /// The command adding `secret` to `w`'s pod template's imagePullSecrets. A
