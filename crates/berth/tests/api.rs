@@ -1218,19 +1218,12 @@ async fn json_access_log_has_one_line_per_request() {
         .send()
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let line = loop {
-        let found = server
-            .log()
-            .into_iter()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
-            .find(|l| l["path"] == "/v2/app/tags/list");
-        if let Some(line) = found {
-            break line;
-        }
-        assert!(std::time::Instant::now() < deadline, "no access log line");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let line = server.wait_for_log(|lines| {
+        lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["path"] == "/v2/app/tags/list")
+    });
     assert_eq!(line["method"], "GET");
     assert_eq!(line["status"], 404);
     assert!(line["bytes_out"].as_u64().unwrap() > 0);

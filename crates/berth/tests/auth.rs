@@ -701,25 +701,19 @@ catalog = true
 }
 
 /// The server's audit log lines (JSON format) once `complete` says they are
-/// all there; the log is read as the server writes it.
-async fn audit_log(
+/// all there.
+fn audit_log(
     server: &Server,
     complete: impl Fn(&[serde_json::Value]) -> bool,
 ) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let lines: Vec<serde_json::Value> = server
-            .log()
+    server.wait_for_log(|lines| {
+        let audit: Vec<serde_json::Value> = lines
             .iter()
             .filter_map(|l| serde_json::from_str(l).ok())
             .filter(|l: &serde_json::Value| l["target"] == "berth::audit")
             .collect();
-        if complete(&lines) {
-            return lines;
-        }
-        assert!(Instant::now() < deadline, "audit lines missing: {lines:#?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        complete(&audit).then_some(audit)
+    })
 }
 
 #[tokio::test]
@@ -764,8 +758,7 @@ async fn repeated_failed_logins_are_throttled_and_audited() {
         ["login_failed", "push", "denied", "delete"]
             .iter()
             .all(|e| lines.iter().any(|l| l["event"] == *e))
-    })
-    .await;
+    });
     for line in &audit {
         assert!(
             line["client"].as_str().unwrap().starts_with("127.0.0.1"),
@@ -821,8 +814,7 @@ async fn throttling_sees_the_clients_behind_a_trusted_proxy() {
             .filter(|l| l["event"] == "login_failed")
             .count()
             == 5
-    })
-    .await;
+    });
     let failed: Vec<_> = audit
         .iter()
         .filter(|l| l["event"] == "login_failed")

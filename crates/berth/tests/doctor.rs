@@ -43,19 +43,7 @@ async fn probe_outcomes_against_berth() {
     assert_eq!(p.digest.as_deref(), Some(digest.as_str()));
     assert_eq!(p.auth_scheme.as_deref(), Some("bearer"));
     // The token came from the OAuth2 password grant, as containerd asks.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !server
-        .log()
-        .iter()
-        .any(|l| l.contains(r#"method=POST path="/token" status=200"#))
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no POST /token in the log:\n{}",
-            server.log().join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    server.wait_for_line(r#"method=POST path="/token" status=200"#);
 
     let p = c.head_manifest(addr, "team/app", "1.0", None).await;
     assert_eq!(p.outcome, Outcome::AuthRequired, "{p:?}");

@@ -178,6 +178,14 @@ fn docker_logs_in_pushes_and_pulls_on_an_identity_token() {
         "{repo_digests}"
     );
 
+    // Pushed to a second repository, the layer is mounted, not sent again.
+    let copy = format!("{host}/team/copy:v1");
+    succeed(&mut dockerd.cli(&bob, &["tag", &image, &copy]));
+    let pushed = succeed(&mut dockerd.cli(&bob, &["push", &copy]));
+    assert!(pushed.contains("Mounted from team/app"), "{pushed}");
+    f.server
+        .wait_for_line(r#"method=POST path="/v2/team/copy/blobs/uploads/" status=201"#);
+
     // A pull secret cannot carry an identity token; berth says so instead of
     // writing a secret with an empty password.
     let config_file = format!("--from-docker-config={}", bob.join("config.json").display());

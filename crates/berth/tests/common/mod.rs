@@ -107,6 +107,29 @@ impl Server {
         self.log.lock().unwrap().clone()
     }
 
+    /// Waits (20 s at most) until `found` finds what it looks for in the
+    /// log, which is read as the server writes it, and returns that.
+    pub fn wait_for_log<T>(&self, found: impl Fn(&[String]) -> Option<T>) -> T {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let lines = self.log();
+            if let Some(result) = found(&lines) {
+                return result;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not found in the log:\n{}",
+                lines.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until a log line contains `text`.
+    pub fn wait_for_line(&self, text: &str) {
+        self.wait_for_log(|lines| lines.iter().any(|l| l.contains(text)).then_some(()));
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
