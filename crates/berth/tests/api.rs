@@ -1301,6 +1301,64 @@ async fn a_stalled_body_is_ended_and_the_upload_resumes() {
     assert_eq!(r.status(), 201);
 }
 
+/// Answers to requests whose bodies were read to the end (or that had none)
+/// keep the connection; one answered before its body was read closes it,
+/// since the rest of that body is still on the way.
+#[tokio::test]
+async fn connections_are_kept_unless_a_body_is_left_unread() {
+    let server = Server::start(&[]);
+    let api = Api::new(&server);
+    let keeps = |r: &reqwest::Response, what: &str| {
+        assert!(r.headers().get("connection").is_none(), "{what}: {r:?}");
+    };
+    let r = api.http.get(api.url("/v2/")).send().await.unwrap();
+    keeps(&r, "GET /v2/");
+    let (_, digest) = api.push_image("keep/app", "v1", 5).await;
+    let manifest = api.url(&format!("/v2/keep/app/manifests/{digest}"));
+    let r = api.http.head(&manifest).send().await.unwrap();
+    keeps(&r, "HEAD manifest");
+    let r = api.http.get(&manifest).send().await.unwrap();
+    keeps(&r, "GET manifest");
+
+    // A chunked upload: an empty POST, a streamed PATCH, an empty PUT.
+    let (location, tx, patch) = streamed_patch(&api, "keep/app").await;
+    tx.send(Ok(vec![4; 3000])).await.unwrap();
+    drop(tx);
+    let r = patch.await.unwrap().unwrap();
+    assert_eq!(r.status(), 202);
+    keeps(&r, "streamed PATCH");
+    let r = api
+        .http
+        .put(api.url(&format!("{location}?digest={}", sha256(&[4; 3000]))))
+        .header("content-length", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    keeps(&r, "closing PUT");
+    let r = api
+        .http
+        .get(api.url("/token?service=berth&scope=repository:keep/app:pull"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    keeps(&r, "GET /token");
+
+    // Refused before the body is read: the connection is not reused.
+    let anonymous = Api::anonymous(&server);
+    let r = anonymous
+        .http
+        .put(api.url("/v2/keep/app/manifests/v2"))
+        .header("content-type", OCI_MANIFEST)
+        .body(vec![b' '; 100_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(header(&r, "connection"), "close");
+}
+
 /// A chunk to feed a [`streamed_patch`].
 type ChunkSender = tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>;
 

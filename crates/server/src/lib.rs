@@ -49,12 +49,15 @@ pub fn app(state: AppState) -> Router {
             HeaderValue::from_static("registry/2.0"),
         ))
         .layer(axum::middleware::from_fn(logging::log_request))
-        .layer(axum::middleware::from_fn(
-            unread_body::close_after_unread_body,
-        ))
         // A stalled or vanished client's body errors out after the idle
         // timeout instead of holding its connection (and upload) open; the
         // timed body is handed on as an ordinary one.
         .layer(MapRequestBodyLayer::new(axum::body::Body::new))
         .layer(RequestBodyTimeoutLayer::new(body_timeout))
+        // Outermost (layers wrap what is added before them), so it sees
+        // hyper's own body, which knows when it is empty or complete: the
+        // timeout's wrapper does not say.
+        .layer(axum::middleware::from_fn(
+            unread_body::close_after_unread_body,
+        ))
 }
