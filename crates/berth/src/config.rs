@@ -60,8 +60,10 @@ pub struct ServeArgs {
 
     /// A proxy (ingress, load balancer) whose X-Forwarded-For names the client, for
     /// login throttling and the audit log: an address or a network such as
-    /// 10.0.0.0/8 (repeatable; comma-separated in the variable) [default: none, the
-    /// header is ignored]
+    /// 10.0.12.0/24 (repeatable; comma-separated in the variable). List only proxies
+    /// that append to or overwrite the header, and no wider than they are: any other
+    /// peer in the range could choose its address [default: none, the header is
+    /// ignored]
     #[arg(
         long = "trusted-proxy",
         env = "BERTH_TRUSTED_PROXIES",

@@ -8,7 +8,9 @@
 //! from configured proxies, since any client can send one: the list is read
 //! from the right (each proxy appends the address it received from) and the
 //! first hop that is not a trusted proxy is the client, as nginx's
-//! `real_ip_recursive` does.
+//! `real_ip_recursive` does. Only proxies that append to or overwrite the
+//! header may be listed: one that passes a client's header on untouched lets
+//! that client choose its address.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use std::sync::Arc;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 
 use crate::AppState;
 
@@ -29,14 +31,26 @@ impl TrustedProxies {
         TrustedProxies(networks)
     }
 
-    /// Parses one network: `10.0.0.0/8`, `fd00::/8`, or a single address.
+    /// Parses one network: `10.0.12.0/24`, `fd00::/8`, or a single address.
+    /// An IPv4-mapped IPv6 network is read as the IPv4 network it maps, since
+    /// addresses are compared in their IPv4 form.
     pub fn parse_network(text: &str) -> Result<IpNet, String> {
         let text = text.trim();
-        text.parse::<IpNet>()
+        let network = text
+            .parse::<IpNet>()
             .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
             .map_err(|_| {
-                format!("{text:?} is not an IP network: write e.g. 10.0.0.0/8 or 192.168.1.10")
-            })
+                format!("{text:?} is not an IP network: write e.g. 10.0.12.0/24 or 192.168.1.10")
+            })?;
+        Ok(match network {
+            IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+                Some(v4) => Ipv4Net::new(v4, v6.prefix_len() - 96)
+                    .expect("a prefix of at most 32")
+                    .into(),
+                None => network,
+            },
+            _ => network,
+        })
     }
 
     fn trusts(&self, address: IpAddr) -> bool {
@@ -56,9 +70,12 @@ impl TrustedProxies {
             .rev()
             .flat_map(|value| {
                 // A value that is not text ends the walk: nothing past it is
-                // believed.
+                // believed. Empty entries are skipped, as nginx does.
                 let entries = value.to_str().unwrap_or("?").rsplit(',');
-                entries.map(|entry| parse_hop(entry.trim()))
+                entries
+                    .map(str::trim)
+                    .filter(|entry| !entry.is_empty())
+                    .map(parse_hop)
             });
         for hop in hops {
             let Some(hop) = hop else { break };
@@ -160,18 +177,20 @@ mod tests {
         let peer = ip("10.0.0.5");
         let headers = forwarded(&["203.0.113.7, unknown, 10.0.0.6"]);
         assert_eq!(trusted.client(peer, &headers), ip("10.0.0.6"));
-        let headers = forwarded(&["203.0.113.7,"]);
-        assert_eq!(trusted.client(peer, &headers), peer);
+        // Empty entries are no hops.
+        let headers = forwarded(&["203.0.113.7, ,", ""]);
+        assert_eq!(trusted.client(peer, &headers), ip("203.0.113.7"));
     }
 
     #[test]
     fn ipv4_mapped_peers_match_ipv4_networks() {
-        let trusted = proxies(&["10.0.0.0/8"]);
         let headers = forwarded(&["203.0.113.7"]);
-        assert_eq!(
-            trusted.client(ip("::ffff:10.0.0.5"), &headers),
-            ip("203.0.113.7")
-        );
+        for networks in [["10.0.0.0/8"], ["::ffff:10.0.0.0/104"]] {
+            let trusted = proxies(&networks);
+            for peer in ["::ffff:10.0.0.5", "10.0.0.5"] {
+                assert_eq!(trusted.client(ip(peer), &headers), ip("203.0.113.7"));
+            }
+        }
     }
 
     #[test]
@@ -180,6 +199,6 @@ mod tests {
         assert!(TrustedProxies::parse_network(" fd00::/8").is_ok());
         assert!(TrustedProxies::parse_network("192.168.1.10").is_ok());
         let error = TrustedProxies::parse_network("ingress.local").unwrap_err();
-        assert!(error.contains("10.0.0.0/8"), "{error}");
+        assert!(error.contains("10.0.12.0/24"), "{error}");
     }
 }
