@@ -6,83 +6,11 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use berth_client::Outcome;
 use berth_doctor::Reason;
+use common::daemons::Containerd;
 use common::image::Layout;
-use common::{Daemon, Server, fail, fixture, run_tool, sha256, succeed};
-
-/// A containerd daemon of the test's own: its root, state, socket and plugin
-/// directories all live in the daemon's temporary directory, so nothing of
-/// the machine's containerd is touched.
-struct Containerd {
-    daemon: Daemon,
-    socket: PathBuf,
-}
-
-impl Containerd {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().display().to_string();
-        let socket = dir.path().join("containerd.sock");
-        let config = dir.path().join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"version = 2
-root = "{root}/root"
-state = "{root}/state"
-# The kubelet-facing CRI plugin is not needed to pull and push.
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "{root}/containerd.sock"
-[ttrpc]
-  address = "{root}/containerd.sock.ttrpc"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{root}/opt"
-"#
-            ),
-        )
-        .unwrap();
-        let mut command = Command::new("containerd");
-        command.arg("--config").arg(&config);
-        let containerd = Containerd {
-            daemon: Daemon::start(command, dir),
-            socket,
-        };
-        containerd.daemon.wait_ready(|| {
-            containerd
-                .ctr(&["version"])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        });
-        containerd
-    }
-
-    /// `ctr` talking to this daemon, in a namespace of its own.
-    fn ctr(&self, args: &[&str]) -> Command {
-        let mut command = Command::new("ctr");
-        command
-            .arg("--address")
-            .arg(&self.socket)
-            .args(["--namespace", "berth-test"])
-            .args(args);
-        command
-    }
-
-    /// The digest `ctr images ls` records for `reference`.
-    fn image_digest(&self, reference: &str) -> String {
-        let listing = succeed(&mut self.ctr(&["images", "ls"]));
-        listing
-            .lines()
-            .map(|line| line.split_whitespace().collect::<Vec<_>>())
-            .find(|fields| fields.first() == Some(&reference))
-            .unwrap_or_else(|| panic!("{reference} not in:\n{listing}"))[2]
-            .to_owned()
-    }
-}
+use common::{Server, fail, fixture, run_tool, sha256, succeed};
 
 /// The platform architecture of this machine, as image indexes name it.
 fn host_arch() -> &'static str {

@@ -1,10 +1,11 @@
 //! docker against berth with authentication: `docker login` keeps berth's
 //! refresh token as its identity token (never the password) and pushes and
-//! pulls on it; a wrong password, a missing permission and an anonymous pull
-//! fail with the texts docker users see; `berth login` writes a config docker
-//! uses as it is. The test runs a dockerd of its own (its own data and exec
-//! roots, socket, and the containerd it manages; no container networking),
-//! so it needs root. Fails (never skips) when docker is missing.
+//! pulls on it, mounting layers across repositories; a wrong password, a
+//! missing permission and an anonymous pull fail as docker users see them;
+//! `berth login` writes a config docker uses as it is. The test runs a
+//! dockerd of its own (its own data and exec roots, socket and containerd; no
+//! container networking), so it needs root. Fails (never skips) when docker
+//! is missing.
 
 mod common;
 
@@ -12,27 +13,39 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use base64::Engine as _;
-use common::{Api, Daemon, berth, fail, fixture, output_with_stdin, succeed};
+use common::daemons::{Containerd, Daemon};
+use common::{Api, berth, fail, fixture, output_with_stdin, succeed};
 use serde_json::Value;
 
-/// A dockerd of the test's own, stopped (with the containerd it started) when
-/// dropped.
+/// A dockerd of the test's own, on a containerd of its own (else it would
+/// use the machine's, when one runs), with no container networking.
 struct Dockerd {
+    // Fields drop in order: dockerd stops before its containerd.
     daemon: Daemon,
+    _containerd: Containerd,
     socket: PathBuf,
+    /// A PATH holding only the docker CLI, so no credential helper of the
+    /// machine (secretservice, pass) takes the credentials `docker login`
+    /// writes.
+    path: PathBuf,
 }
 
 impl Dockerd {
     fn start() -> Self {
+        let containerd = Containerd::start();
         let dir = tempfile::tempdir().unwrap();
         let path = |name: &str| dir.path().join(name);
         // Its own (empty) settings instead of the machine's /etc/docker/daemon.json.
         std::fs::write(path("daemon.json"), "{}").unwrap();
+        std::fs::create_dir(path("bin")).unwrap();
+        std::os::unix::fs::symlink(which("docker"), path("bin/docker")).unwrap();
         let socket = path("docker.sock");
         let mut command = Command::new("dockerd");
         command
             .arg("--config-file")
             .arg(path("daemon.json"))
+            .arg("--containerd")
+            .arg(containerd.socket())
             .arg("--data-root")
             .arg(path("data"))
             .arg("--exec-root")
@@ -45,7 +58,9 @@ impl Dockerd {
             .args(["--bridge=none", "--iptables=false", "--ip6tables=false"])
             .arg("--storage-driver=vfs");
         let dockerd = Dockerd {
+            path: path("bin"),
             daemon: Daemon::start(command, dir),
+            _containerd: containerd,
             socket,
         };
         let config = dockerd.daemon.dir.path().join("client");
@@ -61,8 +76,9 @@ impl Dockerd {
     /// The docker CLI talking to this daemon, with `config` as its
     /// configuration directory (where `docker login` writes).
     fn cli(&self, config: &Path, args: &[&str]) -> Command {
-        let mut command = Command::new("docker");
+        let mut command = Command::new(self.path.join("docker"));
         command
+            .env("PATH", &self.path)
             .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
             .env("DOCKER_CONFIG", config)
             .args(args);
@@ -70,21 +86,14 @@ impl Dockerd {
     }
 }
 
-impl Drop for Dockerd {
-    fn drop(&mut self) {
-        // dockerd stops the containerd it started; if dockerd had to be
-        // killed, that containerd is ended by the PID it recorded.
-        let exec_root = self.daemon.dir.path().join("exec");
-        let pid_file = exec_root.join("containerd/containerd.pid");
-        let managed = std::fs::read_to_string(&pid_file).unwrap_or_default();
-        self.daemon.stop();
-        let pid = managed.trim();
-        let command_line = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let ours = String::from_utf8_lossy(&command_line).contains(&*exec_root.to_string_lossy());
-        if !pid.is_empty() && ours {
-            let _ = Command::new("kill").args(["-KILL", pid]).status();
-        }
-    }
+/// Where `program` is on PATH.
+fn which(program: &str) -> PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!("{program} is not on PATH: install it (scripts/test installs every test tool)")
+        })
 }
 
 fn stderr(output: &Output) -> String {
@@ -208,7 +217,8 @@ fn docker_logs_in_pushes_and_pulls_on_an_identity_token() {
     // After logout docker forgets berth, and the private repository refuses.
     succeed(&mut dockerd.cli(&alice, &["logout", &host]));
     assert_eq!(auth_entry(&alice, &host), None);
-    succeed(&mut dockerd.cli(&alice, &["rmi", &image]));
+    // Both tags go, so the pulls below fetch every blob again.
+    succeed(&mut dockerd.cli(&alice, &["rmi", &image, &copy]));
     let error = fail(&mut dockerd.cli(&alice, &["pull", &image]));
     assert!(error.contains("pull access denied"), "{error}");
 
@@ -228,5 +238,6 @@ fn docker_logs_in_pushes_and_pulls_on_an_identity_token() {
         "alice-pw\n",
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    succeed(&mut dockerd.cli(&alice, &["pull", &image]));
+    let pulled = succeed(&mut dockerd.cli(&alice, &["pull", &image]));
+    assert!(pulled.contains("Pull complete"), "{pulled}");
 }

@@ -1,6 +1,7 @@
 //! Shared test harness: runs the real `berth` binary on a loopback port.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod daemons;
 pub mod image;
 
 use std::io::{BufRead, BufReader, Write};
@@ -412,78 +413,6 @@ pub fn output_with_stdin(command: &mut Command, stdin: &str) -> std::process::Ou
     // The program may exit without reading stdin (a refused command line).
     let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
     child.wait_with_output().unwrap()
-}
-
-/// A daemon run by a test (containerd, dockerd): its files live in a
-/// temporary directory of its own, its output goes to a log file there, and
-/// it is stopped with SIGTERM (SIGKILL after 10 s) when dropped.
-pub struct Daemon {
-    child: Child,
-    name: String,
-    pub dir: tempfile::TempDir,
-}
-
-impl Daemon {
-    /// Starts `command`, logging to `dir/<program>.log`.
-    pub fn start(mut command: Command, dir: tempfile::TempDir) -> Self {
-        let name = command.get_program().to_string_lossy().into_owned();
-        let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap();
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot run {name} ({e}): install it (scripts/test installs every test tool)"
-                )
-            });
-        Daemon { child, name, dir }
-    }
-
-    /// Waits (30 s at most) until `ready` says the daemon answers.
-    pub fn wait_ready(&self, ready: impl Fn() -> bool) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while !ready() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{} did not start; its log:\n{}",
-                self.name,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    pub fn log(&self) -> String {
-        let path = self.dir.path().join(format!("{}.log", self.name));
-        std::fs::read_to_string(path).unwrap_or_default()
-    }
-
-    /// Stops the daemon (idempotent).
-    pub fn stop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_some() {
-            return;
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait().ok().flatten().is_none() {
-            if std::time::Instant::now() > deadline {
-                let _ = self.child.kill();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 /// Writes an executable `script` named `name` into `bin` (created if
