@@ -276,9 +276,11 @@ impl RegistryClient {
         scope: Option<&str>,
         credentials: Option<&Credentials>,
     ) -> Probe {
-        // Empty credentials (a config entry whose password lives in a
-        // credential store) are no credentials: containerd asks anonymously.
-        let credentials = credentials.filter(|c| !(c.username.is_empty() && c.password.is_empty()));
+        // Credentials without a password (a config entry whose password
+        // lives in a credential store, or `docker login`'s identity-token
+        // entry) are none: containerd and CRI-O send credentials only with a
+        // secret, and otherwise ask anonymously.
+        let credentials = credentials.filter(|c| !c.password.is_empty());
         // Like containerd, the first request goes out without credentials;
         // the challenge says which kind the registry wants.
         let first = match self.send(method.clone(), url, None).await {

@@ -229,12 +229,15 @@ async fn token_flow_outcomes() {
 
     let p = c.head_manifest(&addr, "team/app", "1.0", None).await;
     assert_eq!(p.outcome, Outcome::AuthRequired, "{p:?}");
-    // Empty credentials are asked for anonymously, as containerd does.
-    let empty = Credentials::new("", "");
-    let p = c
-        .head_manifest(&addr, "team/app", "1.0", Some(&empty))
-        .await;
-    assert_eq!(p.outcome, Outcome::AuthRequired, "{p:?}");
+    // Credentials without a password (empty ones, or docker login's user
+    // beside an identity token) are asked for anonymously, as containerd does.
+    for user in ["", "robot"] {
+        let no_password = Credentials::new(user, "");
+        let p = c
+            .head_manifest(&addr, "team/app", "1.0", Some(&no_password))
+            .await;
+        assert_eq!(p.outcome, Outcome::AuthRequired, "{user:?}: {p:?}");
+    }
 
     let wrong = Credentials::new("robot", "old");
     let p = c

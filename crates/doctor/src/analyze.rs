@@ -941,8 +941,8 @@ fn analyze_container(
 /// Reports the credentials for `image` that have a user name but no
 /// password. `docker login` against a token server that grants refresh tokens
 /// (berth, Docker Hub with SSO, `az acr login`) keeps only "user:" in `auth`
-/// beside an `identitytoken`, which the kubelet ignores: it sends the user name
-/// with an empty password, and the registry answers 401.
+/// beside an `identitytoken`, which the kubelet ignores; containerd and CRI-O
+/// send credentials only with a password, so the pull is anonymous.
 fn passwordless_credentials(
     subject: &Subject,
     image: &ImageRef,
@@ -962,39 +962,42 @@ fn passwordless_credentials(
     let others_remain = matches().count() > passwordless.len() || !providers.is_empty();
     let (severity, then) = if others_remain {
         (
-            Severity::Warning,
-            "; the kubelet then tries the next credential",
+            Severity::Info,
+            "; if that fails, the kubelet tries the next credential",
         )
     } else {
-        (Severity::Error, ", so the pull fails")
+        (Severity::Warning, ", which works only for a public image")
     };
     let mut finding = Finding::new(
         subject,
         severity,
         Reason::SecretMalformed,
         format!(
-            "the credential for {} has user {:?} and an empty password, which the registry \
-             refuses{then}",
+            "the credential for {} has user {:?} but no password, so the node's runtime pulls \
+             anonymously (containerd and CRI-O send credentials only with a password){then}",
             image.domain(),
             first.credentials.username
         ),
     );
     for entry in &passwordless {
         finding = finding.evidence(format!(
-            "{} key {:?}: no password, as `docker login` leaves it when the registry gives an \
-             identity token, which the kubelet ignores",
-            entry.source, entry.server
+            "{} key {:?}: user {:?}, empty password",
+            entry.source, entry.server, entry.credentials.username
         ));
     }
+    // `docker login` keeps an identity token in place of the password when
+    // the registry grants one; the kubelet ignores it.
+    let cause = "if it was copied from `docker login`, which kept an identity token instead of \
+                 the password";
     let fix = match &first.source {
         CredentialSource::PullSecret { namespace, name } => format!(
-            "recreate the secret with a password or access token (e.g. from `berth robot \
-             create`): {}",
+            "{cause}, recreate the secret with a password or access token (e.g. a robot's): {}",
             secret_create_fix(name, &server_for(image), namespace.as_str())
         ),
-        _ => "give the node's config.json entry a password or access token \
-              (auth = base64(user:password)); an identity token is not used by the kubelet"
-            .to_owned(),
+        _ => format!(
+            "{cause}, write a password or access token into the node's entry \
+             (auth = base64(user:password))"
+        ),
     };
     out.findings.push(finding.fix(fix));
 }
