@@ -58,6 +58,11 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_BODY_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub body_timeout: Option<Duration>,
 
+    /// Close a connection that sends no request head for this long: idle between
+    /// requests, or trickling a head in, e.g. 30s [default: 60s]
+    #[arg(long, env = "BERTH_IDLE_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Option<Duration>,
+
     /// A proxy (ingress, load balancer) whose X-Forwarded-For names the client, for
     /// login throttling and the audit log: an address or a network such as
     /// 10.0.12.0/24 (repeatable; comma-separated in the variable). List only proxies
@@ -114,6 +119,9 @@ const DEFAULT_PULL_CREDENTIAL_TTL: Duration = Duration::from_secs(12 * 3600);
 /// Long enough for any client that is still sending, short enough that a
 /// vanished one does not hold its connection and upload for long.
 const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Past the pause between the requests of one pull or push, short enough that
+/// idle and trickling connections do not pile up.
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Shortest token lifetime the token spec lets clients rely on.
 const MIN_TOKEN_TTL: Duration = Duration::from_secs(60);
@@ -130,6 +138,7 @@ struct FileConfig {
     max_manifest_bytes: Option<usize>,
     upload_ttl: Option<String>,
     body_timeout: Option<String>,
+    idle_timeout: Option<String>,
     trusted_proxies: Option<Vec<String>>,
     htpasswd: Option<PathBuf>,
     #[serde(default)]
@@ -192,6 +201,8 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
     /// The longest a request body may send nothing.
     pub body_timeout: Duration,
+    /// The longest a connection may go without sending a request head.
+    pub idle_timeout: Duration,
     pub trusted_proxies: TrustedProxies,
     pub registry: RegistryConfig,
     pub auth: AuthSettings,
@@ -250,6 +261,15 @@ impl ServeArgs {
         if body_timeout.is_zero() {
             return Err(invalid(
                 "body_timeout must be longer than 0s: give e.g. \"2m\"".into(),
+            ));
+        }
+        let idle_timeout = self
+            .idle_timeout
+            .or(duration("idle_timeout", &file.idle_timeout)?)
+            .unwrap_or(DEFAULT_IDLE_TIMEOUT);
+        if idle_timeout.is_zero() {
+            return Err(invalid(
+                "idle_timeout must be longer than 0s: give e.g. \"60s\"".into(),
             ));
         }
         let trusted_proxies = if self.trusted_proxies.is_empty() {
@@ -324,6 +344,7 @@ impl ServeArgs {
                 .or(file.log_format)
                 .unwrap_or(LogFormat::Text),
             body_timeout,
+            idle_timeout,
             trusted_proxies: TrustedProxies::new(trusted_proxies),
             registry: RegistryConfig {
                 delete_enabled: self
@@ -370,6 +391,7 @@ mod tests {
         assert_eq!(c.registry.max_manifest_bytes, 4 << 20);
         assert_eq!(c.auth.pull_credential_ttl, Duration::from_secs(12 * 3600));
         assert_eq!(c.body_timeout, Duration::from_secs(120));
+        assert_eq!(c.idle_timeout, Duration::from_secs(60));
     }
 
     #[test]
@@ -396,7 +418,7 @@ mod tests {
     #[test]
     fn flags_override_file() {
         let file = write(
-            "addr = \"0.0.0.0:6000\"\ndata_dir = \"/srv/berth\"\ndelete_enabled = false\nupload_ttl = \"30m\"\nbody_timeout = \"5m\"\n",
+            "addr = \"0.0.0.0:6000\"\ndata_dir = \"/srv/berth\"\ndelete_enabled = false\nupload_ttl = \"30m\"\nbody_timeout = \"5m\"\nidle_timeout = \"90s\"\n",
         );
         let args = ServeArgs {
             config: Some(file.path().to_owned()),
@@ -409,6 +431,7 @@ mod tests {
         assert!(!c.registry.delete_enabled);
         assert_eq!(c.registry.upload_ttl, Duration::from_secs(1800));
         assert_eq!(c.body_timeout, Duration::from_secs(300));
+        assert_eq!(c.idle_timeout, Duration::from_secs(90));
         let args = ServeArgs {
             config: Some(file.path().to_owned()),
             body_timeout: Some(Duration::from_secs(30)),

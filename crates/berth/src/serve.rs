@@ -9,13 +9,15 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use axum::serve::ListenerExt;
+use axum_server::accept::NoDelayAcceptor;
+use axum_server::tls_rustls::RustlsAcceptor;
 use berth_auth::files::write_private;
 use berth_auth::htpasswd::{BCRYPT_COST, Htpasswd};
 use berth_auth::{AuthConfig, Authenticator, Policy};
 use berth_registry::Registry;
 use berth_server::AppState;
 use berth_storage::{FsBlobStore, SqliteMetadataStore};
+use hyper_util::rt::TokioTimer;
 use tokio::net::TcpListener;
 
 use crate::config::{LogFormat, ServeArgs, ServeConfig, TlsSettings};
@@ -124,31 +126,30 @@ async fn serve(config: ServeConfig) -> Result<()> {
         trusted_proxies: config.trusted_proxies.clone(),
     })
     .into_make_service_with_connect_info::<SocketAddr>();
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stopper.graceful_shutdown(None);
+    });
+    let mut server = axum_server::from_tcp(listener.into_std()?)?.handle(handle);
+    // A connection that sends no request head for this long, whether idle
+    // between requests or trickling a head in (slowloris), is closed: neither
+    // holds a task and a descriptor forever.
+    server
+        .http_builder()
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.idle_timeout);
+    // Small responses (manifests) should not wait for Nagle's algorithm.
     match tls {
-        None => {
-            // Small responses (manifests) should not wait for Nagle's algorithm.
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown_signal())
-                .await
-                .context("the HTTP server failed")?;
-        }
+        None => server.acceptor(NoDelayAcceptor).serve(app).await,
         Some(rustls) => {
-            let handle = axum_server::Handle::new();
-            let stopper = handle.clone();
-            tokio::spawn(async move {
-                shutdown_signal().await;
-                stopper.graceful_shutdown(None);
-            });
-            axum_server::from_tcp_rustls(listener.into_std()?, rustls)?
-                .handle(handle)
-                .serve(app)
-                .await
-                .context("the HTTPS server failed")?;
+            let acceptor = RustlsAcceptor::new(rustls).acceptor(NoDelayAcceptor);
+            server.acceptor(acceptor).serve(app).await
         }
     }
+    .with_context(|| format!("the {scheme} server failed"))?;
     expiry.abort();
     tracing::info!("berth stopped");
     Ok(())

@@ -1359,6 +1359,49 @@ async fn connections_are_kept_unless_a_body_is_left_unread() {
     assert_eq!(header(&r, "connection"), "close");
 }
 
+/// Connections that send no request head for the idle timeout are closed,
+/// whether idle after a request or trickling a head in; a request whose body
+/// takes longer than that is not cut.
+#[tokio::test]
+async fn idle_and_trickling_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start(&["--idle-timeout", "1s"]);
+    let mut trickling = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
+    trickling
+        .write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut idle = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0; 12];
+    idle.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+
+    // Meanwhile an upload slower than the idle timeout goes on.
+    let api = Api::new(&server);
+    let (_, tx, patch) = streamed_patch(&api, "slow").await;
+    for _ in 0..5 {
+        tx.send(Ok(vec![1; 100])).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    drop(tx);
+    let r = patch.await.unwrap().unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(header(&r, "range"), "0-499");
+
+    for (what, mut connection) in [("trickling", trickling), ("idle", idle)] {
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            connection.read_to_end(&mut rest),
+        )
+        .await;
+        assert!(closed.is_ok(), "the {what} connection is still open");
+    }
+}
+
 /// A chunk to feed a [`streamed_patch`].
 type ChunkSender = tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>;
 
