@@ -218,6 +218,9 @@ pub enum ConfigError {
     },
     #[error("config file {path} is not valid: {message}")]
     Invalid { path: PathBuf, message: String },
+    /// A flag or variable clap accepted that does not make sense.
+    #[error("{0}")]
+    Flag(String),
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -254,24 +257,35 @@ impl ServeArgs {
                     .transpose()
             };
         let file_ttl = duration("upload_ttl", &file.upload_ttl)?;
-        let body_timeout = self
-            .body_timeout
-            .or(duration("body_timeout", &file.body_timeout)?)
-            .unwrap_or(DEFAULT_BODY_TIMEOUT);
-        if body_timeout.is_zero() {
-            return Err(invalid(
-                "body_timeout must be longer than 0s: give e.g. \"2m\"".into(),
-            ));
-        }
-        let idle_timeout = self
-            .idle_timeout
-            .or(duration("idle_timeout", &file.idle_timeout)?)
-            .unwrap_or(DEFAULT_IDLE_TIMEOUT);
-        if idle_timeout.is_zero() {
-            return Err(invalid(
-                "idle_timeout must be longer than 0s: give e.g. \"60s\"".into(),
-            ));
-        }
+        // A timeout from the flag, else the file, else `default`; never zero.
+        let timeout = |key: &str, flag: Option<Duration>, text: &Option<String>, default| {
+            let value = flag.or(duration(key, text)?).unwrap_or(default);
+            if value.is_zero() {
+                let example = humantime::format_duration(default);
+                return Err(match flag {
+                    Some(_) => ConfigError::Flag(format!(
+                        "--{} must be longer than 0s: give e.g. {example}",
+                        key.replace('_', "-")
+                    )),
+                    None => invalid(format!(
+                        "{key} must be longer than 0s: give e.g. \"{example}\""
+                    )),
+                });
+            }
+            Ok(value)
+        };
+        let body_timeout = timeout(
+            "body_timeout",
+            self.body_timeout,
+            &file.body_timeout,
+            DEFAULT_BODY_TIMEOUT,
+        )?;
+        let idle_timeout = timeout(
+            "idle_timeout",
+            self.idle_timeout,
+            &file.idle_timeout,
+            DEFAULT_IDLE_TIMEOUT,
+        )?;
         let trusted_proxies = if self.trusted_proxies.is_empty() {
             file.trusted_proxies
                 .unwrap_or_default()
@@ -445,11 +459,17 @@ mod tests {
             body_timeout: Some(Duration::ZERO),
             ..Default::default()
         };
+        let err = zero.resolve().unwrap_err().to_string();
+        assert_eq!(err, "--body-timeout must be longer than 0s: give e.g. 2m");
+        let file = write("idle_timeout = \"0s\"\n");
+        let zero = ServeArgs {
+            config: Some(file.path().to_owned()),
+            ..Default::default()
+        };
+        let err = zero.resolve().unwrap_err().to_string();
         assert!(
-            zero.resolve()
-                .unwrap_err()
-                .to_string()
-                .contains("body_timeout")
+            err.contains("is not valid: idle_timeout must be longer"),
+            "{err}"
         );
     }
 
