@@ -10,7 +10,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use berth_client::{ClientConfig, Credentials, Outcome, RegistryClient};
-use common::{Api, Kubectl, Server, fixture};
+use berth_testkit::Kubectl;
+use common::{Api, Server, fixture};
 
 /// Runs the berth binary with no input.
 fn berth(args: &[&str]) -> std::process::Output {
@@ -183,7 +184,7 @@ async fn doctor_probe_cli_reports_pullable_and_missing_tags() {
 #[test]
 fn proposed_patches_work_with_kubectl_and_clear_the_finding() {
     let dir = tempfile::tempdir().unwrap();
-    let kubectl = Kubectl::new(dir.path());
+    let kubectl = Kubectl::new();
     let manifests = dir.path().join("manifests");
     std::fs::create_dir(&manifests).unwrap();
     std::fs::write(

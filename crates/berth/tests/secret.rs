@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::Kubectl;
+use berth_testkit::Kubectl;
 
 use base64::Engine as _;
 use berth_kube::credential_provider::{
@@ -130,7 +130,7 @@ fn cases() -> Vec<Case> {
 #[test]
 fn create_matches_kubectl_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
-    let k = Kubectl::new(dir.path());
+    let k = Kubectl::new();
     for c in cases() {
         for output in ["yaml", "json"] {
             // berth: the password on stdin; every namespace in one run.
@@ -245,7 +245,7 @@ fn create_matches_kubectl_byte_for_byte() {
 #[test]
 fn legacy_dockercfg_type() {
     let dir = tempfile::tempdir().unwrap();
-    let k = Kubectl::new(dir.path());
+    let k = Kubectl::new();
     let got = ok(&berth(
         &[
             "secret",
@@ -435,7 +435,7 @@ fn secret_payload(yaml: &str) -> String {
 #[test]
 fn from_docker_config_takes_only_the_named_registries() {
     let home = DockerHome::new();
-    let k = Kubectl::new(home.dir.path());
+    let k = Kubectl::new();
     let config = home.config(
         "plain/config.json",
         &format!(
@@ -564,7 +564,7 @@ fn from_docker_config_takes_only_the_named_registries() {
 #[test]
 fn from_docker_config_uses_creds_store_and_docker_config_dir() {
     let home = DockerHome::new();
-    let k = Kubectl::new(home.dir.path());
+    let k = Kubectl::new();
     home.config(
         "dc/config.json",
         r#"{"auths":{"store.example.com":{},"empty.example.com":{}},"credsStore":"berthtest"}"#,
@@ -650,7 +650,7 @@ fn from_docker_config_uses_creds_store_and_docker_config_dir() {
 #[test]
 fn attach_patch_gives_the_expected_service_account() {
     let dir = tempfile::tempdir().unwrap();
-    let k = Kubectl::new(dir.path());
+    let k = Kubectl::new();
     let out = berth(
         &[
             "secret",

@@ -4,78 +4,13 @@
 //! contacted) and requires byte equality. kubectl is required: the tests
 //! fail, not skip, when it is missing. Set `KUBECTL` to use another binary.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use berth_kube::secret::{
     DEFAULT_DOCKER_SERVER, DockerRegistrySecret, SecretType, image_pull_secrets_json_patch,
     image_pull_secrets_patch, service_account_json, service_account_yaml,
 };
-
-struct Kubectl {
-    bin: PathBuf,
-    dir: PathBuf,
-    kubeconfig: PathBuf,
-}
-
-impl Kubectl {
-    fn new(test: &str) -> Self {
-        let bin = std::env::var_os("KUBECTL")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                ["/usr/bin/kubectl", "/usr/local/bin/kubectl"]
-                    .iter()
-                    .map(PathBuf::from)
-                    .find(|p| p.exists())
-                    .unwrap_or_else(|| PathBuf::from("kubectl"))
-            });
-        match Command::new(&bin).args(["version", "--client"]).output() {
-            Ok(out) if out.status.success() => {}
-            _ => panic!(
-                "kubectl is required for the golden tests but {bin:?} could not be run: \
-                 install kubectl (for example `apt-get install kubectl`, or a release binary \
-                 on PATH) or point KUBECTL at it"
-            ),
-        }
-        let dir =
-            std::env::temp_dir().join(format!("berth-kube-golden-{}-{test}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        // An empty kubeconfig: no context namespace leaks into the output.
-        let kubeconfig = dir.join("kubeconfig");
-        std::fs::write(&kubeconfig, "").expect("kubeconfig");
-        Kubectl {
-            bin,
-            dir,
-            kubeconfig,
-        }
-    }
-
-    fn run(&self, args: &[String]) -> String {
-        let out = Command::new(&self.bin)
-            .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .output()
-            .expect("run kubectl");
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("kubectl prints UTF-8")
-    }
-
-    fn write(&self, name: &str, contents: &str) -> PathBuf {
-        let path = self.dir.join(name);
-        std::fs::write(&path, contents).expect("write temp file");
-        path
-    }
-}
-
-impl Drop for Kubectl {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use berth_testkit::Kubectl;
 
 fn arg(s: impl Into<String>) -> String {
     s.into()
@@ -171,7 +106,7 @@ fn cases() -> Vec<DockerRegistrySecret> {
 
 #[test]
 fn docker_registry_secrets_match_kubectl() {
-    let k = Kubectl::new("docker-registry");
+    let k = Kubectl::new();
     for secret in cases() {
         secret
             .validate()
@@ -206,7 +141,7 @@ fn legacy_dockercfg_secrets_match_kubectl() {
     // kubectl has no generator for kubernetes.io/dockercfg; the closest is a
     // generic secret of that type holding the payload, which fixes the
     // envelope, key, type and hash.
-    let k = Kubectl::new("dockercfg");
+    let k = Kubectl::new();
     let legacy: Vec<DockerRegistrySecret> = cases()
         .into_iter()
         .filter(|s| {
@@ -258,7 +193,7 @@ fn legacy_dockercfg_secrets_match_kubectl() {
 fn dockerconfigjson_payload_survives_from_file() {
     // The same payload through --from-file must give the same object as the
     // docker-registry generator: kubectl copies the file verbatim.
-    let k = Kubectl::new("from-file");
+    let k = Kubectl::new();
     for (i, secret) in cases().into_iter().take(12).enumerate() {
         let file = k.write(&format!("config-{i}.json"), &secret.payload());
         let mut args = vec![
@@ -282,7 +217,7 @@ fn dockerconfigjson_payload_survives_from_file() {
 
 #[test]
 fn service_accounts_match_kubectl() {
-    let k = Kubectl::new("serviceaccount");
+    let k = Kubectl::new();
     for (name, ns) in [
         ("builder", Some("team")),
         ("default", None),
@@ -319,7 +254,7 @@ fn service_accounts_match_kubectl() {
 fn service_account_patches_match_kubectl() {
     // Apply berth's patch to berth's manifest with `kubectl patch --local`;
     // the result must be berth's manifest for the merged list.
-    let k = Kubectl::new("patch");
+    let k = Kubectl::new();
     let scenarios: [(&[&str], &[&str], &[&str]); 5] = [
         (&["a"], &["b"], &[]),
         (&[], &["regcred"], &[]),
