@@ -58,8 +58,9 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_BODY_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub body_timeout: Option<Duration>,
 
-    /// Close a connection that sends no request head for this long: idle between
-    /// requests, or trickling a head in, e.g. 30s [default: 60s]
+    /// Close an HTTP/1 connection that sends no request head for this long: silent,
+    /// idle between requests, or trickling a head in, e.g. 30s; HTTP/2 peers are
+    /// pinged at that interval instead [default: 60s]
     #[arg(long, env = "BERTH_IDLE_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub idle_timeout: Option<Duration>,
 
@@ -264,8 +265,9 @@ impl ServeArgs {
                 let example = humantime::format_duration(default);
                 return Err(match flag {
                     Some(_) => ConfigError::Flag(format!(
-                        "--{} must be longer than 0s: give e.g. {example}",
-                        key.replace('_', "-")
+                        "--{} ({}) must be longer than 0s: give e.g. {example}",
+                        key.replace('_', "-"),
+                        format_args!("BERTH_{}", key.to_uppercase())
                     )),
                     None => invalid(format!(
                         "{key} must be longer than 0s: give e.g. \"{example}\""
@@ -460,7 +462,10 @@ mod tests {
             ..Default::default()
         };
         let err = zero.resolve().unwrap_err().to_string();
-        assert_eq!(err, "--body-timeout must be longer than 0s: give e.g. 2m");
+        assert_eq!(
+            err,
+            "--body-timeout (BERTH_BODY_TIMEOUT) must be longer than 0s: give e.g. 2m"
+        );
         let file = write("idle_timeout = \"0s\"\n");
         let zero = ServeArgs {
             config: Some(file.path().to_owned()),

@@ -8,6 +8,7 @@ mod config;
 mod credential_provider;
 mod docker_helper;
 mod doctor;
+mod first_byte;
 mod login;
 mod robot;
 mod secret;

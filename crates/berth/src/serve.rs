@@ -21,6 +21,7 @@ use hyper_util::rt::TokioTimer;
 use tokio::net::TcpListener;
 
 use crate::config::{LogFormat, ServeArgs, ServeConfig, TlsSettings};
+use crate::first_byte::FirstByteAcceptor;
 use crate::tls;
 
 /// Where berth writes the password of the `admin` user it creates.
@@ -29,6 +30,8 @@ pub const ADMIN_PASSWORD_FILE: &str = "admin-password";
 pub const ROBOTS_FILE: &str = "robots.json";
 /// How long `docker login`'s identity token (a refresh token) stays valid.
 const REFRESH_TOKEN_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
+/// How long an HTTP/2 peer has to answer a keep-alive ping.
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub fn run(args: ServeArgs) -> Result<()> {
     let config = args.resolve()?;
@@ -133,20 +136,34 @@ async fn serve(config: ServeConfig) -> Result<()> {
         stopper.graceful_shutdown(None);
     });
     let mut server = axum_server::from_tcp(listener.into_std()?)?.handle(handle);
-    // A connection that sends no request head for this long, whether idle
-    // between requests or trickling a head in (slowloris), is closed: neither
-    // holds a task and a descriptor forever.
-    server
-        .http_builder()
+    // An HTTP/1 connection that sends no request head for this long, whether
+    // idle between requests or trickling a head in (slowloris), is closed:
+    // neither holds a task and a descriptor forever. hyper has no idle limit
+    // for HTTP/2; its pings at that interval drop peers that vanished.
+    let idle = config.idle_timeout;
+    let builder = server.http_builder();
+    builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(config.idle_timeout);
-    // Small responses (manifests) should not wait for Nagle's algorithm.
+        .header_read_timeout(idle);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(idle)
+        .keep_alive_timeout(H2_PING_TIMEOUT);
+    // Small responses (manifests) should not wait for Nagle's algorithm, and
+    // a connection that never sends its first byte gets the same limit.
     match tls {
-        None => server.acceptor(NoDelayAcceptor).serve(app).await,
-        Some(rustls) => {
-            let acceptor = RustlsAcceptor::new(rustls).acceptor(NoDelayAcceptor);
+        None => {
+            let acceptor = FirstByteAcceptor::new(NoDelayAcceptor, idle);
             server.acceptor(acceptor).serve(app).await
+        }
+        Some(rustls) => {
+            let tls = RustlsAcceptor::new(rustls).acceptor(NoDelayAcceptor);
+            server
+                .acceptor(FirstByteAcceptor::new(tls, idle))
+                .serve(app)
+                .await
         }
     }
     .with_context(|| format!("the {scheme} server failed"))?;

@@ -1193,7 +1193,7 @@ async fn abandoned_uploads_expire() {
         let chunk = vec![i; 1000];
         content.extend_from_slice(&chunk);
         tx.send(Ok(chunk)).await.unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
     }
     drop(tx);
     let r = patch.await.unwrap().unwrap();
@@ -1360,12 +1360,13 @@ async fn connections_are_kept_unless_a_body_is_left_unread() {
 }
 
 /// Connections that send no request head for the idle timeout are closed,
-/// whether idle after a request or trickling a head in; a request whose body
-/// takes longer than that is not cut.
+/// whether silent from the start, idle after a request or trickling a head
+/// in; a request whose body takes longer than that is not cut.
 #[tokio::test]
 async fn idle_and_trickling_connections_are_closed() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let server = Server::start(&["--idle-timeout", "1s"]);
+    let server = Server::start(&["--idle-timeout", "2s"]);
+    let silent = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
     let mut trickling = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
     trickling
         .write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n")
@@ -1384,14 +1385,15 @@ async fn idle_and_trickling_connections_are_closed() {
     let (_, tx, patch) = streamed_patch(&api, "slow").await;
     for _ in 0..5 {
         tx.send(Ok(vec![1; 100])).await.unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
     }
     drop(tx);
     let r = patch.await.unwrap().unwrap();
     assert_eq!(r.status(), 202);
     assert_eq!(header(&r, "range"), "0-499");
 
-    for (what, mut connection) in [("trickling", trickling), ("idle", idle)] {
+    let connections = [("silent", silent), ("trickling", trickling), ("idle", idle)];
+    for (what, mut connection) in connections {
         let mut rest = Vec::new();
         let closed = tokio::time::timeout(
             std::time::Duration::from_secs(20),
