@@ -938,11 +938,11 @@ fn analyze_container(
     }
 }
 
-/// Reports the credentials for `image` that have a user name but no
-/// password. `docker login` against a token server that grants refresh tokens
-/// (berth, Docker Hub with SSO, `az acr login`) keeps only "user:" in `auth`
-/// beside an `identitytoken`, which the kubelet ignores; containerd and CRI-O
-/// send credentials only with a password, so the pull is anonymous.
+/// Reports when the first credentials the kubelet offers for `image` have no
+/// password: containerd and CRI-O then send none, so the pull is anonymous.
+/// `docker login` against a token server that grants refresh tokens (berth,
+/// Docker Hub with SSO, `az acr login`) keeps only "user:" in `auth` beside an
+/// `identitytoken`, which the kubelet ignores.
 fn passwordless_credentials(
     subject: &Subject,
     image: &ImageRef,
@@ -951,32 +951,46 @@ fn passwordless_credentials(
     providers: &[String],
     out: &mut Analysis,
 ) {
-    let matches = || pod_matches.iter().chain(node_matches);
-    let passwordless: Vec<&KeyringEntry> = matches()
+    // Only what is tried first decides: after a complete credential, these
+    // are reached only if it fails.
+    let entries: Vec<&KeyringEntry> = pod_matches
+        .iter()
+        .chain(node_matches)
         .map(|m| &m.entry)
-        .filter(|e| !e.credentials.username.is_empty() && e.credentials.password.is_empty())
+        .collect();
+    let passwordless: Vec<&KeyringEntry> = entries
+        .iter()
+        .take_while(|e| e.credentials.password.is_empty())
+        .copied()
         .collect();
     let Some(first) = passwordless.first() else {
         return;
     };
-    let others_remain = matches().count() > passwordless.len() || !providers.is_empty();
-    let (severity, then) = if others_remain {
+    let more_follow = entries.len() > passwordless.len() || !providers.is_empty();
+    let (severity, then) = if more_follow {
         (
             Severity::Info,
-            "; if that fails, the kubelet tries the next credential",
+            "; for a private image the kubelet then tries the next credential",
         )
     } else {
-        (Severity::Warning, ", which works only for a public image")
+        (
+            Severity::Error,
+            ": a private image then fails to pull (a public one is served anonymously)",
+        )
+    };
+    let what = if first.credentials.username.is_empty() {
+        "no user name and no password".to_owned()
+    } else {
+        format!("user {:?} but no password", first.credentials.username)
     };
     let mut finding = Finding::new(
         subject,
         severity,
         Reason::SecretMalformed,
         format!(
-            "the credential for {} has user {:?} but no password, so the node's runtime pulls \
-             anonymously (containerd and CRI-O send credentials only with a password){then}",
+            "the first credential for {} has {what}, so the node's runtime pulls anonymously \
+             (containerd and CRI-O send credentials only with a password){then}",
             image.domain(),
-            first.credentials.username
         ),
     );
     for entry in &passwordless {
@@ -985,10 +999,12 @@ fn passwordless_credentials(
             entry.source, entry.server, entry.credentials.username
         ));
     }
-    // `docker login` keeps an identity token in place of the password when
-    // the registry grants one; the kubelet ignores it.
-    let cause = "if it was copied from `docker login`, which kept an identity token instead of \
-                 the password";
+    let cause = if first.credentials.username.is_empty() {
+        "the entry comes from a docker config whose passwords live in a credential store"
+    } else {
+        "if it was copied from `docker login`, which kept an identity token instead of the \
+         password"
+    };
     let fix = match &first.source {
         CredentialSource::PullSecret { namespace, name } => format!(
             "{cause}, recreate the secret with a password or access token (e.g. a robot's): {}",
