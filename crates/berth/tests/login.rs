@@ -112,16 +112,14 @@ async fn login_writes_only_accepted_credentials_and_logout_removes_them() {
     // The file works for a real client.
     let authfile = config.to_str().unwrap();
     let image = format!("docker://{host}/team/app:v1");
-    let inspect = run_tool(
-        "skopeo",
-        &[
-            "inspect",
-            "--tls-verify=false",
-            "--authfile",
-            authfile,
-            &image,
-        ],
-    );
+    let inspect_args = [
+        "inspect",
+        "--tls-verify=false",
+        "--authfile",
+        authfile,
+        &image,
+    ];
+    let inspect = run_tool("skopeo", &inspect_args);
     assert!(inspect.contains("\"Digest\""), "{inspect}");
 
     // Logging in again replaces the entry in place (a stale password goes).
@@ -136,16 +134,7 @@ async fn login_writes_only_accepted_credentials_and_logout_removes_them() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains(&format!("removed the credentials for {host}")));
     assert_eq!(json(&config), before);
-    run_tool_failing(
-        "skopeo",
-        &[
-            "inspect",
-            "--tls-verify=false",
-            "--authfile",
-            authfile,
-            &image,
-        ],
-    );
+    run_tool_failing("skopeo", &inspect_args);
     let bytes = std::fs::read(&config).unwrap();
     let out = berth(&["logout", &host, "--config-file", authfile], "", &[]);
     assert!(out.status.success());
