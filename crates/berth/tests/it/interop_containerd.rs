@@ -4,13 +4,12 @@
 //! Fails (never skips) when containerd is missing; needs root, as containerd
 //! does.
 
-mod common;
 
 use berth_client::Outcome;
 use berth_doctor::Reason;
-use common::daemons::Containerd;
-use common::image::Layout;
-use common::{Server, fail, fixture, run_tool, sha256, succeed};
+use crate::common::daemons::Containerd;
+use crate::common::image::Layout;
+use crate::common::{Server, fail, fixture, run_tool, sha256, succeed};
 
 /// The platform architecture of this machine, as image indexes name it.
 fn host_arch() -> &'static str {

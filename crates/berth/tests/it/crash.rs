@@ -1,10 +1,9 @@
 //! kill -9 at awkward moments: the store stays consistent and pushes can be redone.
 
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Api, OCI_MANIFEST, Server, image_manifest, noise, sha256};
+use crate::common::{Api, OCI_MANIFEST, Server, image_manifest, noise, sha256};
 use futures_util::StreamExt;
 use sha2::Digest as _;
 
@@ -25,7 +24,7 @@ async fn kill_during_a_large_upload_leaves_nothing_visible_and_the_push_resumes(
     for i in 0..CHUNKS {
         hasher.update(chunk(i));
     }
-    let digest = format!("sha256:{}", common::hex(&hasher.finalize()));
+    let digest = format!("sha256:{}", crate::common::hex(&hasher.finalize()));
 
     let r = api
         .http
@@ -113,7 +112,7 @@ async fn kill_during_a_large_upload_leaves_nothing_visible_and_the_push_resumes(
         served.update(bytes.unwrap());
     }
     assert_eq!(
-        format!("sha256:{}", common::hex(&served.finalize())),
+        format!("sha256:{}", crate::common::hex(&served.finalize())),
         digest
     );
 }

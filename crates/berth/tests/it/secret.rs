@@ -3,7 +3,6 @@
 //! cluster). kubectl is required: these tests fail, not skip, without it.
 //! Set `KUBECTL` to use another binary.
 
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -19,7 +18,7 @@ use berth_kube::secret::{json_list, service_account_yaml};
 
 /// Runs berth with `stdin` and extra environment variables.
 fn berth(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
-    common::berth_with_env(args, stdin, env)
+    crate::common::berth_with_env(args, stdin, env)
 }
 
 fn ok(out: &Output) -> String {
@@ -378,7 +377,7 @@ struct DockerHome {
 impl DockerHome {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let path_var = common::path_with_script(
+        let path_var = crate::common::path_with_script(
             &dir.path().join("bin"),
             "docker-credential-berthtest",
             HELPER,

@@ -1,8 +1,7 @@
 //! The OCI Distribution API over real HTTP: every endpoint and error path.
 
-mod common;
 
-use common::{Api, OCI_INDEX, OCI_MANIFEST, Server, error_code, image_manifest, noise, sha256};
+use crate::common::{Api, OCI_INDEX, OCI_MANIFEST, Server, error_code, image_manifest, noise, sha256};
 use reqwest::StatusCode;
 
 fn header<'r>(response: &'r reqwest::Response, name: &str) -> &'r str {

@@ -2,12 +2,11 @@
 //! those clients see for good and bad credentials, missing rights, anonymous
 //! pulls, expiring robots and a self-signed CA. Fails when a client is missing.
 
-mod common;
 
 use std::time::Duration;
 
-use common::image::Layout;
-use common::{Server, berth, fixture, run_tool, run_tool_failing};
+use crate::common::image::Layout;
+use crate::common::{Server, berth, fixture, run_tool, run_tool_failing};
 
 /// An OCI layout with one small image tagged v1.
 fn image(dir: &std::path::Path) -> String {
@@ -229,7 +228,7 @@ fn skopeo_and_podman_over_tls_with_the_self_signed_ca() {
 
     // podman: login (wrong, then right) and pull, trusting the CA.
     let podman = |args: &[&str]| {
-        common::podman(work.path())
+        crate::common::podman(work.path())
             .args(args)
             .output()
             .expect("podman is installed (scripts/test installs it)")

@@ -2,14 +2,13 @@
 //! `berth credential-provider` with a `berth-registry` source against a
 //! running berth, its answer then used by skopeo.
 
-mod common;
 
 use std::io::Write as _;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use berth_kube::credential_provider::{ApiVersion, CacheKeyType, CredentialProviderResponse};
-use common::{Api, Fixture, berth, error_code, fixture, run_tool, run_tool_failing};
+use crate::common::{Api, Fixture, berth, error_code, fixture, run_tool, run_tool_failing};
 use serde_json::{Value, json};
 
 const EXCHANGE: &str = "/berth/v1/pull-credentials";

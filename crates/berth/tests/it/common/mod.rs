@@ -1,5 +1,4 @@
 //! Shared test harness: runs the real `berth` binary on a loopback port.
-#![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod daemons;
 pub mod image;
@@ -131,9 +130,6 @@ impl Server {
         self.wait_for_log(|lines| lines.iter().any(|l| l.contains(text)).then_some(()));
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
 
     /// SIGKILL, as a crash or an OOM kill would.
     pub fn kill9(&mut self) {

@@ -4,18 +4,17 @@
 //! client does not trust, the CLI's JSON schema and exit codes, and fixes
 //! that the real kubectl applies.
 
-mod common;
 
 use std::path::Path;
 use std::time::Duration;
 
 use berth_client::{ClientConfig, Credentials, Outcome, RegistryClient};
 use berth_testkit::Kubectl;
-use common::{Api, Server, fixture};
+use crate::common::{Api, Server, fixture};
 
 /// Runs the berth binary with no input.
 fn berth(args: &[&str]) -> std::process::Output {
-    common::berth(args, "")
+    crate::common::berth(args, "")
 }
 
 fn client(insecure: &str) -> RegistryClient {

@@ -2,17 +2,16 @@
 //! authentication: the docker config file is written only for accepted
 //! credentials, keeps everything else, and then works for skopeo.
 
-mod common;
 
 use std::path::Path;
 use std::process::Output;
 
-use common::{Api, fixture, run_tool, run_tool_failing};
+use crate::common::{Api, fixture, run_tool, run_tool_failing};
 use serde_json::Value;
 
 /// Runs berth with `stdin` and extra environment.
 fn berth(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
-    common::berth_with_env(args, stdin, env)
+    crate::common::berth_with_env(args, stdin, env)
 }
 
 fn stderr(out: &Output) -> String {
@@ -200,7 +199,7 @@ fn login_and_logout_go_through_the_configured_credential_helper() {
     let host = f.server.addr.as_str();
     let dir = tempfile::tempdir().unwrap();
     let bin = dir.path().join("bin");
-    let path_var = common::path_with_script(&bin, "docker-credential-berthfile", FILE_HELPER);
+    let path_var = crate::common::path_with_script(&bin, "docker-credential-berthfile", FILE_HELPER);
     let env = [("PATH", path_var.as_str())];
     let config = dir.path().join("config.json");
     let login_args = [

@@ -1,11 +1,10 @@
 //! HTTPS from certificate files, and their reload when the files change (what
 //! cert-manager does to a mounted Secret).
 
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Server;
+use crate::common::Server;
 
 /// A CA and a certificate for 127.0.0.1 signed by it, as PEM.
 fn certificate(name: &str) -> (String, String, String) {
@@ -23,7 +22,7 @@ fn certificate(name: &str) -> (String, String, String) {
 }
 
 fn client(ca: &str) -> reqwest::Client {
-    common::install_crypto_provider();
+    crate::common::install_crypto_provider();
     reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
         .build()

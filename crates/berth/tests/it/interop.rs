@@ -1,12 +1,11 @@
 //! Real clients against a real berth: skopeo and podman, from Debian's packages.
 //! These tests fail (they never skip) when a client is missing.
 
-mod common;
 
 use std::path::Path;
 
-use common::image::Layout;
-use common::{Server, run_tool, run_tool_failing, sha256, succeed};
+use crate::common::image::Layout;
+use crate::common::{Server, run_tool, run_tool_failing, sha256, succeed};
 
 /// The manifest digest index.json gives for `tag`.
 fn layout_digest(dir: &Path, tag: &str) -> String {
@@ -211,7 +210,7 @@ fn podman_pulls_and_pushes() {
         ],
     );
 
-    let podman = |args: &[&str]| succeed(common::podman(work.path()).args(args));
+    let podman = |args: &[&str]| succeed(crate::common::podman(work.path()).args(args));
     let creds = server.admin_creds();
     podman(&["pull", "--tls-verify=false", "--creds", &creds, &pulled]);
     let pushed = format!("{}/podman/copy:v1", server.addr);

@@ -2,13 +2,12 @@
 //! endpoint, forged tokens, the 401/403/404 distinctions, the policy, robots,
 //! throttling, the audit log, file reloads and TLS.
 
-mod common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::{Api, OCI_MANIFEST, Server, add_user, berth, error_code, fixture};
+use crate::common::{Api, OCI_MANIFEST, Server, add_user, berth, error_code, fixture};
 use reqwest::StatusCode;
 
 fn www_authenticate(r: &reqwest::Response) -> String {
@@ -21,7 +20,7 @@ fn www_authenticate(r: &reqwest::Response) -> String {
 }
 
 async fn token(server: &Server, user: Option<(&str, &str)>, scopes: &[&str]) -> String {
-    common::install_crypto_provider();
+    crate::common::install_crypto_provider();
     let query: Vec<String> = scopes.iter().map(|s| format!("scope={s}")).collect();
     let mut request = reqwest::Client::new()
         .get(server.url(&format!("/token?service=berth&{}", query.join("&"))));
@@ -227,7 +226,7 @@ async fn mounting_needs_pull_on_the_source() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
-    let team = common::sha256(b"team layer");
+    let team = crate::common::sha256(b"team layer");
     let r = bob
         .http
         .post(bob.url(&format!(
@@ -331,7 +330,7 @@ async fn token_anonymous(server: &Server) -> String {
 
 #[tokio::test]
 async fn oauth2_password_and_refresh_grants() {
-    common::install_crypto_provider();
+    crate::common::install_crypto_provider();
     let f = fixture("", &[]);
     let client = reqwest::Client::new();
     let form = |pairs: &[(&str, &str)]| {
@@ -1090,7 +1089,7 @@ fn non_bcrypt_htpasswd_is_refused_naming_the_line() {
 
 #[tokio::test]
 async fn self_signed_tls_serves_https_with_a_ca_to_trust() {
-    common::install_crypto_provider();
+    crate::common::install_crypto_provider();
     let server = Server::start(&["--tls-self-signed"]);
     assert!(server.base.starts_with("https://"), "{}", server.base);
     let ca = std::fs::read(server.data_dir.join("tls/ca.crt")).unwrap();

@@ -1,0 +1,20 @@
+//! berth's integration tests, in one binary so the suite links once.
+//!
+//! Each module drives the real `berth` binary (and real clients: skopeo,
+//! podman, containerd, docker, kubectl) over loopback; `common` is the harness
+//! they share.
+
+mod common;
+
+mod api;
+mod auth;
+mod crash;
+mod doctor;
+mod interop;
+mod interop_auth;
+mod interop_containerd;
+mod interop_docker;
+mod login;
+mod pull_credential;
+mod secret;
+mod tls;
