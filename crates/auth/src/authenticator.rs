@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
+use berth_api::pull_credentials::IssuedPullCredential;
 use quick_cache::sync::Cache;
 use sha2::Digest as _;
 
@@ -13,7 +14,7 @@ use crate::Subject;
 use crate::htpasswd::Htpasswd;
 use crate::policy::{Policy, RepositoryPattern};
 use crate::pull_credential::{
-    PATTERN_ACCESS_TYPE, PullCredential, PullCredentialError, PullGrant, choose_patterns,
+    PATTERN_ACCESS_TYPE, PullCredentialError, PullGrant, choose_patterns,
 };
 use crate::reload::Reloading;
 use crate::robots::{ROBOT_PREFIX, RobotStore};
@@ -414,7 +415,7 @@ impl Authenticator {
         subject: &Subject,
         requested: &[String],
         ttl: Option<Duration>,
-    ) -> Result<PullCredential, PullCredentialError> {
+    ) -> Result<IssuedPullCredential, PullCredentialError> {
         match subject {
             Subject::Anonymous => return Err(PullCredentialError::Anonymous),
             Subject::PullCredential(_) => return Err(PullCredentialError::NotExchangeable),
@@ -440,7 +441,7 @@ impl Authenticator {
         let credential = self
             .credential_fingerprint(subject.name())
             .ok_or(PullCredentialError::Anonymous)?;
-        Ok(PullCredential {
+        Ok(IssuedPullCredential {
             username: subject.name().to_owned(),
             password: self.tokens.issue_pull_credential(
                 subject.name(),
@@ -449,8 +450,11 @@ impl Authenticator {
                 expires_at,
             ),
             repositories: texts.iter().map(|t| (*t).to_owned()).collect(),
-            expires_at,
             expires_in: expires_at.saturating_sub(now),
+            expires_at: humantime::format_rfc3339_seconds(
+                UNIX_EPOCH + Duration::from_secs(expires_at),
+            )
+            .to_string(),
         })
     }
 
@@ -973,7 +977,7 @@ mod tests {
         );
     }
 
-    fn basic_of(credential: &PullCredential) -> Credentials {
+    fn basic_of(credential: &IssuedPullCredential) -> Credentials {
         basic(&credential.username, &credential.password)
     }
 

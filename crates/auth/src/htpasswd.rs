@@ -2,6 +2,8 @@
 //! what CNCF Distribution reads), so existing files and the usual Kubernetes
 //! Secret holding one work unchanged.
 
+use std::collections::BTreeMap;
+
 /// bcrypt cost for new entries: about 50 ms per check on current hardware,
 /// and berth caches successful checks so requests do not pay it each time.
 pub const BCRYPT_COST: u32 = 10;
@@ -26,9 +28,24 @@ const BCRYPT_MAX_PASSWORD: usize = 72;
 
 /// A hash nobody's password matches, checked for unknown users so that a
 /// wrong user name takes as long as a wrong password and reveals nothing.
-static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    bcrypt::hash(crate::random_secret(), BCRYPT_COST).expect("bcrypt hashes a short secret")
-});
+/// bcrypt's time grows with the cost, so the stand-in has the cost of the
+/// file's own entries: one per cost, made on first use.
+fn stand_in_hash(cost: u32) -> String {
+    static BY_COST: std::sync::Mutex<BTreeMap<u32, String>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    let mut hashes = BY_COST.lock().expect("stand-in hash table");
+    hashes
+        .entry(cost)
+        .or_insert_with(|| {
+            bcrypt::hash(crate::random_secret(), cost).expect("bcrypt hashes a short secret")
+        })
+        .clone()
+}
+
+/// The cost of a bcrypt hash (`$2y$10$…`).
+fn cost_of(hash: &str) -> Option<u32> {
+    hash.get(4..6)?.parse().ok()
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Htpasswd {
@@ -133,10 +150,25 @@ impl Htpasswd {
         match self.entries.iter().find(|(u, _)| u == user) {
             Some((_, hash)) => bcrypt::verify(password, hash).unwrap_or(false),
             None => {
-                let _ = bcrypt::verify(password, &DUMMY_HASH);
+                let _ = bcrypt::verify(password, &stand_in_hash(self.stand_in_cost()));
                 false
             }
         }
+    }
+
+    /// The cost most of the file's entries have (the first such, on a tie):
+    /// an unknown user then costs what most known ones do.
+    fn stand_in_cost(&self) -> u32 {
+        let mut counts: BTreeMap<u32, usize> = BTreeMap::new();
+        for cost in self.entries.iter().filter_map(|(_, hash)| cost_of(hash)) {
+            *counts.entry(cost).or_default() += 1;
+        }
+        let most = counts.values().copied().max().unwrap_or(0);
+        self.entries
+            .iter()
+            .filter_map(|(_, hash)| cost_of(hash))
+            .find(|cost| counts[cost] == most)
+            .unwrap_or(BCRYPT_COST)
     }
 
     /// Adds a user or replaces their password.
@@ -176,6 +208,26 @@ mod tests {
         assert_eq!(file.users().collect::<Vec<_>>(), ["alice"]);
         assert!(!file.verify("alice", "wrong"));
         assert!(!file.verify("bob", "secret"));
+    }
+
+    /// An unknown user is checked against a hash of the cost the file's
+    /// users have: at cost 5 a wrong password took 3 ms for a real user and
+    /// 77 ms (cost 10) for an unknown one, which told the names apart.
+    #[test]
+    fn unknown_users_cost_what_known_ones_do() {
+        let mut file = Htpasswd::default();
+        file.set("alice", "a", 5).unwrap();
+        file.set("bob", "b", 5).unwrap();
+        file.set("carol", "c", 6).unwrap();
+        assert_eq!(file.stand_in_cost(), 5);
+        assert_eq!(cost_of(&stand_in_hash(5)), Some(5));
+        assert!(!file.verify("mallory", "a"));
+        assert_eq!(Htpasswd::default().stand_in_cost(), BCRYPT_COST);
+        // On a tie, the first entry's cost.
+        let mut file = Htpasswd::default();
+        file.set("dave", "d", 6).unwrap();
+        file.set("erin", "e", 4).unwrap();
+        assert_eq!(file.stand_in_cost(), 6);
     }
 
     #[test]

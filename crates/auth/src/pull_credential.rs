@@ -34,29 +34,6 @@ pub struct PullGrant {
     pub expires_at: u64,
 }
 
-/// A credential as handed out.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PullCredential {
-    pub username: String,
-    pub password: String,
-    pub repositories: Vec<String>,
-    /// Unix seconds.
-    pub expires_at: u64,
-    /// Seconds from issue to expiry.
-    pub expires_in: u64,
-}
-
-impl std::fmt::Debug for PullCredential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PullCredential")
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .field("repositories", &self.repositories)
-            .field("expires_at", &self.expires_at)
-            .finish()
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PullCredentialError {
     #[error("log in with a user or robot account to get a pull credential")]

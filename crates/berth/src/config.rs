@@ -9,6 +9,7 @@ use std::time::Duration;
 use berth_auth::{Policy, PolicyConfig, RuleConfig};
 use berth_registry::RegistryConfig;
 use berth_server::TrustedProxies;
+use berth_server::body::BodyPace;
 use clap::{Args, ValueEnum};
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -54,9 +55,16 @@ pub struct ServeArgs {
     pub upload_ttl: Option<Duration>,
 
     /// End a request whose body sends nothing for this long (a stalled or vanished
-    /// client), e.g. 30s or 5m [default: 2m]
+    /// client), e.g. 30s or 5m; also the window --body-min-rate is measured over
+    /// [default: 2m]
     #[arg(long, env = "BERTH_BODY_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub body_timeout: Option<Duration>,
+
+    /// End a request whose body sends fewer bytes per second than this, averaged
+    /// over each --body-timeout, so a client trickling bytes cannot hold a
+    /// connection forever; 0 turns the check off [default: 1024]
+    #[arg(long, env = "BERTH_BODY_MIN_RATE", value_name = "BYTES_PER_SECOND")]
+    pub body_min_rate: Option<u64>,
 
     /// Close an HTTP/1 connection that sends no request head for this long: silent,
     /// idle between requests, or trickling a head in, e.g. 30s; HTTP/2 peers are
@@ -120,6 +128,9 @@ const DEFAULT_PULL_CREDENTIAL_TTL: Duration = Duration::from_secs(12 * 3600);
 /// Long enough for any client that is still sending, short enough that a
 /// vanished one does not hold its connection and upload for long.
 const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Far below any real client (a slow link moves tens of kilobytes a second),
+/// far above a trickle meant to hold connections open.
+const DEFAULT_BODY_MIN_RATE: u64 = 1024;
 /// Past the pause between the requests of one pull or push, short enough that
 /// idle and trickling connections do not pile up.
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -139,6 +150,7 @@ struct FileConfig {
     max_manifest_bytes: Option<usize>,
     upload_ttl: Option<String>,
     body_timeout: Option<String>,
+    body_min_rate: Option<u64>,
     idle_timeout: Option<String>,
     trusted_proxies: Option<Vec<String>>,
     htpasswd: Option<PathBuf>,
@@ -200,8 +212,8 @@ pub struct ServeConfig {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     pub log_format: LogFormat,
-    /// The longest a request body may send nothing.
-    pub body_timeout: Duration,
+    /// How fast request bodies must arrive.
+    pub body_pace: BodyPace,
     /// The longest a connection may go without sending a request head.
     pub idle_timeout: Duration,
     pub trusted_proxies: TrustedProxies,
@@ -359,7 +371,13 @@ impl ServeArgs {
                 .log_format
                 .or(file.log_format)
                 .unwrap_or(LogFormat::Text),
-            body_timeout,
+            body_pace: BodyPace {
+                idle: body_timeout,
+                min_rate: self
+                    .body_min_rate
+                    .or(file.body_min_rate)
+                    .unwrap_or(DEFAULT_BODY_MIN_RATE),
+            },
             idle_timeout,
             trusted_proxies: TrustedProxies::new(trusted_proxies),
             registry: RegistryConfig {
@@ -406,7 +424,7 @@ mod tests {
         assert!(c.registry.delete_enabled);
         assert_eq!(c.registry.max_manifest_bytes, 4 << 20);
         assert_eq!(c.auth.pull_credential_ttl, Duration::from_secs(12 * 3600));
-        assert_eq!(c.body_timeout, Duration::from_secs(120));
+        assert_eq!(c.body_pace.idle, Duration::from_secs(120));
         assert_eq!(c.idle_timeout, Duration::from_secs(60));
     }
 
@@ -446,7 +464,7 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/srv/berth"));
         assert!(!c.registry.delete_enabled);
         assert_eq!(c.registry.upload_ttl, Duration::from_secs(1800));
-        assert_eq!(c.body_timeout, Duration::from_secs(300));
+        assert_eq!(c.body_pace.idle, Duration::from_secs(300));
         assert_eq!(c.idle_timeout, Duration::from_secs(90));
         let args = ServeArgs {
             config: Some(file.path().to_owned()),
@@ -454,7 +472,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            args.resolve().unwrap().body_timeout,
+            args.resolve().unwrap().body_pace.idle,
             Duration::from_secs(30)
         );
         let zero = ServeArgs {

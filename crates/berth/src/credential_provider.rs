@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
-use berth_client::pull_credential::{IssuedPullCredential, PullCredentialRequest};
+use berth_api::pull_credentials::{IssuedPullCredential, PullCredentialRequest};
 use berth_client::{ClientConfig, Credentials, RegistryClient};
 use berth_kube::credential_provider::{
     CredentialProviderConfig, CredentialProviderRequest, CredentialProviderResponse, GoDuration,

@@ -2,46 +2,10 @@
 //! (`POST /berth/v1/pull-credentials`): a long-lived credential in, a
 //! short-lived pull-only one out.
 
+use berth_api::pull_credentials::{IssuedPullCredential, PATH, PullCredentialRequest};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
-use serde::{Deserialize, Serialize};
 
 use crate::{Credentials, RegistryClient, classify, read_small};
-
-/// The exchange endpoint, below the registry's base URL.
-pub const PULL_CREDENTIALS_PATH: &str = "/berth/v1/pull-credentials";
-
-/// What to ask for; the registry caps both.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct PullCredentialRequest {
-    /// Repository patterns; empty asks for everything the caller may pull.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub repositories: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ttl_seconds: Option<u64>,
-}
-
-/// The registry's answer.
-#[derive(Clone, Deserialize)]
-pub struct IssuedPullCredential {
-    pub username: String,
-    pub password: String,
-    pub repositories: Vec<String>,
-    /// Seconds the credential lives from now, by the registry's clock.
-    pub expires_in: u64,
-    /// RFC 3339.
-    pub expires_at: String,
-}
-
-impl std::fmt::Debug for IssuedPullCredential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IssuedPullCredential")
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .field("repositories", &self.repositories)
-            .field("expires_in", &self.expires_in)
-            .finish()
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExchangeError {
@@ -68,7 +32,7 @@ fn hint(status: u16) -> &'static str {
 
 /// The exchange URL for a registry base URL such as `https://reg.example.com`.
 pub fn exchange_url(base_url: &str) -> String {
-    format!("{}{PULL_CREDENTIALS_PATH}", base_url.trim_end_matches('/'))
+    format!("{}{PATH}", base_url.trim_end_matches('/'))
 }
 
 impl RegistryClient {
@@ -125,22 +89,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_and_requests() {
+    fn exchange_urls() {
         assert_eq!(
             exchange_url("https://r.example.com/"),
             "https://r.example.com/berth/v1/pull-credentials"
-        );
-        assert_eq!(
-            serde_json::to_string(&PullCredentialRequest::default()).unwrap(),
-            "{}"
-        );
-        let r = PullCredentialRequest {
-            repositories: vec!["team/*".into()],
-            ttl_seconds: Some(60),
-        };
-        assert_eq!(
-            serde_json::to_string(&r).unwrap(),
-            r#"{"repositories":["team/*"],"ttl_seconds":60}"#
         );
     }
 

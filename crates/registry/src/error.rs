@@ -1,5 +1,7 @@
 use berth_oci::{Digest, DigestError, ManifestError, NameError};
-use berth_storage::StorageError;
+use berth_storage::{Received, StorageError};
+
+use crate::UploadStatus;
 
 /// Why a registry operation failed, in the terms of the OCI Distribution spec.
 #[derive(Debug, thiserror::Error)]
@@ -27,19 +29,32 @@ pub enum RegistryError {
     #[error("upload {0} does not exist in this repository (finished, cancelled or expired)")]
     UploadUnknown(String),
     #[error(
-        "the chunk starts at byte {start}, but the upload holds {size} bytes: send the chunk starting at {size}"
+        "the chunk starts at byte {start}, but the upload holds {} bytes: send the chunk \
+         starting at {}",
+        upload.size,
+        upload.size
     )]
-    UploadOutOfOrder { start: u64, size: u64 },
+    UploadOutOfOrder { start: u64, upload: UploadStatus },
+    #[error(
+        "the chunk's Content-Range spans {expected} bytes but its body held {received}: \
+         nothing of it was kept; send it again from byte {}",
+        upload.size
+    )]
+    ChunkLength {
+        expected: u64,
+        received: Received,
+        upload: UploadStatus,
+    },
     #[error("{0}")]
     UploadInvalid(String),
-    #[error("{0}")]
-    SizeInvalid(String),
-    #[error("requested range lies outside the blob's {size} bytes")]
-    RangeNotSatisfiable { size: u64 },
     #[error("{0}")]
     InvalidParameter(String),
     #[error("deleting is disabled on this registry")]
     DeleteDisabled,
+    /// The metadata records a blob whose bytes the blob store does not have:
+    /// the store was damaged outside berth. A server fault, not the client's.
+    #[error("blob {0} is recorded but its content is missing from the blob store")]
+    BlobContentMissing(Digest),
     #[error("storage failed: {0}")]
     Storage(StorageError),
 }
@@ -47,12 +62,9 @@ pub enum RegistryError {
 impl From<StorageError> for RegistryError {
     fn from(e: StorageError) -> Self {
         match e {
-            StorageError::BlobNotFound(d) => RegistryError::BlobUnknown(d),
+            // Reads happen only after the metadata said the blob exists.
+            StorageError::BlobNotFound(d) => RegistryError::BlobContentMissing(d),
             StorageError::UploadNotFound(id) => RegistryError::UploadUnknown(id),
-            StorageError::UploadOffset { size, offset } => RegistryError::UploadOutOfOrder {
-                start: offset,
-                size,
-            },
             StorageError::DigestMismatch { expected, actual } => {
                 RegistryError::DigestMismatch { expected, actual }
             }

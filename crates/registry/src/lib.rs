@@ -3,21 +3,26 @@
 //! [`Registry`] implements the operations of the OCI Distribution Specification
 //! v1.1 (blob reads and uploads, cross-repository mounts, manifest pushes with
 //! their reference checks, tags, catalog, referrers, deletion) on top of any
-//! [`berth_storage::BlobStore`] and [`berth_storage::MetadataStore`]. Its errors
-//! ([`RegistryError`]) say what went wrong in registry terms; the HTTP layer maps
-//! each to the spec's status code and error code exactly once.
+//! [`berth_storage::BlobStore`] and [`berth_storage::MetadataStore`], one
+//! module per resource. Its inputs are typed (names, digests, byte ranges,
+//! chunk ranges: the HTTP layer parses headers), and its errors
+//! ([`RegistryError`]) say what went wrong in registry terms; the HTTP layer
+//! maps each to the spec's status code and error code exactly once.
 
+mod blobs;
 mod error;
+mod listings;
 mod locks;
+mod manifests;
 mod page;
-mod range;
 mod registry;
+mod uploads;
 
-pub use berth_storage::ByteStream;
+pub use berth_storage::{ByteStream, Received};
+pub use blobs::{Blob, ByteRange};
 pub use error::RegistryError;
+pub use listings::Referrers;
+pub use manifests::{PushedManifest, StoredManifest};
 pub use page::Page;
-pub use range::{ByteRange, RangeRequest};
-pub use registry::{
-    BlobRead, Mount, PushedManifest, Referrers, Registry, RegistryConfig, StoredManifest,
-    UploadStatus,
-};
+pub use registry::{Registry, RegistryConfig};
+pub use uploads::{Chunk, ChunkRange, Mount, UploadRef, UploadStatus};

@@ -1,19 +1,18 @@
 //! Authentication and authorization at the HTTP edge: which access a request
-//! needs, the 401/403/429 answers clients act on, and the token endpoint.
+//! needs, and the 401/403/429 answers clients act on.
 
 use std::net::IpAddr;
+use std::str::FromStr;
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::uri::Authority;
+use axum::http::{HeaderMap, Method, header};
 use berth_auth::{Action, AuthError, Authenticator, Credentials, Decision, Principal, Required};
 use berth_registry::Registry;
-use serde_json::json;
 
+use crate::body::BodyPace;
 use crate::client_addr::{ClientAddr, TrustedProxies};
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{AccessError, ApiError, EdgeError};
 use crate::route::Route;
 
 /// What every handler shares.
@@ -25,9 +24,9 @@ pub struct AppState {
     pub realm: Option<String>,
     /// Whether berth itself terminates TLS (for the derived realm's scheme).
     pub tls: bool,
-    /// A request body that sends nothing for this long is ended.
-    pub body_timeout: std::time::Duration,
-    /// Proxies whose `X-Forwarded-For` names the client.
+    /// How fast request bodies must arrive.
+    pub body_pace: BodyPace,
+    /// Proxies whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed.
     pub trusted_proxies: TrustedProxies,
 }
 
@@ -61,35 +60,63 @@ pub fn required(route: Route<'_>, method: &Method) -> Option<Required> {
     })
 }
 
-impl AppState {
-    fn realm(&self, headers: &HeaderMap, uri: &Uri) -> String {
-        if let Some(realm) = &self.realm {
-            return realm.clone();
+/// The host a client reached berth by, from `Host`, when it is one: it goes
+/// into the challenge's realm, inside quotes, so anything but a DNS name or
+/// an IP address with an optional port (a quote, a comma, user info) is
+/// refused rather than echoed.
+fn request_host(headers: &HeaderMap) -> Result<&str, EdgeError> {
+    let Some(value) = headers.get(header::HOST) else {
+        return Ok("localhost");
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| EdgeError::HostInvalid(String::from_utf8_lossy(value.as_bytes()).into()))?;
+    let is_host = |host: &str| match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(ipv6) => ipv6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
         }
-        let host = headers
-            .get(header::HOST)
+    };
+    match Authority::from_str(text) {
+        Ok(authority) if !text.contains('@') && is_host(authority.host()) => Ok(text),
+        _ => Err(EdgeError::HostInvalid(text.to_owned())),
+    }
+}
+
+impl AppState {
+    fn realm(&self, headers: &HeaderMap, client: ClientAddr) -> Result<String, EdgeError> {
+        if let Some(realm) = &self.realm {
+            return Ok(realm.clone());
+        }
+        let host = request_host(headers)?;
+        // Behind an ingress that terminates TLS, the client used https; only
+        // a trusted proxy is believed, as for X-Forwarded-For.
+        let forwarded = client
+            .via_trusted_proxy
+            .then(|| headers.get("x-forwarded-proto"))
+            .flatten()
             .and_then(|h| h.to_str().ok())
-            .or_else(|| uri.authority().map(|a| a.as_str()))
-            .unwrap_or("localhost");
-        // Behind an ingress that terminates TLS, the client used https.
-        let scheme = headers
-            .get("x-forwarded-proto")
-            .and_then(|h| h.to_str().ok())
-            .filter(|p| *p == "https" || *p == "http")
-            .unwrap_or(if self.tls { "https" } else { "http" });
-        format!("{scheme}://{host}/token")
+            .filter(|p| *p == "https" || *p == "http");
+        let scheme = forwarded.unwrap_or(if self.tls { "https" } else { "http" });
+        Ok(format!("{scheme}://{host}/token"))
     }
 
     fn challenge(
         &self,
         headers: &HeaderMap,
-        uri: &Uri,
+        client: ClientAddr,
         required: &Required,
         error: Option<&str>,
     ) -> ApiError {
+        let realm = match self.realm(headers, client) {
+            Ok(realm) => realm,
+            Err(e) => return e.into(),
+        };
         let mut value = format!(
-            "Bearer realm=\"{}\",service=\"{}\"",
-            self.realm(headers, uri),
+            "Bearer realm=\"{realm}\",service=\"{}\"",
             self.auth.service()
         );
         if let Some(scope) = required.scope() {
@@ -98,12 +125,7 @@ impl AppState {
         if let Some(error) = error {
             value.push_str(&format!(",error=\"{error}\""));
         }
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            ErrorCode::Unauthorized,
-            "authentication required: log in with a user or robot account that may do this",
-        )
-        .with_header(header::WWW_AUTHENTICATE, value)
+        AccessError::Challenge(value).into()
     }
 
     /// Runs `f` with the authenticator: on the blocking pool when it may
@@ -147,178 +169,29 @@ impl AppState {
     pub async fn check(
         &self,
         headers: &HeaderMap,
-        uri: &Uri,
-        client: IpAddr,
+        client: ClientAddr,
         required: &Required,
     ) -> Result<Principal, ApiError> {
         let authorization = headers
             .get(header::AUTHORIZATION)
             .and_then(|h| h.to_str().ok());
         let Ok(credentials) = Credentials::from_header(authorization) else {
-            return Err(self.challenge(headers, uri, required, Some("invalid_token")));
+            return Err(self.challenge(headers, client, required, Some("invalid_token")));
         };
         let needed = required.clone();
+        let ip = client.ip;
         let decision = self
             .authenticate(self.auth.may_hash(&credentials), move |auth| {
-                auth.decide(&credentials, client, &needed)
+                auth.decide(&credentials, ip, &needed)
             })
             .await;
         match decision {
             Decision::Allow(principal) => Ok(principal),
-            Decision::Challenge { error } => Err(self.challenge(headers, uri, required, error)),
-            Decision::Deny(subject) => Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                ErrorCode::Denied,
-                format!("{subject} may not do this here: ask an administrator for access"),
-            )),
-            Decision::Throttled(wait) => Err(throttled(wait)),
+            Decision::Challenge { error } => Err(self.challenge(headers, client, required, error)),
+            Decision::Deny(subject) => Err(AccessError::Denied(subject).into()),
+            Decision::Throttled(wait) => Err(AccessError::Throttled(wait).into()),
         }
     }
-}
-
-pub(crate) fn throttled(wait: std::time::Duration) -> ApiError {
-    let seconds = wait.as_secs().max(1);
-    ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::TooManyRequests,
-        format!("too many failed logins: retry in {seconds} s"),
-    )
-    .with_header(header::RETRY_AFTER, seconds.to_string())
-}
-
-fn login_error(error: AuthError) -> ApiError {
-    match error {
-        AuthError::Throttled(wait) => throttled(wait),
-        other => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            ErrorCode::Unauthorized,
-            other.to_string(),
-        )
-        .with_header(header::WWW_AUTHENTICATE, "Basic realm=\"berth\"".to_owned()),
-    }
-}
-
-fn json_ok(body: serde_json::Value) -> Response {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
-}
-
-/// `GET /token?service=&scope=&scope=&offline_token=`, with Basic credentials
-/// or anonymous: the Docker token endpoint.
-pub async fn token_get(
-    State(state): State<Arc<AppState>>,
-    ClientAddr(client): ClientAddr,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let query: Vec<(String, String)> = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-        .into_owned()
-        .collect();
-    let scopes: Vec<String> = query
-        .iter()
-        .filter(|(k, _)| k == "scope")
-        .map(|(_, v)| v.clone())
-        .collect();
-    let offline = query
-        .iter()
-        .any(|(k, v)| k == "offline_token" && v == "true");
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok());
-    let subject = match Credentials::from_header(authorization) {
-        Ok(Credentials::Basic { user, password }) => {
-            match state.login(&user, &password, client, false).await {
-                Ok(subject) => subject,
-                Err(e) => return login_error(e).into_response(),
-            }
-        }
-        Ok(Credentials::None) => berth_auth::Subject::Anonymous,
-        Ok(Credentials::Bearer(_)) | Err(_) => {
-            return login_error(AuthError::Malformed).into_response();
-        }
-    };
-    let (token, refresh) = state.auth.issue(&subject, &scopes, offline);
-    let mut body = json!({
-        "token": token.token,
-        "access_token": token.token,
-        "expires_in": token.expires_in,
-        "issued_at": token.issued_at,
-    });
-    if let Some(refresh) = refresh {
-        body["refresh_token"] = refresh.into();
-    }
-    json_ok(body)
-}
-
-/// `POST /token`: the OAuth2 form (`grant_type=password` or `refresh_token`).
-pub async fn token_post(
-    State(state): State<Arc<AppState>>,
-    ClientAddr(client): ClientAddr,
-    body: Body,
-) -> Response {
-    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
-        return bad_request("the token request body could not be read").into_response();
-    };
-    let form: Vec<(String, String)> = form_urlencoded::parse(&bytes).into_owned().collect();
-    let field = |name: &str| {
-        form.iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    let scopes: Vec<String> = field("scope")
-        .map(|s| vec![s.to_owned()])
-        .unwrap_or_default();
-    let subject = match field("grant_type") {
-        Some("password") => {
-            let (Some(user), Some(password)) = (field("username"), field("password")) else {
-                return bad_request("grant_type=password needs username and password")
-                    .into_response();
-            };
-            state.login(user, password, client, true).await
-        }
-        Some("refresh_token") => {
-            let Some(token) = field("refresh_token") else {
-                return bad_request("grant_type=refresh_token needs refresh_token").into_response();
-            };
-            state.auth.refresh(token)
-        }
-        other => {
-            return bad_request(&format!(
-                "grant_type {other:?} is not supported: use password or refresh_token"
-            ))
-            .into_response();
-        }
-    };
-    let subject = match subject {
-        Ok(subject) => subject,
-        Err(e) => return login_error(e).into_response(),
-    };
-    let offline = field("access_type") == Some("offline");
-    let (token, refresh) = state.auth.issue(&subject, &scopes, offline);
-    let mut body = json!({
-        "access_token": token.token,
-        // What was granted, which may be less than what was asked.
-        "scope": token.scope,
-        "expires_in": token.expires_in,
-        "issued_at": token.issued_at,
-    });
-    if let Some(refresh) = refresh {
-        body["refresh_token"] = refresh.into();
-    }
-    json_ok(body)
-}
-
-fn bad_request(message: &str) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Unsupported, message)
-}
-
-/// The token signing key's public half, as a JSON Web Key Set.
-pub async fn jwks(State(state): State<Arc<AppState>>) -> Response {
-    json_ok(state.auth.jwks())
 }
 
 #[cfg(test)]
@@ -356,5 +229,26 @@ mod tests {
             })
         );
         assert_eq!(r("/v2/a/tags/list", Method::POST), None);
+    }
+
+    #[test]
+    fn only_a_host_goes_into_the_realm() {
+        let host = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::HOST, value.parse().unwrap());
+            request_host(&headers).map(str::to_owned)
+        };
+        for good in [
+            "registry.example.com",
+            "127.0.0.1:5000",
+            "[::1]:5000",
+            "reg",
+        ] {
+            assert_eq!(host(good).unwrap(), good);
+        }
+        for bad in ["a\"b", "a,b=c", "user@host", "a b", "", "host/path"] {
+            assert!(host(bad).is_err(), "{bad}");
+        }
+        assert_eq!(request_host(&HeaderMap::new()).unwrap(), "localhost");
     }
 }

@@ -53,7 +53,8 @@ impl TrustedProxies {
         })
     }
 
-    fn trusts(&self, address: IpAddr) -> bool {
+    /// Whether `address` is a trusted proxy.
+    pub fn trusts(&self, address: IpAddr) -> bool {
         self.0.iter().any(|network| network.contains(&address))
     }
 
@@ -97,8 +98,14 @@ fn parse_hop(entry: &str) -> Option<IpAddr> {
         .map(|ip| ip.to_canonical())
 }
 
-/// Extractor: the client's address (see the module documentation).
-pub struct ClientAddr(pub IpAddr);
+/// Extractor: the client's address (see the module documentation), and
+/// whether the request came through a trusted proxy, whose other
+/// `X-Forwarded-*` headers are then believed too.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr {
+    pub ip: IpAddr,
+    pub via_trusted_proxy: bool,
+}
 
 impl FromRequestParts<Arc<AppState>> for ClientAddr {
     type Rejection = <ConnectInfo<SocketAddr> as FromRequestParts<Arc<AppState>>>::Rejection;
@@ -108,9 +115,11 @@ impl FromRequestParts<Arc<AppState>> for ClientAddr {
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
         let ConnectInfo(peer) = ConnectInfo::<SocketAddr>::from_request_parts(parts, state).await?;
-        Ok(ClientAddr(
-            state.trusted_proxies.client(peer.ip(), &parts.headers),
-        ))
+        let proxies = &state.trusted_proxies;
+        Ok(ClientAddr {
+            ip: proxies.client(peer.ip(), &parts.headers),
+            via_trusted_proxy: proxies.trusts(peer.ip().to_canonical()),
+        })
     }
 }
 

@@ -1,4 +1,11 @@
-//! Registry errors as HTTP answers: the one mapping to OCI error codes.
+//! Every error answer berth gives, and the one place where errors become
+//! HTTP statuses and OCI error codes.
+//!
+//! Handlers return typed errors: the registry's ([`RegistryError`]), the
+//! edge's own ([`EdgeError`]: requests malformed before the registry sees
+//! them), access decisions ([`AccessError`]), login failures
+//! ([`AuthError`]) and pull-credential refusals ([`PullCredentialError`]).
+//! Each becomes an [`ApiError`] here and nowhere else.
 //!
 //! Only the error codes of the OCI Distribution Specification are ever sent, in
 //! its body format `{"errors":[{"code","message","detail"}]}`, since clients act
@@ -6,10 +13,18 @@
 //! with `UNSUPPORTED` ("the operation could not be carried out") and the cause
 //! goes to the log, not to the client.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use std::time::Duration;
+
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use berth_auth::AuthError;
+use berth_auth::pull_credential::PullCredentialError;
 use berth_registry::RegistryError;
 use serde_json::json;
+
+use crate::body::SmallBodyError;
+use crate::limits::{MAX_HEADER_BYTES, MAX_HEADERS};
+use crate::response::upload_headers;
 
 /// The error codes of the OCI Distribution Specification v1.1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,15 +69,15 @@ impl ErrorCode {
 /// An error answer: status, code, message and any extra headers.
 #[derive(Debug)]
 pub struct ApiError {
-    pub status: StatusCode,
-    pub code: ErrorCode,
-    pub message: String,
+    status: StatusCode,
+    code: ErrorCode,
+    message: String,
     /// Extra headers (a challenge, Retry-After, Range…); few, so a list.
-    pub headers: Vec<(header::HeaderName, HeaderValue)>,
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+    fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -71,16 +86,80 @@ impl ApiError {
         }
     }
 
-    pub fn with_header(mut self, name: header::HeaderName, value: String) -> Self {
-        if let Ok(value) = HeaderValue::from_str(&value) {
+    fn with_header(mut self, name: HeaderName, value: &str) -> Self {
+        if let Ok(value) = HeaderValue::from_str(value) {
             self.headers.push((name, value));
         }
         self
     }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+}
+
+/// What the HTTP edge finds wrong with a request itself.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error("{0} is not an endpoint of the OCI Distribution API")]
+    NotAnEndpoint(String),
+    #[error("{method} is not supported on {path}")]
+    MethodNotAllowed { method: Method, path: String },
+    #[error("closing an upload needs ?digest=<digest of the whole blob>")]
+    DigestParameterMissing,
+    #[error("Content-Range {0:?} is not <start>-<end> (inclusive byte offsets, e.g. 0-1023)")]
+    ContentRangeInvalid(String),
+    #[error("Content-Range {range} is {length} bytes but Content-Length is {content_length}")]
+    ContentLengthDisagrees {
+        range: String,
+        length: u64,
+        content_length: u64,
+    },
+    #[error("requested range lies outside the blob's {size} bytes")]
+    RangeNotSatisfiable { size: u64 },
+    #[error("the manifest body could not be read: {0}")]
+    ManifestUnreadable(SmallBodyError),
+    #[error("{0}")]
+    TokenRequestInvalid(String),
+    #[error("{0}")]
+    PullCredentialRequestInvalid(String),
+    /// Only Basic credentials can be checked here (the token endpoint's
+    /// OAuth2 form, the pull-credential exchange).
+    #[error("{0}")]
+    BasicLoginRequired(&'static str),
+    #[error(
+        "the Host header {0:?} is not a host name or address with an optional port: send the \
+         registry's address"
+    )]
+    HostInvalid(String),
+    #[error("the request target is {length} bytes long; berth accepts at most {limit}")]
+    UriTooLong { length: usize, limit: usize },
+    #[error(
+        "the request has {fields} header fields taking {size} bytes; berth accepts at most \
+         {MAX_HEADERS} fields and {MAX_HEADER_BYTES} bytes"
+    )]
+    HeadersTooLarge { fields: usize, size: usize },
+    #[error("not ready: {0}")]
+    NotReady(String),
+}
+
+/// An access decision that refuses the request.
+#[derive(Debug)]
+pub enum AccessError {
+    /// 401 with this `WWW-Authenticate: Bearer …` challenge.
+    Challenge(String),
+    /// 403: `subject` is known and may not do this.
+    Denied(String),
+    /// 429: too many failed logins; retry after this long.
+    Throttled(Duration),
 }
 
 /// The status and code for each registry error.
-pub fn classify(error: &RegistryError) -> (StatusCode, ErrorCode) {
+fn classify(error: &RegistryError) -> (StatusCode, ErrorCode) {
     use ErrorCode::*;
     use RegistryError as E;
     match error {
@@ -94,34 +173,132 @@ pub fn classify(error: &RegistryError) -> (StatusCode, ErrorCode) {
         E::ManifestBlobUnknown(_) => (StatusCode::BAD_REQUEST, ManifestBlobUnknown),
         E::ManifestTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, SizeInvalid),
         E::UploadUnknown(_) => (StatusCode::NOT_FOUND, BlobUploadUnknown),
-        E::UploadOutOfOrder { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, BlobUploadInvalid),
+        E::UploadOutOfOrder { .. } | E::ChunkLength { .. } => {
+            (StatusCode::RANGE_NOT_SATISFIABLE, BlobUploadInvalid)
+        }
         E::UploadInvalid(_) => (StatusCode::BAD_REQUEST, BlobUploadInvalid),
-        E::SizeInvalid(_) => (StatusCode::BAD_REQUEST, SizeInvalid),
-        E::RangeNotSatisfiable { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, SizeInvalid),
         E::InvalidParameter(_) => (StatusCode::BAD_REQUEST, Unsupported),
         E::DeleteDisabled => (StatusCode::METHOD_NOT_ALLOWED, Unsupported),
-        E::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, Unsupported),
+        E::BlobContentMissing(_) | E::Storage(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, Unsupported)
+        }
     }
 }
+
+/// What a client is told of a failure inside berth.
+const SERVER_FAULT: &str = "the registry could not complete the request; the cause is in its log";
 
 impl From<RegistryError> for ApiError {
     fn from(error: RegistryError) -> Self {
         let (status, code) = classify(&error);
-        let message = match &error {
-            RegistryError::Storage(cause) => {
-                tracing::error!(error = %cause, "storage failure");
-                "the registry could not complete the request; the cause is in its log".to_owned()
-            }
-            other => other.to_string(),
-        };
-        let api = ApiError::new(status, code, message);
-        match error {
-            RegistryError::RangeNotSatisfiable { size } => {
-                api.with_header(header::CONTENT_RANGE, format!("bytes */{size}"))
-            }
+        if status.is_server_error() {
+            tracing::error!(error = %error, "the request failed inside berth");
+            return ApiError::new(status, code, SERVER_FAULT);
+        }
+        let api = ApiError::new(status, code, error.to_string());
+        match &error {
+            // Where the upload stands, so the client can go on from there.
+            RegistryError::UploadOutOfOrder { upload, .. }
+            | RegistryError::ChunkLength { upload, .. } => upload_headers(upload)
+                .into_iter()
+                .fold(api, |api, (name, value)| api.with_header(name, &value)),
             _ => api,
         }
     }
+}
+
+impl From<EdgeError> for ApiError {
+    fn from(error: EdgeError) -> Self {
+        use EdgeError as E;
+        use ErrorCode::*;
+        let (status, code) = match &error {
+            E::NotAnEndpoint(_) => (StatusCode::NOT_FOUND, NameUnknown),
+            E::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, Unsupported),
+            E::DigestParameterMissing => (StatusCode::BAD_REQUEST, DigestInvalid),
+            E::ContentRangeInvalid(_) => (StatusCode::BAD_REQUEST, BlobUploadInvalid),
+            E::ContentLengthDisagrees { .. } => (StatusCode::BAD_REQUEST, SizeInvalid),
+            E::RangeNotSatisfiable { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, SizeInvalid),
+            E::ManifestUnreadable(SmallBodyError::TooLarge { .. }) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, SizeInvalid)
+            }
+            E::ManifestUnreadable(_) => (StatusCode::BAD_REQUEST, ManifestInvalid),
+            E::TokenRequestInvalid(_) | E::PullCredentialRequestInvalid(_) | E::HostInvalid(_) => {
+                (StatusCode::BAD_REQUEST, Unsupported)
+            }
+            E::BasicLoginRequired(_) => (StatusCode::UNAUTHORIZED, Unauthorized),
+            E::UriTooLong { .. } => (StatusCode::URI_TOO_LONG, Unsupported),
+            E::HeadersTooLarge { .. } => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, Unsupported),
+            E::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, Unsupported),
+        };
+        let api = ApiError::new(status, code, error.to_string());
+        match error {
+            E::RangeNotSatisfiable { size } => {
+                api.with_header(header::CONTENT_RANGE, &format!("bytes */{size}"))
+            }
+            E::BasicLoginRequired(_) => basic_challenge(api),
+            _ => api,
+        }
+    }
+}
+
+impl From<AccessError> for ApiError {
+    fn from(error: AccessError) -> Self {
+        match error {
+            AccessError::Challenge(challenge) => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::Unauthorized,
+                "authentication required: log in with a user or robot account that may do this",
+            )
+            .with_header(header::WWW_AUTHENTICATE, &challenge),
+            AccessError::Denied(subject) => ApiError::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::Denied,
+                format!("{subject} may not do this here: ask an administrator for access"),
+            ),
+            AccessError::Throttled(wait) => {
+                let seconds = wait.as_secs().max(1);
+                ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    ErrorCode::TooManyRequests,
+                    format!("too many failed logins: retry in {seconds} s"),
+                )
+                .with_header(header::RETRY_AFTER, &seconds.to_string())
+            }
+        }
+    }
+}
+
+/// A failed login with a user name and password.
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::Throttled(wait) => AccessError::Throttled(wait).into(),
+            other => basic_challenge(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::Unauthorized,
+                other.to_string(),
+            )),
+        }
+    }
+}
+
+impl From<PullCredentialError> for ApiError {
+    fn from(error: PullCredentialError) -> Self {
+        let (status, code) = match &error {
+            PullCredentialError::Anonymous => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
+            PullCredentialError::BadPattern(_) | PullCredentialError::ZeroLifetime => {
+                (StatusCode::BAD_REQUEST, ErrorCode::Unsupported)
+            }
+            PullCredentialError::NotExchangeable
+            | PullCredentialError::NoPullRights(_)
+            | PullCredentialError::Wider { .. } => (StatusCode::FORBIDDEN, ErrorCode::Denied),
+        };
+        ApiError::new(status, code, error.to_string())
+    }
+}
+
+fn basic_challenge(api: ApiError) -> ApiError {
+    api.with_header(header::WWW_AUTHENTICATE, "Basic realm=\"berth\"")
 }
 
 impl IntoResponse for ApiError {
@@ -146,26 +323,77 @@ impl IntoResponse for ApiError {
 mod tests {
     use super::*;
     use berth_oci::Digest;
+    use berth_registry::{Received, UploadStatus};
+
+    fn status_and_code(error: impl Into<ApiError>) -> (u16, ErrorCode) {
+        let api = error.into();
+        (api.status.as_u16(), api.code)
+    }
 
     #[test]
     fn statuses_follow_the_spec() {
         let d = Digest::sha256_of(b"");
         assert_eq!(
-            classify(&RegistryError::BlobUnknown(d.clone())),
-            (StatusCode::NOT_FOUND, ErrorCode::BlobUnknown)
+            status_and_code(RegistryError::BlobUnknown(d.clone())),
+            (404, ErrorCode::BlobUnknown)
         );
         assert_eq!(
-            classify(&RegistryError::ManifestTooLarge { limit: 1 }).0,
-            StatusCode::PAYLOAD_TOO_LARGE
+            status_and_code(RegistryError::ManifestTooLarge { limit: 1 }).0,
+            413
         );
         assert_eq!(
-            classify(&RegistryError::UploadOutOfOrder { start: 1, size: 0 }).0,
-            StatusCode::RANGE_NOT_SATISFIABLE
+            status_and_code(RegistryError::DeleteDisabled),
+            (405, ErrorCode::Unsupported)
         );
         assert_eq!(
-            classify(&RegistryError::DeleteDisabled),
-            (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::Unsupported)
+            status_and_code(RegistryError::BlobContentMissing(d)),
+            (500, ErrorCode::Unsupported)
         );
+        assert_eq!(
+            status_and_code(EdgeError::NotAnEndpoint("/v2/x".into())),
+            (404, ErrorCode::NameUnknown)
+        );
+        assert_eq!(
+            status_and_code(PullCredentialError::NotExchangeable),
+            (403, ErrorCode::Denied)
+        );
+        assert_eq!(
+            status_and_code(PullCredentialError::ZeroLifetime),
+            (400, ErrorCode::Unsupported)
+        );
+        assert_eq!(
+            status_and_code(PullCredentialError::Anonymous),
+            (401, ErrorCode::Unauthorized)
+        );
+    }
+
+    #[test]
+    fn a_refused_chunk_says_where_the_upload_stands() {
+        let upload = UploadStatus {
+            repository: "team/app".into(),
+            id: "u1".into(),
+            size: 10,
+        };
+        let response = ApiError::from(RegistryError::ChunkLength {
+            expected: 10,
+            received: Received::MoreThan(10),
+            upload,
+        })
+        .into_response();
+        assert_eq!(response.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(response.headers()["range"], "0-9");
+        assert_eq!(
+            response.headers()["location"],
+            "/v2/team/app/blobs/uploads/u1"
+        );
+    }
+
+    #[test]
+    fn server_faults_keep_their_cause_out_of_the_answer() {
+        let cause = berth_storage::StorageError::Io(std::io::Error::other("/secret/path"));
+        let api = ApiError::from(RegistryError::Storage(cause));
+        assert_eq!(api.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!api.message.contains("secret"), "{}", api.message);
     }
 
     #[test]

@@ -2,114 +2,85 @@
 //! credential (Basic authentication) for a short-lived, pull-only one, e.g. a
 //! node's long-lived credential for what the kubelet presents.
 //!
-//! Request body (JSON, every field optional):
-//! `{"repositories": ["team/*"], "ttl_seconds": 3600}`. Answer:
-//! `{"username", "password", "repositories", "expires_in", "expires_at"}`.
-//! Errors use the spec's error body; every issue and refusal is audit-logged.
+//! The bodies are [`berth_api::pull_credentials`]'s. Errors use the spec's
+//! error body; every issue and refusal is audit-logged.
 
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use berth_auth::pull_credential::PullCredentialError;
-use berth_auth::{AuthError, Credentials};
-use serde::Deserialize;
-use serde_json::json;
+use berth_api::pull_credentials::PullCredentialRequest;
+use berth_auth::Credentials;
 
 use crate::access::AppState;
+use crate::body::read_small;
 use crate::client_addr::ClientAddr;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ApiError, EdgeError};
 
-pub const PATH: &str = "/berth/v1/pull-credentials";
+pub use berth_api::pull_credentials::PATH;
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ExchangeRequest {
-    #[serde(default)]
-    repositories: Vec<String>,
-    ttl_seconds: Option<u64>,
-}
+/// The largest request body read.
+const BODY_LIMIT: usize = 64 * 1024;
+/// How long the request body may take: it is a few bytes of JSON.
+const BODY_DEADLINE: Duration = Duration::from_secs(10);
 
-fn parse_request(bytes: &[u8]) -> Result<ExchangeRequest, ApiError> {
+fn parse_request(bytes: &[u8]) -> Result<PullCredentialRequest, EdgeError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(ExchangeRequest::default());
+        return Ok(PullCredentialRequest::default());
     }
     serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::Unsupported,
-            format!(
-                "the request body is not a pull credential request ({e}); send JSON like \
-                 {{\"repositories\":[\"team/*\"],\"ttl_seconds\":3600}} or no body"
-            ),
-        )
+        EdgeError::PullCredentialRequestInvalid(format!(
+            "the request body is not a pull credential request ({e}); send JSON like \
+             {{\"repositories\":[\"team/*\"],\"ttl_seconds\":3600}} or no body"
+        ))
     })
-}
-
-fn unauthorized(message: &str) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
-        .with_header(header::WWW_AUTHENTICATE, "Basic realm=\"berth\"".to_owned())
-}
-
-fn refusal(error: &PullCredentialError) -> ApiError {
-    let (status, code) = match error {
-        PullCredentialError::Anonymous => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
-        PullCredentialError::BadPattern(_) | PullCredentialError::ZeroLifetime => {
-            (StatusCode::BAD_REQUEST, ErrorCode::Unsupported)
-        }
-        PullCredentialError::NotExchangeable
-        | PullCredentialError::NoPullRights(_)
-        | PullCredentialError::Wider { .. } => (StatusCode::FORBIDDEN, ErrorCode::Denied),
-    };
-    ApiError::new(status, code, error.to_string())
 }
 
 pub async fn exchange(
     State(state): State<Arc<AppState>>,
-    ClientAddr(client): ClientAddr,
+    client: ClientAddr,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    issue(&state, client, &headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn issue(
+    state: &AppState,
+    client: ClientAddr,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok());
     let (user, password) = match Credentials::from_header(authorization) {
         Ok(Credentials::Basic { user, password }) => (user, password),
         Ok(Credentials::None) => {
-            return unauthorized(
+            return Err(EdgeError::BasicLoginRequired(
                 "log in with Basic authentication as the user or robot whose credential is \
                  exchanged",
             )
-            .into_response();
+            .into());
         }
         Ok(Credentials::Bearer(_)) | Err(_) => {
-            return unauthorized(
+            return Err(EdgeError::BasicLoginRequired(
                 "only Basic authentication (a user or robot name and password) can be \
                  exchanged for a pull credential",
             )
-            .into_response();
+            .into());
         }
     };
-    let subject = match state.login(&user, &password, client, false).await {
-        Ok(subject) => subject,
-        Err(AuthError::Throttled(wait)) => return crate::access::throttled(wait).into_response(),
-        Err(e) => return unauthorized(&e.to_string()).into_response(),
-    };
-    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
-        return ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::Unsupported,
-            "the request body could not be read or is larger than 64 KiB",
-        )
-        .into_response();
-    };
-    let request = match parse_request(&bytes) {
-        Ok(request) => request,
-        Err(e) => return e.into_response(),
-    };
+    let subject = state.login(&user, &password, client.ip, false).await?;
+    let bytes = read_small(body, BODY_LIMIT, BODY_DEADLINE)
+        .await
+        .map_err(|e| EdgeError::PullCredentialRequestInvalid(e.to_string()))?;
+    let request = parse_request(&bytes)?;
     let ttl = request.ttl_seconds.map(Duration::from_secs);
     match state
         .auth
@@ -120,41 +91,30 @@ pub async fn exchange(
                 target: "berth::audit",
                 event = "pull_credential_issued",
                 subject = credential.username,
-                %client,
+                client = %client.ip,
                 repositories = ?credential.repositories,
                 expires_at = credential.expires_at,
             );
-            let expires_at = humantime::format_rfc3339_seconds(
-                UNIX_EPOCH + Duration::from_secs(credential.expires_at),
-            )
-            .to_string();
-            let body = json!({
-                "username": credential.username,
-                "password": credential.password,
-                "repositories": credential.repositories,
-                "expires_in": credential.expires_in,
-                "expires_at": expires_at,
-            });
-            (
+            Ok((
                 StatusCode::OK,
                 [
                     (header::CONTENT_TYPE, "application/json"),
                     // A password: no cache may keep it.
                     (header::CACHE_CONTROL, "no-store"),
                 ],
-                body.to_string(),
+                serde_json::to_string(&credential).expect("a credential serialises"),
             )
-                .into_response()
+                .into_response())
         }
         Err(error) => {
             tracing::warn!(
                 target: "berth::audit",
                 event = "pull_credential_refused",
                 subject = subject.name(),
-                %client,
+                client = %client.ip,
                 reason = %error,
             );
-            refusal(&error).into_response()
+            Err(error.into())
         }
     }
 }
@@ -173,28 +133,8 @@ mod tests {
             (vec!["team/*".into()], Some(60))
         );
         for bad in [&br#"{"ttl":60}"#[..], b"[]", b"{", br#"{"ttl_seconds":-1}"#] {
-            let e = parse_request(bad).unwrap_err();
-            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            let e = ApiError::from(parse_request(bad).unwrap_err());
+            assert_eq!(e.status(), StatusCode::BAD_REQUEST);
         }
-    }
-
-    #[test]
-    fn refusals_map_to_spec_codes() {
-        let code = |e: PullCredentialError| {
-            let api = refusal(&e);
-            (api.status.as_u16(), api.code)
-        };
-        assert_eq!(
-            code(PullCredentialError::NotExchangeable),
-            (403, ErrorCode::Denied)
-        );
-        assert_eq!(
-            code(PullCredentialError::ZeroLifetime),
-            (400, ErrorCode::Unsupported)
-        );
-        assert_eq!(
-            code(PullCredentialError::Anonymous),
-            (401, ErrorCode::Unauthorized)
-        );
     }
 }

@@ -38,9 +38,21 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn upload_size(&self, id: &str) -> StorageResult<u64>;
 
     /// Appends `body` to upload `id`, which must hold exactly `offset` bytes.
-    /// Returns the new size. If the body fails midway, the bytes received so far
-    /// stay in the upload, so the client can resume from the size it is told.
-    async fn append_upload(&self, id: &str, offset: u64, body: ByteStream) -> StorageResult<u64>;
+    /// Returns the new size.
+    ///
+    /// With `expected`, the body is a chunk of that many bytes, kept whole or
+    /// not at all: if it holds another number of bytes or fails midway, the
+    /// upload is left at `offset` ([`crate::StorageError::ChunkLength`],
+    /// [`crate::StorageError::BodyInterrupted`]). Without, it is a stream: if
+    /// it fails midway, the bytes received so far stay in the upload, so the
+    /// client can resume from the size it is told.
+    async fn append_upload(
+        &self,
+        id: &str,
+        offset: u64,
+        expected: Option<u64>,
+        body: ByteStream,
+    ) -> StorageResult<u64>;
 
     /// Verifies that upload `id` has digest `expected`, then makes it the blob
     /// `expected` durably and removes the upload. Returns the blob's size. On a

@@ -1,3 +1,5 @@
+use std::fmt;
+
 use berth_oci::Digest;
 
 /// Failures of the storage layer. The registry layer turns these into its own
@@ -10,6 +12,10 @@ pub enum StorageError {
     UploadNotFound(String),
     #[error("upload is at offset {size}, a write at offset {offset} cannot continue it")]
     UploadOffset { size: u64, offset: u64 },
+    /// A chunk declared `expected` bytes and its body held another number;
+    /// nothing of it was kept.
+    #[error("the chunk declared {expected} bytes but its body held {received}")]
+    ChunkLength { expected: u64, received: Received },
     #[error("uploaded content has digest {actual}, not the {expected} it was declared as")]
     DigestMismatch { expected: Digest, actual: Digest },
     #[error("the request body ended early: {0}")]
@@ -19,19 +25,139 @@ pub enum StorageError {
     #[error("storage I/O failed: {0}")]
     Io(#[from] std::io::Error),
     #[error("metadata database failed: {0}")]
-    Database(String),
+    Database(#[from] DatabaseError),
+}
+
+/// How many bytes a chunk's body held, as far as they were read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    Exactly(u64),
+    /// More than declared; the rest was not read.
+    MoreThan(u64),
+}
+
+impl fmt::Display for Received {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Received::Exactly(n) => write!(f, "{n}"),
+            Received::MoreThan(n) => write!(f, "more than {n}"),
+        }
+    }
+}
+
+/// What kind of database failure happened, so that callers (and operators
+/// reading the log) can tell a full disk from a busy database or corruption
+/// whatever the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseErrorKind {
+    /// Busy, locked, or no connection available in time: retrying may work.
+    Unavailable,
+    /// The disk (or the database's quota) is full.
+    Full,
+    /// The database file is damaged or is not a database.
+    Corrupt,
+    /// The stored data or schema is not what this berth understands.
+    Schema,
+    Other,
+}
+
+impl fmt::Display for DatabaseErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DatabaseErrorKind::Unavailable => "unavailable",
+            DatabaseErrorKind::Full => "out of space",
+            DatabaseErrorKind::Corrupt => "corrupt",
+            DatabaseErrorKind::Schema => "unexpected schema or data",
+            DatabaseErrorKind::Other => "error",
+        })
+    }
+}
+
+/// A database failure with its kind and the engine's own error as source.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind}: {source}")]
+pub struct DatabaseError {
+    pub kind: DatabaseErrorKind,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl DatabaseError {
+    pub fn new(
+        kind: DatabaseErrorKind,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        DatabaseError {
+            kind,
+            source: source.into(),
+        }
+    }
+}
+
+impl StorageError {
+    /// A database failure of `kind`.
+    pub fn database(
+        kind: DatabaseErrorKind,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        StorageError::Database(DatabaseError::new(kind, source))
+    }
 }
 
 pub type StorageResult<T> = Result<T, StorageError>;
 
 impl From<r2d2_sqlite::rusqlite::Error> for StorageError {
     fn from(e: r2d2_sqlite::rusqlite::Error) -> Self {
-        StorageError::Database(e.to_string())
+        use r2d2_sqlite::rusqlite::ErrorCode;
+        let kind = match e.sqlite_error_code() {
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+                DatabaseErrorKind::Unavailable
+            }
+            Some(ErrorCode::DiskFull) => DatabaseErrorKind::Full,
+            Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
+                DatabaseErrorKind::Corrupt
+            }
+            _ => DatabaseErrorKind::Other,
+        };
+        StorageError::database(kind, e)
     }
 }
 
 impl From<r2d2::Error> for StorageError {
+    /// The pool gives up when no connection could be had in time.
     fn from(e: r2d2::Error) -> Self {
-        StorageError::Database(e.to_string())
+        StorageError::database(DatabaseErrorKind::Unavailable, e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use r2d2_sqlite::rusqlite::{Connection, ffi};
+
+    #[test]
+    fn sqlite_failures_keep_their_kind() {
+        let full = r2d2_sqlite::rusqlite::Error::SqliteFailure(
+            ffi::Error::new(ffi::SQLITE_FULL),
+            Some("database or disk is full".into()),
+        );
+        match StorageError::from(full) {
+            StorageError::Database(e) => {
+                assert_eq!(e.kind, DatabaseErrorKind::Full);
+                assert!(e.to_string().contains("disk is full"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("not-a-db");
+        std::fs::write(&path, vec![7u8; 4096]).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let error = conn
+            .query_row("SELECT 1 FROM x", [], |_| Ok(()))
+            .unwrap_err();
+        match StorageError::from(error) {
+            StorageError::Database(e) => assert_eq!(e.kind, DatabaseErrorKind::Corrupt),
+            other => panic!("{other:?}"),
+        }
     }
 }

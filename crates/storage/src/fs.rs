@@ -25,7 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
 use crate::blob::{BlobStore, ByteStream};
-use crate::{StorageError, StorageResult};
+use crate::{Received, StorageError, StorageResult};
 
 /// Bytes per read when streaming a blob out, and per write when taking one in:
 /// large enough that a 1 GiB transfer costs a few thousand system calls.
@@ -33,6 +33,15 @@ const IO_CHUNK: usize = 256 * 1024;
 
 /// How many received body chunks may wait for the writer thread.
 const PENDING_CHUNKS: usize = 64;
+
+/// How receiving an appended body ended.
+enum Ending {
+    Complete,
+    /// The body failed (the client vanished, the body timed out).
+    Interrupted(io::Error),
+    /// A chunk sent more bytes than it declared.
+    Overflow,
+}
 
 /// An upload's hash state after its last byte, kept so a chunked upload is
 /// hashed once while it arrives. Lost on restart; then rebuilt from the file.
@@ -95,6 +104,16 @@ impl FsBlobStore {
 
     fn take_hash(&self, id: &str) -> Option<UploadHash> {
         self.hashes.lock().expect("hash map lock").remove(id)
+    }
+
+    /// Keeps an upload's hash state for its next chunk; returns its size.
+    fn keep_hash(&self, id: &str, state: UploadHash) -> u64 {
+        let size = state.size;
+        self.hashes
+            .lock()
+            .expect("hash map lock")
+            .insert(id.to_owned(), state);
+        size
     }
 }
 
@@ -245,15 +264,18 @@ impl BlobStore for FsBlobStore {
         &self,
         id: &str,
         offset: u64,
+        expected: Option<u64>,
         mut body: ByteStream,
     ) -> StorageResult<u64> {
         let path = self.upload_path(id)?;
         let known = self.take_hash(id);
         let owned_id = id.to_owned();
+        let writer_path = path.clone();
         // Receiving runs here, hashing and writing on a blocking thread, so the
         // two overlap on separate cores.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(PENDING_CHUNKS);
         let writer = tokio::task::spawn_blocking(move || -> StorageResult<UploadHash> {
+            let path = writer_path;
             let mut file = OpenOptions::new()
                 .write(true)
                 .open(&path)
@@ -278,32 +300,62 @@ impl BlobStore for FsBlobStore {
             Ok(UploadHash { size, hasher })
         });
 
-        let mut interrupted = None;
+        let mut received = 0u64;
+        let mut ending = Ending::Complete;
         while let Some(item) = body.next().await {
             match item {
                 Ok(chunk) => {
+                    received += chunk.len() as u64;
+                    if expected.is_some_and(|expected| received > expected) {
+                        ending = Ending::Overflow;
+                        break;
+                    }
                     if tx.send(chunk).await.is_err() {
                         break; // the writer failed; its error is reported below
                     }
                 }
                 Err(e) => {
-                    interrupted = Some(e);
+                    ending = Ending::Interrupted(e);
                     break;
                 }
             }
         }
         drop(tx);
-        let state = writer
+        let written = writer
             .await
-            .map_err(|e| StorageError::Io(io::Error::other(e)))??;
-        let size = state.size;
-        self.hashes
-            .lock()
-            .expect("hash map lock")
-            .insert(id.to_owned(), state);
-        match interrupted {
-            Some(e) => Err(StorageError::BodyInterrupted(e.to_string())),
-            None => Ok(size),
+            .map_err(|e| StorageError::Io(io::Error::other(e)))?;
+        let Some(expected) = expected else {
+            let size = self.keep_hash(id, written?);
+            return match ending {
+                Ending::Interrupted(e) => Err(StorageError::BodyInterrupted(e.to_string())),
+                Ending::Complete | Ending::Overflow => Ok(size),
+            };
+        };
+        // A declared chunk is kept whole or not at all.
+        let verdict = written.and_then(|state| match ending {
+            Ending::Interrupted(e) => Err(StorageError::BodyInterrupted(e.to_string())),
+            Ending::Overflow => Err(StorageError::ChunkLength {
+                expected,
+                received: Received::MoreThan(expected),
+            }),
+            Ending::Complete if state.size - offset != expected => Err(StorageError::ChunkLength {
+                expected,
+                received: Received::Exactly(state.size - offset),
+            }),
+            Ending::Complete => Ok(state),
+        });
+        match verdict {
+            Ok(state) => Ok(self.keep_hash(id, state)),
+            Err(e) => {
+                blocking(move || {
+                    Ok(OpenOptions::new()
+                        .write(true)
+                        .open(&path)?
+                        .set_len(offset)?)
+                })
+                .await?;
+                Err(e)
+            }
         }
     }
 
@@ -369,17 +421,20 @@ mod tests {
         store.create_upload("u1").await.unwrap();
         assert_eq!(
             store
-                .append_upload("u1", 0, body(&[b"hello ", b"wor"]))
+                .append_upload("u1", 0, None, body(&[b"hello ", b"wor"]))
                 .await
                 .unwrap(),
             9
         );
         assert!(matches!(
-            store.append_upload("u1", 3, body(&[b"x"])).await,
+            store.append_upload("u1", 3, None, body(&[b"x"])).await,
             Err(StorageError::UploadOffset { size: 9, offset: 3 })
         ));
         assert_eq!(
-            store.append_upload("u1", 9, body(&[b"ld"])).await.unwrap(),
+            store
+                .append_upload("u1", 9, None, body(&[b"ld"]))
+                .await
+                .unwrap(),
             11
         );
         let digest = Digest::sha256_of(b"hello world");
@@ -405,10 +460,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FsBlobStore::open(dir.path()).unwrap();
         store.create_upload("u").await.unwrap();
-        store.append_upload("u", 0, body(&[b"abc"])).await.unwrap();
+        store
+            .append_upload("u", 0, None, body(&[b"abc"]))
+            .await
+            .unwrap();
         let reopened = FsBlobStore::open(dir.path()).unwrap();
         reopened
-            .append_upload("u", 3, body(&[b"def"]))
+            .append_upload("u", 3, None, body(&[b"def"]))
             .await
             .unwrap();
         let digest = Digest::sha256_of(b"abcdef");
@@ -420,7 +478,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FsBlobStore::open(dir.path()).unwrap();
         store.create_upload("u").await.unwrap();
-        store.append_upload("u", 0, body(&[b"abc"])).await.unwrap();
+        store
+            .append_upload("u", 0, None, body(&[b"abc"]))
+            .await
+            .unwrap();
         let claimed = Digest::sha256_of(b"xyz");
         assert!(matches!(
             store.commit_upload("u", &claimed).await,
@@ -435,7 +496,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FsBlobStore::open(dir.path()).unwrap();
         store.create_upload("u").await.unwrap();
-        store.append_upload("u", 0, body(&[b"abc"])).await.unwrap();
+        store
+            .append_upload("u", 0, None, body(&[b"abc"]))
+            .await
+            .unwrap();
         let mut h = Hasher::new(Algorithm::Sha512);
         h.update(b"abc");
         let digest = h.finish();
@@ -454,10 +518,52 @@ mod tests {
         ])
         .boxed();
         assert!(matches!(
-            store.append_upload("u", 0, failing).await,
+            store.append_upload("u", 0, None, failing).await,
             Err(StorageError::BodyInterrupted(_))
         ));
         assert_eq!(store.upload_size("u").await.unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_declared_chunk_is_kept_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        store.create_upload("u").await.unwrap();
+        assert_eq!(
+            store
+                .append_upload("u", 0, Some(3), body(&[b"ab", b"c"]))
+                .await
+                .unwrap(),
+            3
+        );
+        // Longer, shorter, or broken off: the upload stays where it was.
+        let cases: Vec<(ByteStream, Received)> = vec![
+            (body(&[b"de", b"fgh"]), Received::MoreThan(3)),
+            (body(&[b"de"]), Received::Exactly(2)),
+        ];
+        for (chunk, received) in cases {
+            assert!(matches!(
+                store.append_upload("u", 3, Some(3), chunk).await,
+                Err(StorageError::ChunkLength { expected: 3, received: r }) if r == received
+            ));
+            assert_eq!(store.upload_size("u").await.unwrap(), 3);
+        }
+        let broken = stream::iter(vec![
+            Ok(Bytes::from_static(b"de")),
+            Err(io::Error::other("connection reset")),
+        ])
+        .boxed();
+        assert!(matches!(
+            store.append_upload("u", 3, Some(3), broken).await,
+            Err(StorageError::BodyInterrupted(_))
+        ));
+        assert_eq!(store.upload_size("u").await.unwrap(), 3);
+        store
+            .append_upload("u", 3, Some(3), body(&[b"def"]))
+            .await
+            .unwrap();
+        let digest = Digest::sha256_of(b"abcdef");
+        assert_eq!(store.commit_upload("u", &digest).await.unwrap(), 6);
     }
 
     #[tokio::test]

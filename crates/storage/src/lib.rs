@@ -21,7 +21,7 @@ mod metadata;
 mod sqlite;
 
 pub use blob::{BlobStore, ByteStream};
-pub use error::{StorageError, StorageResult};
+pub use error::{DatabaseError, DatabaseErrorKind, Received, StorageError, StorageResult};
 pub use fs::FsBlobStore;
 pub use metadata::{
     BlobUnlink, ManifestDeletion, ManifestRecord, MetadataStore, NewManifest, ReferrerRecord,

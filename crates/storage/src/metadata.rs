@@ -44,6 +44,9 @@ pub struct ReferrerRecord {
 pub struct UploadRecord {
     pub id: String,
     pub repository: String,
+    /// The subject that opened it (empty for anonymous); `None` for sessions
+    /// recorded before sessions had owners.
+    pub owner: Option<String>,
     /// Unix seconds of the last write.
     pub updated_at: i64,
 }
@@ -156,10 +159,13 @@ pub trait MetadataStore: Send + Sync + 'static {
         limit: usize,
     ) -> StorageResult<Vec<ReferrerRecord>>;
 
+    /// Records an upload session of `owner` (a subject name, empty for
+    /// anonymous).
     async fn create_upload(
         &self,
         id: &str,
         repository: &RepositoryName,
+        owner: &str,
         now: i64,
     ) -> StorageResult<()>;
 

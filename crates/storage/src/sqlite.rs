@@ -16,64 +16,71 @@ use r2d2::Pool;
 use r2d2_sqlite::SqliteConnectionManager;
 use r2d2_sqlite::rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use crate::error::DatabaseErrorKind;
 use crate::lookup_cache::{LookupCache, LookupKey};
 use crate::metadata::*;
 use crate::{StorageError, StorageResult};
 
-/// Schema version stored in `PRAGMA user_version`; bump it with a migration.
-const SCHEMA_VERSION: i64 = 1;
-
-const SCHEMA: &str = "
-CREATE TABLE repositories (
-    id   INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE
-);
-CREATE TABLE blobs (
-    digest TEXT PRIMARY KEY,
-    size   INTEGER NOT NULL
-);
--- Which repository may read which blob: uploaded or mounted there.
-CREATE TABLE repository_blobs (
-    repository_id INTEGER NOT NULL REFERENCES repositories(id),
-    digest        TEXT NOT NULL REFERENCES blobs(digest),
-    PRIMARY KEY (repository_id, digest)
-);
-CREATE INDEX repository_blobs_digest ON repository_blobs(digest);
-CREATE TABLE manifests (
-    repository_id INTEGER NOT NULL REFERENCES repositories(id),
-    digest        TEXT NOT NULL REFERENCES blobs(digest),
-    media_type    TEXT NOT NULL,
-    size          INTEGER NOT NULL,
-    artifact_type TEXT,
-    subject       TEXT,
-    annotations   TEXT,
-    PRIMARY KEY (repository_id, digest)
-);
-CREATE INDEX manifests_subject ON manifests(repository_id, subject);
-CREATE INDEX manifests_digest ON manifests(digest);
--- Blobs and child manifests each manifest needs.
-CREATE TABLE manifest_references (
-    repository_id   INTEGER NOT NULL,
-    manifest_digest TEXT NOT NULL,
-    child_digest    TEXT NOT NULL,
-    PRIMARY KEY (repository_id, manifest_digest, child_digest),
-    FOREIGN KEY (repository_id, manifest_digest) REFERENCES manifests(repository_id, digest)
-);
-CREATE INDEX manifest_references_child ON manifest_references(child_digest);
-CREATE TABLE tags (
-    repository_id INTEGER NOT NULL,
-    name          TEXT NOT NULL,
-    digest        TEXT NOT NULL,
-    PRIMARY KEY (repository_id, name),
-    FOREIGN KEY (repository_id, digest) REFERENCES manifests(repository_id, digest)
-);
-CREATE TABLE uploads (
-    id         TEXT PRIMARY KEY,
-    repository TEXT NOT NULL,
-    updated_at INTEGER NOT NULL
-);
-CREATE INDEX uploads_updated_at ON uploads(updated_at);
-";
+/// The schema, as the migrations that build it in order: `PRAGMA
+/// user_version` holds how many were applied. Append to change it; never
+/// edit one that has shipped.
+const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    "
+    CREATE TABLE repositories (
+        id   INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE
+    );
+    CREATE TABLE blobs (
+        digest TEXT PRIMARY KEY,
+        size   INTEGER NOT NULL
+    );
+    -- Which repository may read which blob: uploaded or mounted there.
+    CREATE TABLE repository_blobs (
+        repository_id INTEGER NOT NULL REFERENCES repositories(id),
+        digest        TEXT NOT NULL REFERENCES blobs(digest),
+        PRIMARY KEY (repository_id, digest)
+    );
+    CREATE INDEX repository_blobs_digest ON repository_blobs(digest);
+    CREATE TABLE manifests (
+        repository_id INTEGER NOT NULL REFERENCES repositories(id),
+        digest        TEXT NOT NULL REFERENCES blobs(digest),
+        media_type    TEXT NOT NULL,
+        size          INTEGER NOT NULL,
+        artifact_type TEXT,
+        subject       TEXT,
+        annotations   TEXT,
+        PRIMARY KEY (repository_id, digest)
+    );
+    CREATE INDEX manifests_subject ON manifests(repository_id, subject);
+    CREATE INDEX manifests_digest ON manifests(digest);
+    -- Blobs and child manifests each manifest needs.
+    CREATE TABLE manifest_references (
+        repository_id   INTEGER NOT NULL,
+        manifest_digest TEXT NOT NULL,
+        child_digest    TEXT NOT NULL,
+        PRIMARY KEY (repository_id, manifest_digest, child_digest),
+        FOREIGN KEY (repository_id, manifest_digest) REFERENCES manifests(repository_id, digest)
+    );
+    CREATE INDEX manifest_references_child ON manifest_references(child_digest);
+    CREATE TABLE tags (
+        repository_id INTEGER NOT NULL,
+        name          TEXT NOT NULL,
+        digest        TEXT NOT NULL,
+        PRIMARY KEY (repository_id, name),
+        FOREIGN KEY (repository_id, digest) REFERENCES manifests(repository_id, digest)
+    );
+    CREATE TABLE uploads (
+        id         TEXT PRIMARY KEY,
+        repository TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX uploads_updated_at ON uploads(updated_at);
+    ",
+    // 2: an upload session belongs to the subject that opened it (NULL for
+    // sessions opened before: any subject with push rights, as then).
+    "ALTER TABLE uploads ADD COLUMN owner TEXT;",
+];
 
 /// Connections kept open; readers run in parallel in WAL mode.
 const POOL_SIZE: u32 = 8;
@@ -108,23 +115,7 @@ impl SqliteMetadataStore {
         let pool = Pool::builder().max_size(POOL_SIZE).build(manager)?;
         let mut conn = pool.get()?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        match version {
-            0 => {
-                let tx = conn.transaction()?;
-                tx.execute_batch(SCHEMA)?;
-                tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-                tx.commit()?;
-            }
-            SCHEMA_VERSION => {}
-            newer => {
-                return Err(StorageError::Database(format!(
-                    "{} has schema version {newer}, newer than this berth understands \
-                     ({SCHEMA_VERSION}): run a newer berth",
-                    path.display()
-                )));
-            }
-        }
+        migrate(&mut conn, path)?;
         Ok(SqliteMetadataStore {
             pool,
             lookups: Arc::new(LookupCache::new(LOOKUP_CACHE_ENTRIES)),
@@ -173,7 +164,7 @@ impl SqliteMetadataStore {
         let pool = self.pool.clone();
         tokio::task::spawn_blocking(move || f(&mut *pool.get()?))
             .await
-            .map_err(|e| StorageError::Database(e.to_string()))?
+            .map_err(|e| StorageError::database(DatabaseErrorKind::Other, e))?
     }
 
     /// Runs `f` in an immediate (write-locking) transaction and commits it.
@@ -207,6 +198,31 @@ impl SqliteMetadataStore {
     }
 }
 
+/// Brings the schema up to date, one transaction per migration, so a crash
+/// leaves it at some version this code can continue from.
+fn migrate(conn: &mut Connection, path: &Path) -> StorageResult<()> {
+    let applied: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let applied = usize::try_from(applied).unwrap_or(usize::MAX);
+    if applied > MIGRATIONS.len() {
+        return Err(StorageError::database(
+            DatabaseErrorKind::Schema,
+            format!(
+                "{} has schema version {applied}, newer than this berth understands ({}): \
+                 run a newer berth",
+                path.display(),
+                MIGRATIONS.len()
+            ),
+        ));
+    }
+    for (version, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(migration)?;
+        tx.pragma_update(None, "user_version", version as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
 /// `f` in an immediate (write-locking) transaction, committed.
 fn transact<T>(
     conn: &mut Connection,
@@ -234,7 +250,9 @@ fn ensure_repository(conn: &Connection, name: &str) -> StorageResult<i64> {
 }
 
 fn parse_digest(text: String) -> StorageResult<Digest> {
-    Digest::parse(&text).map_err(|e| StorageError::Database(format!("stored digest: {e}")))
+    Digest::parse(&text).map_err(|e| {
+        StorageError::database(DatabaseErrorKind::Schema, format!("stored digest: {e}"))
+    })
 }
 
 fn to_size(size: i64) -> u64 {
@@ -610,14 +628,15 @@ impl MetadataStore for SqliteMetadataStore {
         &self,
         id: &str,
         repository: &RepositoryName,
+        owner: &str,
         now: i64,
     ) -> StorageResult<()> {
-        let (id, repository) = (id.to_owned(), repository.to_string());
+        let (id, repository, owner) = (id.to_owned(), repository.to_string(), owner.to_owned());
         self.write(move |tx| {
             tx.prepare_cached(
-                "INSERT INTO uploads (id, repository, updated_at) VALUES (?1, ?2, ?3)",
+                "INSERT INTO uploads (id, repository, owner, updated_at) VALUES (?1, ?2, ?3, ?4)",
             )?
-            .execute(params![id, repository, now])?;
+            .execute(params![id, repository, owner, now])?;
             Ok(())
         })
         .await
@@ -627,12 +646,15 @@ impl MetadataStore for SqliteMetadataStore {
         let id = id.to_owned();
         self.with_conn(move |conn| {
             Ok(conn
-                .prepare_cached("SELECT id, repository, updated_at FROM uploads WHERE id = ?1")?
+                .prepare_cached(
+                    "SELECT id, repository, owner, updated_at FROM uploads WHERE id = ?1",
+                )?
                 .query_row([id], |r| {
                     Ok(UploadRecord {
                         id: r.get(0)?,
                         repository: r.get(1)?,
-                        updated_at: r.get(2)?,
+                        owner: r.get(2)?,
+                        updated_at: r.get(3)?,
                     })
                 })
                 .optional()?)

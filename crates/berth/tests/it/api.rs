@@ -1,7 +1,8 @@
 //! The OCI Distribution API over real HTTP: every endpoint and error path.
 
-
-use crate::common::{Api, OCI_INDEX, OCI_MANIFEST, Server, error_code, image_manifest, noise, sha256};
+use crate::common::{
+    Api, OCI_INDEX, OCI_MANIFEST, Server, error_code, image_manifest, noise, sha256,
+};
 use reqwest::StatusCode;
 
 fn header<'r>(response: &'r reqwest::Response, name: &str) -> &'r str {
@@ -79,14 +80,36 @@ async fn invalid_names_tags_and_digests() {
         assert_eq!(r.status(), 400, "{path}");
         assert_eq!(error_code(r).await, "NAME_INVALID", "{path}");
     }
-    let r = api
-        .http
-        .get(api.url("/v2/a/manifests/-bad-tag"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(r).await, "MANIFEST_INVALID");
+    // A reference that is neither a tag nor a digest names no manifest:
+    // reading or deleting it is 404 (as Distribution answers and the
+    // conformance suite requires), only pushing to it is invalid.
+    for reference in ["-bad-tag", ".INVALID_MANIFEST_NAME", "sha256:zz"] {
+        let path = format!("/v2/a/manifests/{reference}");
+        for method in [
+            reqwest::Method::GET,
+            reqwest::Method::HEAD,
+            reqwest::Method::DELETE,
+        ] {
+            let r = api
+                .http
+                .request(method.clone(), api.url(&path))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 404, "{method} {path}");
+            if method != reqwest::Method::HEAD {
+                assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN", "{method} {path}");
+            }
+        }
+    }
+    for (reference, code) in [
+        ("-bad-tag", "MANIFEST_INVALID"),
+        ("sha256:zz", "DIGEST_INVALID"),
+    ] {
+        let r = api.put_manifest("a", reference, OCI_MANIFEST, b"{}").await;
+        assert_eq!(r.status(), 400, "PUT {reference}");
+        assert_eq!(error_code(r).await, code, "PUT {reference}");
+    }
     for digest in [
         "sha256:abc",
         "md5:d41d8cd98f00b204e9800998ecf8427e",
@@ -101,13 +124,6 @@ async fn invalid_names_tags_and_digests() {
         assert_eq!(r.status(), 400, "{digest}");
         assert_eq!(error_code(r).await, "DIGEST_INVALID");
     }
-    let r = api
-        .http
-        .get(api.url("/v2/a/manifests/sha256:zz"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(error_code(r).await, "DIGEST_INVALID");
 }
 
 #[tokio::test]
@@ -1234,21 +1250,41 @@ async fn sigterm_finishes_requests_in_flight_then_exits() {
     let mut server = Server::start(&[]);
     let api = Api::new(&server);
     // A slow streamed chunk: the first half now, the rest after SIGTERM.
-    let (_, tx, request) = streamed_patch(&api, "a").await;
-    tx.send(Ok(vec![1; 1000])).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Halves of 1 MiB, so the first reaches the disk past the writer's
+    // buffer and its arrival can be seen there.
+    const HALF: usize = 1 << 20;
+    let (location, tx, request) = streamed_patch(&api, "a").await;
+    tx.send(Ok(vec![1; HALF])).await.unwrap();
+    let id = location.rsplit('/').next().unwrap();
+    let upload = server.data_dir.join("uploads").join(id);
+    wait_until("the first half reaches the disk", || {
+        std::fs::metadata(&upload).is_ok_and(|m| m.len() >= HALF as u64 / 2)
+    })
+    .await;
     server.sigterm();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    tx.send(Ok(vec![2; 1000])).await.unwrap();
+    server.wait_for_line("shutting down: finishing requests in flight");
+    tx.send(Ok(vec![2; HALF])).await.unwrap();
     drop(tx);
     let response = request.await.unwrap().unwrap();
     assert_eq!(response.status(), 202);
-    assert_eq!(header(&response, "range"), "0-1999");
+    assert_eq!(header(&response, "range"), format!("0-{}", 2 * HALF - 1));
     let status = server
         .wait_exit(std::time::Duration::from_secs(10))
         .expect("berth exits");
     assert!(status.success(), "{status}");
     assert!(server.log().iter().any(|l| l.contains("berth stopped")));
+}
+
+/// Waits (20 s at most) until `done` says so.
+async fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 /// A client that stops sending mid-body is cut off after the body timeout

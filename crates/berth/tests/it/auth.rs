@@ -2,12 +2,11 @@
 //! endpoint, forged tokens, the 401/403/404 distinctions, the policy, robots,
 //! throttling, the audit log, file reloads and TLS.
 
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use crate::common::{Api, OCI_MANIFEST, Server, add_user, berth, error_code, fixture};
+use base64::Engine as _;
 use reqwest::StatusCode;
 
 fn www_authenticate(r: &reqwest::Response) -> String {

@@ -1,6 +1,7 @@
 //! kill -9 at awkward moments: the store stays consistent and pushes can be redone.
 
-
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::common::{Api, OCI_MANIFEST, Server, image_manifest, noise, sha256};
@@ -137,11 +138,13 @@ async fn kill_during_manifest_pushes_keeps_every_tag_consistent() {
     };
 
     // Eight writers push distinct manifests until the server dies under them.
+    let pushed = Arc::new(AtomicUsize::new(0));
     let writers: Vec<_> = (0..8)
         .map(|w| {
             let http = api.http.clone();
             let base = api.base.clone();
             let manifest = manifest.clone();
+            let pushed = pushed.clone();
             tokio::spawn(async move {
                 for i in (w..1500).step_by(8) {
                     let sent = http
@@ -153,11 +156,17 @@ async fn kill_during_manifest_pushes_keeps_every_tag_consistent() {
                     if sent.is_err() {
                         return;
                     }
+                    pushed.fetch_add(1, Ordering::Relaxed);
                 }
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Killed once pushes are well under way, with eight more in flight.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pushed.load(Ordering::Relaxed) < 40 {
+        assert!(Instant::now() < deadline, "the pushes never got going");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     server.kill9();
     for writer in writers {
         writer.await.unwrap();

@@ -4,13 +4,12 @@
 //! client does not trust, the CLI's JSON schema and exit codes, and fixes
 //! that the real kubectl applies.
 
-
 use std::path::Path;
 use std::time::Duration;
 
+use crate::common::{Api, Server, fixture};
 use berth_client::{ClientConfig, Credentials, Outcome, RegistryClient};
 use berth_testkit::Kubectl;
-use crate::common::{Api, Server, fixture};
 
 /// Runs the berth binary with no input.
 fn berth(args: &[&str]) -> std::process::Output {

@@ -1,7 +1,6 @@
 //! Real clients against a real berth: skopeo and podman, from Debian's packages.
 //! These tests fail (they never skip) when a client is missing.
 
-
 use std::path::Path;
 
 use crate::common::image::Layout;

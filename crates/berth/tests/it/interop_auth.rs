@@ -2,7 +2,6 @@
 //! those clients see for good and bad credentials, missing rights, anonymous
 //! pulls, expiring robots and a self-signed CA. Fails when a client is missing.
 
-
 use std::time::Duration;
 
 use crate::common::image::Layout;

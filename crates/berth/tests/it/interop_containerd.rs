@@ -4,12 +4,11 @@
 //! Fails (never skips) when containerd is missing; needs root, as containerd
 //! does.
 
-
-use berth_client::Outcome;
-use berth_doctor::Reason;
 use crate::common::daemons::Containerd;
 use crate::common::image::Layout;
 use crate::common::{Server, fail, fixture, run_tool, sha256, succeed};
+use berth_client::Outcome;
+use berth_doctor::Reason;
 
 /// The platform architecture of this machine, as image indexes name it.
 fn host_arch() -> &'static str {

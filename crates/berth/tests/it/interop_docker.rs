@@ -7,13 +7,12 @@
 //! container networking), so it needs root. Fails (never skips) when docker
 //! is missing.
 
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use base64::Engine as _;
 use crate::common::daemons::{Containerd, Daemon};
 use crate::common::{Api, berth, fail, fixture, output_with_stdin, succeed};
+use base64::Engine as _;
 use serde_json::Value;
 
 /// A dockerd of the test's own, on a containerd of its own (else it would

@@ -2,7 +2,6 @@
 //! authentication: the docker config file is written only for accepted
 //! credentials, keeps everything else, and then works for skopeo.
 
-
 use std::path::Path;
 use std::process::Output;
 
@@ -199,7 +198,8 @@ fn login_and_logout_go_through_the_configured_credential_helper() {
     let host = f.server.addr.as_str();
     let dir = tempfile::tempdir().unwrap();
     let bin = dir.path().join("bin");
-    let path_var = crate::common::path_with_script(&bin, "docker-credential-berthfile", FILE_HELPER);
+    let path_var =
+        crate::common::path_with_script(&bin, "docker-credential-berthfile", FILE_HELPER);
     let env = [("PATH", path_var.as_str())];
     let config = dir.path().join("config.json");
     let login_args = [

@@ -8,8 +8,10 @@ mod common;
 
 mod api;
 mod auth;
+mod conformance;
 mod crash;
 mod doctor;
+mod hostile;
 mod interop;
 mod interop_auth;
 mod interop_containerd;

@@ -2,13 +2,12 @@
 //! `berth credential-provider` with a `berth-registry` source against a
 //! running berth, its answer then used by skopeo.
 
-
 use std::io::Write as _;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use berth_kube::credential_provider::{ApiVersion, CacheKeyType, CredentialProviderResponse};
 use crate::common::{Api, Fixture, berth, error_code, fixture, run_tool, run_tool_failing};
+use berth_kube::credential_provider::{ApiVersion, CacheKeyType, CredentialProviderResponse};
 use serde_json::{Value, json};
 
 const EXCHANGE: &str = "/berth/v1/pull-credentials";

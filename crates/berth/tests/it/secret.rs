@@ -3,7 +3,6 @@
 //! cluster). kubectl is required: these tests fail, not skip, without it.
 //! Set `KUBECTL` to use another binary.
 
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 

@@ -1,7 +1,6 @@
 //! HTTPS from certificate files, and their reload when the files change (what
 //! cert-manager does to a mounted Secret).
 
-
 use std::time::{Duration, Instant};
 
 use crate::common::Server;

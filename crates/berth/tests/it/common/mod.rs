@@ -130,7 +130,6 @@ impl Server {
         self.wait_for_log(|lines| lines.iter().any(|l| l.contains(text)).then_some(()));
     }
 
-
     /// SIGKILL, as a crash or an OOM kill would.
     pub fn kill9(&mut self) {
         self.child.kill().unwrap();

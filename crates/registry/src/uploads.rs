@@ -1,0 +1,303 @@
+//! Blob uploads: sessions, chunks, monolithic pushes, mounts, expiry.
+//!
+//! A session belongs to the repository it was opened in and to the subject
+//! that opened it: another subject, even one that may push there, cannot
+//! read its state or write to it, however it learned the id.
+
+use berth_oci::{Digest, RepositoryName};
+use berth_storage::{ByteStream, StorageError};
+
+use crate::blobs::Blob;
+use crate::error::{RegistryError, Result};
+use crate::registry::{Registry, now, parse_name};
+
+/// Where an upload stands: what `Location` and `Range` report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadStatus {
+    pub repository: String,
+    pub id: String,
+    /// Bytes received so far.
+    pub size: u64,
+}
+
+/// An upload session as a request names it, and who is asking.
+#[derive(Debug, Clone, Copy)]
+pub struct UploadRef<'a> {
+    pub repository: &'a str,
+    pub id: &'a str,
+    /// The subject's name; empty for anonymous.
+    pub owner: &'a str,
+}
+
+/// Where a chunk goes in its upload: the inclusive byte offsets of the
+/// spec's `Content-Range: <start>-<end>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkRange {
+    start: u64,
+    end: u64,
+}
+
+impl ChunkRange {
+    /// `None` unless `start <= end` and the length fits in a `u64`.
+    pub fn new(start: u64, end: u64) -> Option<Self> {
+        (start <= end && end - start < u64::MAX).then_some(ChunkRange { start, end })
+    }
+
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// How many bytes the chunk holds.
+    pub fn length(&self) -> u64 {
+        self.end - self.start + 1
+    }
+}
+
+/// A chunk of an upload: its body, and where it goes when the client said.
+pub struct Chunk {
+    pub range: Option<ChunkRange>,
+    pub body: ByteStream,
+}
+
+/// The outcome of `POST …/blobs/uploads/?mount=&from=`.
+#[derive(Debug)]
+pub enum Mount {
+    Mounted(Blob),
+    /// The blob could not be mounted; an ordinary upload was opened instead.
+    Session(UploadStatus),
+}
+
+impl Registry {
+    pub async fn start_upload(&self, repository: &str, owner: &str) -> Result<UploadStatus> {
+        let repository = parse_name(repository)?;
+        self.open_session(&repository, owner).await
+    }
+
+    async fn open_session(&self, repository: &RepositoryName, owner: &str) -> Result<UploadStatus> {
+        let id = uuid::Uuid::new_v4().to_string();
+        // Metadata first: a crash before the file exists leaves a session row
+        // that expiry removes, never a file nothing knows about.
+        self.metadata
+            .create_upload(&id, repository, owner, now())
+            .await?;
+        self.blobs.create_upload(&id).await?;
+        Ok(UploadStatus {
+            repository: repository.to_string(),
+            id,
+            size: 0,
+        })
+    }
+
+    /// Mounts `digest` from `from` into `repository`, or opens an upload when it
+    /// cannot (unknown source, blob not there), as the spec asks.
+    pub async fn mount_blob(
+        &self,
+        repository: &str,
+        digest: &str,
+        from: Option<&str>,
+        owner: &str,
+    ) -> Result<Mount> {
+        let repository = parse_name(repository)?;
+        let digest = Digest::parse(digest)?;
+        if let Some(from) = from.and_then(|f| RepositoryName::parse(f).ok()) {
+            let _guard = self.digest_locks.lock(digest.as_str()).await;
+            if let Some(size) = self
+                .metadata
+                .mount_blob(&from, &repository, &digest)
+                .await?
+            {
+                return Ok(Mount::Mounted(Blob::new(digest, size)));
+            }
+        }
+        Ok(Mount::Session(self.open_session(&repository, owner).await?))
+    }
+
+    /// A whole blob in one request (`POST …/uploads/?digest=`).
+    pub async fn upload_monolithic(
+        &self,
+        repository: &str,
+        owner: &str,
+        digest: &str,
+        body: ByteStream,
+    ) -> Result<Blob> {
+        let name = parse_name(repository)?;
+        Digest::parse(digest)?;
+        let session = self.open_session(&name, owner).await?;
+        let upload = UploadRef {
+            repository,
+            id: &session.id,
+            owner,
+        };
+        let chunk = Chunk { range: None, body };
+        let result = self.finish_upload(upload, digest, Some(chunk)).await;
+        if result.is_err() {
+            self.discard_upload(&session.id).await;
+        }
+        result
+    }
+
+    /// Checks that `upload` names a session of its repository and owner.
+    async fn session(&self, upload: UploadRef<'_>) -> Result<RepositoryName> {
+        let repository = parse_name(upload.repository)?;
+        match self.metadata.upload(upload.id).await? {
+            Some(record)
+                if record.repository == repository.as_str()
+                    && record.owner.as_deref().is_none_or(|o| o == upload.owner) =>
+            {
+                Ok(repository)
+            }
+            _ => Err(RegistryError::UploadUnknown(upload.id.to_owned())),
+        }
+    }
+
+    pub async fn upload_status(&self, upload: UploadRef<'_>) -> Result<UploadStatus> {
+        let repository = self.session(upload).await?;
+        let size = self.blobs.upload_size(upload.id).await?;
+        Ok(UploadStatus {
+            repository: repository.to_string(),
+            id: upload.id.to_owned(),
+            size,
+        })
+    }
+
+    /// Appends a chunk (`PATCH`).
+    pub async fn append_upload(&self, upload: UploadRef<'_>, chunk: Chunk) -> Result<UploadStatus> {
+        let _guard = self.upload_locks.lock(upload.id).await;
+        let repository = self.session(upload).await?;
+        let status = UploadStatus {
+            repository: repository.to_string(),
+            id: upload.id.to_owned(),
+            size: 0,
+        };
+        self.write_chunk(status, chunk).await
+    }
+
+    async fn write_chunk(&self, mut status: UploadStatus, chunk: Chunk) -> Result<UploadStatus> {
+        let id = status.id.clone();
+        let current = self.blobs.upload_size(&id).await?;
+        status.size = current;
+        let offset = match chunk.range {
+            Some(range) if range.start != current => {
+                return Err(RegistryError::UploadOutOfOrder {
+                    start: range.start,
+                    upload: status,
+                });
+            }
+            Some(range) => range.start,
+            None => current,
+        };
+        // Touched before and after: expiry never takes an upload whose
+        // chunk is streaming in.
+        self.metadata.touch_upload(&id, now()).await?;
+        let expected = chunk.range.map(|r| r.length());
+        let appended = self
+            .blobs
+            .append_upload(&id, offset, expected, chunk.body)
+            .await;
+        self.metadata.touch_upload(&id, now()).await?;
+        status.size = match appended {
+            Ok(size) => size,
+            Err(StorageError::UploadOffset { size, offset }) => {
+                status.size = size;
+                return Err(RegistryError::UploadOutOfOrder {
+                    start: offset,
+                    upload: status,
+                });
+            }
+            Err(StorageError::ChunkLength { expected, received }) => {
+                status.size = offset;
+                return Err(RegistryError::ChunkLength {
+                    expected,
+                    received,
+                    upload: status,
+                });
+            }
+            Err(other) => return Err(other.into()),
+        };
+        Ok(status)
+    }
+
+    /// Closes an upload (`PUT …?digest=`), with an optional last chunk, and
+    /// makes the blob readable in the repository.
+    pub async fn finish_upload(
+        &self,
+        upload: UploadRef<'_>,
+        digest: &str,
+        last_chunk: Option<Chunk>,
+    ) -> Result<Blob> {
+        let digest = Digest::parse(digest)?;
+        let _guard = self.upload_locks.lock(upload.id).await;
+        let repository = self.session(upload).await?;
+        let id = upload.id;
+        if let Some(chunk) = last_chunk {
+            let status = UploadStatus {
+                repository: repository.to_string(),
+                id: id.to_owned(),
+                size: 0,
+            };
+            self.write_chunk(status, chunk).await?;
+        }
+        let _blob_guard = self.digest_locks.lock(digest.as_str()).await;
+        let committed = self.blobs.commit_upload(id, &digest).await;
+        if matches!(committed, Err(StorageError::DigestMismatch { .. })) {
+            // The store discarded the bytes; forget the session too.
+            self.metadata.delete_upload(id).await?;
+        }
+        let size = committed?;
+        self.metadata.link_blob(&repository, &digest, size).await?;
+        self.metadata.delete_upload(id).await?;
+        Ok(Blob::new(digest, size))
+    }
+
+    pub async fn cancel_upload(&self, upload: UploadRef<'_>) -> Result<()> {
+        let _guard = self.upload_locks.lock(upload.id).await;
+        self.session(upload).await?;
+        self.blobs.delete_upload(upload.id).await?;
+        self.metadata.delete_upload(upload.id).await?;
+        Ok(())
+    }
+
+    /// Forgets an upload that failed; what cannot be removed now is left to
+    /// expiry.
+    async fn discard_upload(&self, id: &str) {
+        if let Err(e) = self.blobs.delete_upload(id).await {
+            tracing::warn!(upload = id, error = %e, "could not remove upload data");
+        }
+        if let Err(e) = self.metadata.delete_upload(id).await {
+            tracing::warn!(upload = id, error = %e, "could not remove upload record");
+        }
+    }
+
+    /// Removes uploads not written to within the configured time to live.
+    /// Returns how many were removed. An upload in use (its lock held, a
+    /// chunk streaming) is left for a later pass; a failure ends the pass, to
+    /// be retried by the next one rather than spun on.
+    pub async fn expire_uploads(&self) -> Result<usize> {
+        let cutoff = now() - self.config.upload_ttl.as_secs() as i64;
+        let mut removed = 0;
+        let mut after: Option<String> = None;
+        loop {
+            let stale = self
+                .metadata
+                .stale_uploads(cutoff, after.as_deref(), 100)
+                .await?;
+            let Some(last) = stale.last() else {
+                self.upload_locks.sweep();
+                return Ok(removed);
+            };
+            after = Some(last.clone());
+            for id in &stale {
+                let Some(_guard) = self.upload_locks.try_lock(id) else {
+                    continue;
+                };
+                // Still stale under the lock: then it is gone for good.
+                if self.metadata.delete_stale_upload(id, cutoff).await? {
+                    if let Err(e) = self.blobs.delete_upload(id).await {
+                        tracing::warn!(upload = %id, error = %e, "could not remove upload data");
+                    }
+                    removed += 1;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! `/v2/<name>/blobs/<digest>`: `GET` (with `Range`), `HEAD`, `DELETE`.
+
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use berth_registry::ByteRange;
+
+use super::{Request, Result, done};
+use crate::error::EdgeError;
+use crate::response::BlobContent;
+
+pub(super) async fn get(request: &Request<'_>, name: &str, digest: &str, head: bool) -> Result {
+    let registry = &request.state.registry;
+    let blob = registry.blob(name, digest).await?;
+    if head {
+        return Ok(BlobContent {
+            blob,
+            range: None,
+            body: None,
+        }
+        .into_response());
+    }
+    let range = match request.header(header::RANGE) {
+        Some(value) => requested_range(value, blob.size())?,
+        None => None,
+    };
+    let body = registry.read_blob(&blob, range.clone()).await?;
+    Ok(BlobContent {
+        blob,
+        range,
+        body: Some(body),
+    }
+    .into_response())
+}
+
+/// The part of a blob of `size` bytes that a `Range` header asks for
+/// (RFC 9110 §14), parsed by `http-range-header` (what tower-http's file
+/// server uses). One range is served as 206; a header that does not parse,
+/// or asks for several ranges, is ignored and the whole blob is served, as
+/// RFC 9110 allows; a range wholly past the end is 416.
+fn requested_range(value: &str, size: u64) -> Result<Option<ByteRange>, EdgeError> {
+    let Ok(parsed) = http_range_header::parse_range_header(value) else {
+        return Ok(None);
+    };
+    match parsed.validate(size).as_deref() {
+        Ok([range]) => Ok(Some(*range.start()..range.end() + 1)),
+        Ok(_) => Ok(None),
+        Err(_) => Err(EdgeError::RangeNotSatisfiable { size }),
+    }
+}
+
+pub(super) async fn delete(request: &Request<'_>, name: &str, digest: &str) -> Result {
+    request.state.registry.delete_blob(name, digest).await?;
+    request.audit("delete", name, digest);
+    Ok(done(StatusCode::ACCEPTED))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::requested_range;
+
+    #[test]
+    fn ranges() {
+        let r = |h: &str, size: u64| requested_range(h, size).map_err(|e| e.to_string());
+        assert_eq!(r("bytes=0-0", 10), Ok(Some(0..1)));
+        assert_eq!(r("bytes=2-5", 10), Ok(Some(2..6)));
+        assert_eq!(r("bytes=2-", 10), Ok(Some(2..10)));
+        assert_eq!(r("bytes=5-100", 10), Ok(Some(5..10)));
+        assert_eq!(r("bytes=-3", 10), Ok(Some(7..10)));
+        assert_eq!(r("bytes=-30", 10), Ok(Some(0..10)));
+        for unsatisfiable in ["bytes=10-", "bytes=10-20"] {
+            assert!(r(unsatisfiable, 10).is_err(), "{unsatisfiable}");
+        }
+        assert!(r("bytes=0-", 0).is_err());
+        // Malformed or several ranges: the whole blob.
+        for whole in [
+            "bytes=5-2",
+            "bytes=0-1,4-5",
+            "items=0-1",
+            "bytes=a-b",
+            "bytes=+1-2",
+        ] {
+            assert_eq!(r(whole, 10), Ok(None), "{whole}");
+        }
+    }
+}

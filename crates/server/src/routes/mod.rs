@@ -1,0 +1,191 @@
+//! The `/v2/` API: [`dispatch`] reads the [`Route`] and method, checks
+//! access, and hands the request to the module of its resource.
+
+mod blobs;
+mod catalog;
+mod manifests;
+mod referrers;
+mod tags;
+mod uploads;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use berth_auth::Principal;
+
+use crate::access::{self, AppState};
+use crate::client_addr::ClientAddr;
+use crate::error::{ApiError, EdgeError};
+use crate::response::Json;
+use crate::route::Route;
+
+type Result<T = Response, E = ApiError> = std::result::Result<T, E>;
+
+/// The request as the handlers see it, once access is granted.
+struct Request<'a> {
+    state: &'a AppState,
+    principal: Option<Principal>,
+    client: IpAddr,
+    headers: &'a HeaderMap,
+    query: Query,
+}
+
+impl Request<'_> {
+    /// Who is asking, as upload sessions record their owner: empty for
+    /// anonymous.
+    fn subject(&self) -> &str {
+        self.principal.as_ref().map_or("", Principal::name)
+    }
+
+    /// Logs a change to the registry for the audit trail.
+    fn audit(&self, event: &str, repository: &str, reference: &str) {
+        tracing::info!(
+            target: "berth::audit",
+            event,
+            subject = self.subject(),
+            client = %self.client,
+            repository,
+            reference,
+        );
+    }
+
+    fn header(&self, name: impl header::AsHeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn content_length(&self) -> Option<u64> {
+        self.header(header::CONTENT_LENGTH)
+            .and_then(|v| v.parse().ok())
+    }
+}
+
+/// The query parameters of a request, in order.
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(query: Option<&str>) -> Self {
+        Query(
+            form_urlencoded::parse(query.unwrap_or("").as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The `Link` header of a paginated listing, when there is a next page:
+    /// `path` with this request's `kept` parameter (the page size, the
+    /// filter) and the next page's `last`.
+    fn next_link(&self, path: &str, kept: &str, last: Option<&str>) -> Option<String> {
+        let last = last?;
+        let mut next = form_urlencoded::Serializer::new(String::new());
+        if let Some(value) = self.get(kept) {
+            next.append_pair(kept, value);
+        }
+        next.append_pair("last", last);
+        Some(format!("<{path}?{}>; rel=\"next\"", next.finish()))
+    }
+}
+
+/// Every `/v2/…` request lands here.
+pub async fn dispatch(
+    State(state): State<Arc<AppState>>,
+    client: ClientAddr,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(&state, client, method, &uri, &headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn handle(
+    state: &AppState,
+    client: ClientAddr,
+    method: Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result {
+    let Some(route) = Route::parse(uri.path()) else {
+        return Err(EdgeError::NotAnEndpoint(uri.path().to_owned()).into());
+    };
+    let principal = match access::required(route, &method) {
+        Some(required) => Some(state.check(headers, client, &required).await?),
+        None => None,
+    };
+    let request = Request {
+        state,
+        principal,
+        client: client.ip,
+        headers,
+        query: Query::parse(uri.query()),
+    };
+    let head = method == Method::HEAD;
+    match (route, method) {
+        (Route::Base, Method::GET | Method::HEAD) => Ok(Json {
+            body: "{}".into(),
+            link: None,
+        }
+        .into_response()),
+        (Route::Catalog, Method::GET) => catalog::list(&request).await,
+        (Route::Tags { name }, Method::GET) => tags::list(&request, name).await,
+        (Route::Manifest { name, reference }, Method::GET | Method::HEAD) => {
+            manifests::get(&request, name, reference, head).await
+        }
+        (Route::Manifest { name, reference }, Method::PUT) => {
+            manifests::put(&request, name, reference, body).await
+        }
+        (Route::Manifest { name, reference }, Method::DELETE) => {
+            manifests::delete(&request, name, reference).await
+        }
+        (Route::Blob { name, digest }, Method::GET | Method::HEAD) => {
+            blobs::get(&request, name, digest, head).await
+        }
+        (Route::Blob { name, digest }, Method::DELETE) => {
+            blobs::delete(&request, name, digest).await
+        }
+        (Route::Uploads { name }, Method::POST) => uploads::start(&request, name, body).await,
+        (Route::Upload { name, id }, Method::GET) => uploads::status(&request, name, id).await,
+        (Route::Upload { name, id }, Method::PATCH) => {
+            uploads::append(&request, name, id, body).await
+        }
+        (Route::Upload { name, id }, Method::PUT) => {
+            uploads::finish(&request, name, id, body).await
+        }
+        (Route::Upload { name, id }, Method::DELETE) => uploads::cancel(&request, name, id).await,
+        (Route::Referrers { name, digest }, Method::GET) => {
+            referrers::list(&request, name, digest).await
+        }
+        (_, method) => Err(EdgeError::MethodNotAllowed {
+            method,
+            path: uri.path().to_owned(),
+        }
+        .into()),
+    }
+}
+
+/// 405 for the fixed routes (health, token, JWKS), in the spec's error format.
+pub async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    ApiError::from(EdgeError::MethodNotAllowed {
+        method,
+        path: uri.path().to_owned(),
+    })
+    .into_response()
+}
+
+/// A status with nothing more to say.
+fn done(status: StatusCode) -> Response {
+    crate::response::Done(status).into_response()
+}
