@@ -15,7 +15,8 @@ use berth_kube::keyring::{
 use berth_kube::pull_policy::{PullPolicy, effective_pull_policy};
 
 use crate::events;
-use crate::model::{Inventory, Secret, Workload};
+use crate::fix::{self, secret_create_fix, server_for};
+use crate::model::{Event, Inventory, Secret, Workload};
 use crate::report::{Finding, Reason, Severity, Subject};
 
 /// What the node contributes: its docker config and credential providers.
@@ -50,24 +51,6 @@ pub struct PullPlan {
 pub struct Analysis {
     pub findings: Vec<Finding>,
     pub plans: Vec<PullPlan>,
-}
-
-/// The fix command that creates a pull secret for `server` in `namespace`.
-pub fn secret_create_fix(name: &str, server: &str, namespace: &str) -> String {
-    format!(
-        "berth secret create {name} --server {server} --username USER --password-stdin \
-         --namespace {namespace} | kubectl apply -f -"
-    )
-}
-
-/// The server to write in a secret so the kubelet matches `image`.
-pub fn server_for(image: &ImageRef) -> String {
-    if image.domain() == "docker.io" {
-        // What `docker login` writes and the kubelet's Docker Hub fallback serves.
-        "https://index.docker.io/v1/".to_owned()
-    } else {
-        image.domain().to_owned()
-    }
 }
 
 fn pull_secret(s: &Secret) -> PullSecret {
@@ -195,41 +178,20 @@ pub fn analyze(inv: &Inventory, node: &NodeConfig) -> Analysis {
             .iter()
             .filter(|s| events::is_pull_waiting(&s.reason))
         {
-            if let Some(f) = from_text(w, &state.container, &state.message, "container status") {
+            let subject =
+                container_subject(w, &state.container, container_image(w, &state.container));
+            if let Some(f) = from_text(
+                subject,
+                &state.message,
+                "the container status",
+                state.message.clone(),
+            ) {
                 out.findings.push(f);
             }
         }
     }
-    for e in inv
-        .events
-        .iter()
-        .filter(|e| events::is_pull_event(&e.reason, &e.message))
-    {
-        let subject_workload = inv.workload(&e.namespace, &e.object_kind, &e.object_name);
-        let image = events::image_in_message(&e.message).unwrap_or_default();
-        if let Some((reason, severity, cause)) = events::classify(&e.message) {
-            let container = e.container.clone().unwrap_or_default();
-            let subject = Subject {
-                namespace: e.namespace.clone(),
-                kind: e.object_kind.clone(),
-                name: e.object_name.clone(),
-                image: subject_workload
-                    .and_then(|w| container_image(w, &container))
-                    .unwrap_or(image)
-                    .to_owned(),
-                container,
-            };
-            out.findings.push(
-                Finding::new(
-                    &subject,
-                    severity,
-                    reason,
-                    format!("{cause} (from an Event)"),
-                )
-                .evidence(format!("event {}: {}", e.reason, e.message)),
-            );
-        }
-    }
+    out.findings
+        .extend(inv.events.iter().filter_map(|e| event_finding(inv, e)));
     fold_controlled(inv, &mut out);
     out
 }
@@ -346,24 +308,109 @@ fn container_image<'a>(w: &'a Workload, container: &str) -> Option<&'a str> {
         .and_then(|(_, c)| c.image.as_deref())
 }
 
-fn from_text(w: &Workload, container: &str, message: &str, what: &str) -> Option<Finding> {
-    let (reason, severity, cause) = events::classify(message)?;
-    let subject = Subject {
+/// `container` of `w` (`""` for the pod as a whole), running `image`.
+fn container_subject(w: &Workload, container: &str, image: Option<&str>) -> Subject {
+    Subject {
         namespace: w.namespace.clone(),
         kind: w.kind.clone(),
         name: w.name.clone(),
         container: container.to_owned(),
-        image: container_image(w, container).unwrap_or_default().to_owned(),
-    };
-    Some(
-        Finding::new(
-            &subject,
-            severity,
-            reason,
-            format!("{cause} (from the {what})"),
-        )
-        .evidence(message.to_owned()),
+        image: image.unwrap_or_default().to_owned(),
+    }
+}
+
+/// The finding for a pull-failure text about `subject` (`what` says where it
+/// was read), with the fix for its cause; `None` when the text names none.
+fn from_text(subject: Subject, message: &str, what: &str, evidence: String) -> Option<Finding> {
+    let (reason, severity, cause) = events::classify(message)?;
+    let image = ImageRef::parse(&subject.image).ok();
+    let mut f = Finding::new(&subject, severity, reason, format!("{cause} (from {what})"))
+        .evidence(evidence);
+    f.fix = fix::for_reason(reason, image.as_ref(), &subject.namespace);
+    Some(f)
+}
+
+/// The finding an Event shows, if it is about pulling an image.
+fn event_finding(inv: &Inventory, e: &Event) -> Option<Finding> {
+    let w = inv.workload(&e.namespace, &e.object_kind, &e.object_name);
+    let evidence = format!("event {}: {}", e.reason, e.message);
+    if let Some(names) = events::unretrieved_secrets(&e.reason, &e.message) {
+        return Some(unretrieved_secrets_finding(e, w, &names, evidence));
+    }
+    if !events::is_pull_event(&e.reason, &e.message) {
+        return None;
+    }
+    let container = e.container.clone().unwrap_or_default();
+    let image = w
+        .and_then(|w| container_image(w, &container))
+        .or(events::image_in_message(&e.message));
+    from_text(
+        event_subject(e, container, image),
+        &e.message,
+        "an Event",
+        evidence,
     )
+}
+
+/// What an Event is about: its object, which need not be in the input.
+fn event_subject(e: &Event, container: String, image: Option<&str>) -> Subject {
+    Subject {
+        namespace: e.namespace.clone(),
+        kind: e.object_kind.clone(),
+        name: e.object_name.clone(),
+        container,
+        image: image.unwrap_or_default().to_owned(),
+    }
+}
+
+/// The kubelet's `FailedToRetrieveImagePullSecret`: it could not read these
+/// pull secrets of the pod `w` (a missing or misspelled one), and pulls
+/// without them.
+fn unretrieved_secrets_finding(
+    e: &Event,
+    w: Option<&Workload>,
+    names: &[&str],
+    evidence: String,
+) -> Finding {
+    let ns = &e.namespace;
+    let subject = event_subject(e, String::new(), None);
+    let server = w.map_or_else(|| "REGISTRY".to_owned(), fix_server);
+    // A text without names still gets the command, with a placeholder.
+    let to_create = if names.is_empty() { &["NAME"] } else { names };
+    let fix = to_create
+        .iter()
+        .map(|n| secret_create_fix(n, &server, ns))
+        .chain(["or correct the names in the pod's imagePullSecrets".to_owned()])
+        .collect::<Vec<_>>()
+        .join("\n");
+    let (which, them) = match names {
+        [] => ("some of the pod's pull secrets".to_owned(), "them"),
+        [one] => (format!("pull secret {one}"), "it"),
+        _ => (format!("pull secrets {}", names.join(", ")), "them"),
+    };
+    Finding::new(
+        &subject,
+        Severity::Error,
+        Reason::SecretNotFound,
+        format!(
+            "the kubelet cannot retrieve {which} from namespace {ns}, so the pod's images are \
+             pulled without {them}: missing there, or misspelled in imagePullSecrets (from an \
+             Event)"
+        ),
+    )
+    .evidence(evidence)
+    .fix(fix)
+}
+
+/// The registry named in fixes about `w` as a whole: its first parsable
+/// image's.
+fn fix_server(w: &Workload) -> String {
+    w.spec
+        .all_containers()
+        .filter_map(|(_, c)| c.image.as_deref())
+        .find_map(|i| ImageRef::parse(i).ok())
+        .as_ref()
+        .map_or_else(|| "REGISTRY".into(), server_for)
 }
 
 fn names_json(names: &[String]) -> String {
@@ -382,23 +429,8 @@ fn analyze_workload(
     out: &mut Analysis,
 ) {
     let ns = &w.namespace;
-    let pod_subject = Subject {
-        namespace: ns.clone(),
-        kind: w.kind.clone(),
-        name: w.name.clone(),
-        container: String::new(),
-        image: String::new(),
-    };
-    // The first parsable image names the registry in pod-level fixes.
-    let first_image = w
-        .spec
-        .all_containers()
-        .filter_map(|(_, c)| c.image.as_deref())
-        .find_map(|i| ImageRef::parse(i).ok());
-    let fix_server = first_image
-        .as_ref()
-        .map(server_for)
-        .unwrap_or_else(|| "REGISTRY".into());
+    let pod_subject = container_subject(w, "", None);
+    let fix_server = fix_server(w);
 
     let sa_name = w.spec.service_account();
     let sa = inv.service_account(ns, sa_name);
@@ -674,10 +706,7 @@ fn analyze_container(
                     .into(),
             )
             .evidence(e.to_string())
-            .fix(
-                "write the image as [registry[:port]/]repository[:tag][@sha256:digest] with a \
-                 lowercase repository, e.g. registry.example.com:5000/team/app:1.4.2",
-            ),
+            .fix(fix::INVALID_IMAGE_NAME),
         );
         return;
     }
@@ -694,7 +723,7 @@ fn analyze_container(
                  on every node the pod can run on (else ErrImageNeverPull)"
                     .into(),
             )
-            .fix("set imagePullPolicy: IfNotPresent, or preload the image on every node"),
+            .fix(fix::NEVER_POLICY),
         );
         return;
     }

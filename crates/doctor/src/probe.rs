@@ -10,64 +10,6 @@ use berth_client::{Credentials, Probe, RegistryClient};
 use crate::analyze::PullPlan;
 use crate::report::{Finding, Reason, Severity};
 
-/// What to tell the user to do about a probe outcome.
-fn fix_for(reason: Reason, plan: &PullPlan) -> Option<String> {
-    let host = plan.image.domain();
-    let ns = &plan.subject.namespace;
-    Some(match reason {
-        Reason::Probe(berth_client::Outcome::AuthRequired) => crate::analyze::secret_create_fix(
-            "regcred",
-            &crate::analyze::server_for(&plan.image),
-            ns,
-        ),
-        Reason::Probe(berth_client::Outcome::Unauthorized) => format!(
-            "renew the credentials (berth secret create … --server {host} --namespace {ns}) and \
-             replace the secret"
-        ),
-        Reason::Probe(berth_client::Outcome::Forbidden) => {
-            "grant the account pull access to the repository, or use an account that has it".into()
-        }
-        Reason::Probe(berth_client::Outcome::ManifestUnknown) => format!(
-            "push the tag, or fix it in the manifest (list the tags: skopeo list-tags \
-             docker://{}/{})",
-            plan.image.domain(),
-            plan.image.path()
-        ),
-        Reason::Probe(berth_client::Outcome::RepositoryUnknown) => {
-            "check the repository path in the image name, or push the image".into()
-        }
-        Reason::Probe(berth_client::Outcome::RateLimited) => {
-            "wait for Retry-After, authenticate the pulls, or mirror the image".into()
-        }
-        Reason::Probe(berth_client::Outcome::DnsFailure) => {
-            format!("make {host} resolvable from the nodes, or fix the host name")
-        }
-        Reason::Probe(berth_client::Outcome::ConnectionRefused) => {
-            format!("start the registry, or fix the port in {host}")
-        }
-        Reason::Probe(berth_client::Outcome::Timeout) => {
-            "check firewalls and that the registry is up".into()
-        }
-        Reason::Probe(berth_client::Outcome::TlsUnknownAuthority) => format!(
-            "install the registry's CA on every node (/etc/containerd/certs.d/{host}/ca.crt) and \
-             pass it here with --ca-file"
-        ),
-        Reason::Probe(berth_client::Outcome::TlsError) => {
-            "fix the registry's certificate (host name, validity)".into()
-        }
-        Reason::Probe(berth_client::Outcome::HttpResponseToHttps) => format!(
-            "configure the nodes for plain HTTP to {host} (containerd hosts.toml: server = \"http://{host}\") and pass --insecure-registry {host} here, or serve TLS"
-        ),
-        Reason::Probe(berth_client::Outcome::HttpRequestToHttps) => format!(
-            "configure the nodes for HTTPS to {host} (containerd hosts.toml: server = \"https://{host}\", with ca = the registry's CA) and drop --insecure-registry {host} here"
-        ),
-        Reason::Probe(berth_client::Outcome::RegistryError) => {
-            "the registry failed; check its logs".into()
-        }
-        _ => return None,
-    })
-}
-
 /// Probes already made, by image, reference and credentials.
 type ProbeCache = HashMap<(String, String, Option<(String, String)>), Probe>;
 
@@ -154,7 +96,9 @@ pub async fn probe(client: &RegistryClient, plans: &[PullPlan]) -> Vec<Finding> 
             if let Some(d) = &p.digest {
                 f = f.evidence(format!("digest {d}"));
             }
-            if let Some(fix) = fix_for(reason, plan) {
+            if let Some(fix) =
+                crate::fix::for_reason(reason, Some(&plan.image), &plan.subject.namespace)
+            {
                 f = f.fix(fix);
             }
             findings.push(f);
