@@ -44,6 +44,9 @@ pub struct PullPlan {
     pub subject: Subject,
     pub image: ImageRef,
     pub credentials: Vec<PlannedCredential>,
+    /// Pull secrets of the pod that the input does not hold: the kubelet may
+    /// offer credentials from them that cannot be tried here.
+    pub untried: Vec<String>,
 }
 
 /// The analysis result.
@@ -541,6 +544,7 @@ fn analyze_workload(
 
     // Resolve every referenced secret.
     let mut usable: Vec<PullSecret> = Vec::new();
+    let mut not_given: Vec<String> = Vec::new();
     let mut pulls_fail = false;
     for name in &effective {
         let via = if own.contains(name) {
@@ -635,16 +639,50 @@ fn analyze_workload(
                         ))
                         .fix(secret_create_fix(name, &fix_server, ns)),
                     );
+                } else {
+                    not_given.push(format!("{name}{via}"));
                 }
             }
         }
     }
+    if !not_given.is_empty() {
+        out.findings.push(
+            Finding::new(
+                &pod_subject,
+                Severity::Warning,
+                Reason::SecretsNotGiven,
+                format!(
+                    "the input holds no Secret of namespace {ns}, so the pod's pull secrets \
+                     cannot be checked: whether they exist and which registries they serve is \
+                     not known"
+                ),
+            )
+            .evidence(format!("not in the input: {}", not_given.join(", ")))
+            .fix(format!(
+                "pass the namespace's secrets too: kubectl get \
+                 pods,deployments,serviceaccounts,secrets,events --namespace {ns} -o yaml | \
+                 berth doctor -f -"
+            )),
+        );
+    }
     let pod_keyring = keyring_from_pull_secrets(&usable)
         .map(|k| k.keyring)
         .unwrap_or_default();
+    let chosen = chosen_secrets(inv, w, sa);
+    let chosen: Vec<PullSecret> = usable
+        .into_iter()
+        .filter(|s| chosen.contains(&s.name))
+        .collect();
 
     let pod = PodPulls {
         keyring: pod_keyring,
+        idle: idle_secrets(&chosen, w),
+        // Without the namespace's Secrets, none of the pod's can be read.
+        untried: if inv.has_secrets_in(ns) {
+            Vec::new()
+        } else {
+            effective.clone()
+        },
         effective,
         own,
         sa_name,
@@ -656,9 +694,82 @@ fn analyze_workload(
     }
 }
 
+/// The pull secrets the pod's author listed for it. A ServiceAccount's
+/// serve the whole namespace (admission copies them into every new pod that
+/// lists none), so one of them serving no image of this pod says nothing
+/// about the pod. A live pod's list is its author's where its controller's
+/// template lists the secret, or where its ServiceAccount (in the input)
+/// does not.
+fn chosen_secrets(
+    inv: &Inventory,
+    w: &Workload,
+    sa: Option<&crate::model::ServiceAccount>,
+) -> Vec<String> {
+    let root = inv.controller_root(w);
+    w.spec
+        .image_pull_secrets
+        .iter()
+        .map(|r| &r.name)
+        .filter(|name| {
+            !w.live
+                || (!std::ptr::eq(root, w)
+                    && root
+                        .spec
+                        .image_pull_secrets
+                        .iter()
+                        .any(|r| &r.name == *name))
+                || sa.is_some_and(|sa| !sa.image_pull_secrets.contains(name))
+        })
+        .cloned()
+        .collect()
+}
+
+/// A pull secret that serves no image of its pod.
+struct IdleSecret {
+    name: String,
+    /// Its registry keys as written in it.
+    servers: Vec<String>,
+}
+
+/// The `secrets` that serve none of the images of `w` (init and ephemeral
+/// containers' included). One serving an image under `imagePullPolicy:
+/// Never` still shows what it was meant for.
+fn idle_secrets(secrets: &[PullSecret], w: &Workload) -> Vec<IdleSecret> {
+    let images: Vec<ImageRef> = w
+        .spec
+        .all_containers()
+        .filter_map(|(_, c)| ImageRef::parse(c.image.as_deref()?).ok())
+        .collect();
+    secrets
+        .iter()
+        .filter_map(|s| {
+            let keyring = keyring_from_pull_secrets(std::slice::from_ref(s))
+                .ok()?
+                .keyring;
+            if images.iter().any(|i| !keyring.lookup(i).is_empty()) {
+                return None;
+            }
+            let servers = keyring
+                .keys()
+                .iter()
+                .flat_map(|k| keyring.entries(k))
+                .map(|e| e.server.clone())
+                .collect();
+            Some(IdleSecret {
+                name: s.name.clone(),
+                servers,
+            })
+        })
+        .collect()
+}
+
 /// What a pod offers the kubelet for its pulls, worked out once per pod.
 struct PodPulls<'a> {
     keyring: Keyring,
+    /// The pod's own pull secrets that serve none of its images.
+    idle: Vec<IdleSecret>,
+    /// Pull secrets the kubelet may offer that the input does not hold.
+    untried: Vec<String>,
     /// The pull secrets the pod has: its own, else its ServiceAccount's.
     effective: Vec<String>,
     own: Vec<String>,
@@ -679,6 +790,8 @@ fn analyze_container(
 ) {
     let PodPulls {
         keyring: pod_keyring,
+        idle,
+        untried,
         effective,
         own,
         sa_name,
@@ -784,6 +897,7 @@ fn analyze_container(
         subject: subject.clone(),
         image: image.clone(),
         credentials: planned,
+        untried: untried.clone(),
     });
     passwordless_credentials(
         &subject,
@@ -801,61 +915,9 @@ fn analyze_container(
         .iter()
         .any(|ex| meant_for(ex.key, &image));
 
-    if !pod_keyring.is_empty() && pod_matches.is_empty() && meant_for_image {
-        let mut f = Finding::new(
-            &subject,
-            if node_has {
-                Severity::Warning
-            } else {
-                Severity::Error
-            },
-            Reason::RegistryHostMismatch,
-            format!(
-                "the pod's pull secrets hold credentials, but no key matches {} under the \
-                 kubelet's rules, so none is offered for this image{}",
-                image.name(),
-                if node_has {
-                    " (the node's credentials are used instead)"
-                } else {
-                    ""
-                }
-            ),
-        );
-        for ex in pod_keyring.explain(&image) {
-            if let Verdict::NoMatch(reasons) = &ex.verdict {
-                for entry in ex.entries {
-                    let mut why: Vec<String> = reasons.iter().map(ToString::to_string).collect();
-                    if let Some(h) = hub_hint(ex.key, &image) {
-                        why.insert(0, h);
-                    }
-                    let mut e = format!("{} key {:?}", entry.source, entry.server);
-                    if let Ok(n) = normalize_key(&entry.server)
-                        && n.key != entry.server
-                    {
-                        e.push_str(&format!(" (read as {:?}", n.key));
-                        if let Some(s) = &n.scheme {
-                            e.push_str(&format!("; the {s}:// scheme never matters"));
-                        }
-                        e.push(')');
-                    }
-                    e.push_str(": ");
-                    e.push_str(&why.join("; "));
-                    f = f.evidence(e);
-                }
-            }
-        }
-        let name = effective
-            .first()
-            .cloned()
-            .unwrap_or_else(|| "regcred".into());
-        let new_secret = format!("{name}-{}", slug(image.domain()));
-        f = f.fix(format!(
-            "{}   # or change the secret's server to {}\nthen reference it: {}",
-            secret_create_fix(&new_secret, &server_for(&image), ns),
-            server_for(&image),
-            reference_fix(inv, w, sa_name, &new_secret)
-        ));
-        out.findings.push(f);
+    if pod_matches.is_empty() && meant_for_image {
+        out.findings
+            .push(host_mismatch(inv, w, &subject, &image, pod, node_has, &[]));
         return;
     }
     // The ServiceAccount holds the credentials for this image, but the pod's
@@ -941,7 +1003,12 @@ fn analyze_container(
                 ))
                 .fix(fix),
             );
-        } else if !(w.live && own.is_empty() && !sa_secrets.is_empty()) {
+        } else if !idle.is_empty() {
+            // The pod's author gave it credentials that serve none of its
+            // images: taken as meant for this one, written for another host.
+            out.findings
+                .push(host_mismatch(inv, w, &subject, &image, pod, false, idle));
+        } else if untried.is_empty() && !(w.live && own.is_empty() && !sa_secrets.is_empty()) {
             let others = if pod_keyring.is_empty() {
                 String::new()
             } else {
@@ -965,6 +1032,120 @@ fn analyze_container(
             );
         }
     }
+}
+
+/// The finding that the pod's pull secrets offer nothing for `image`: a key
+/// meant for its registry misses it under the kubelet's rules, or the
+/// `idle` secrets serve no image of the pod at all. With `node_has`, the
+/// node's credentials are offered instead.
+fn host_mismatch(
+    inv: &Inventory,
+    w: &Workload,
+    subject: &Subject,
+    image: &ImageRef,
+    pod: &PodPulls<'_>,
+    node_has: bool,
+    idle: &[IdleSecret],
+) -> Finding {
+    let ns = &w.namespace;
+    let host = image.domain();
+    let message = if idle.is_empty() {
+        format!(
+            "the pod's pull secrets hold credentials, but no key matches {} under the \
+             kubelet's rules, so none is offered for this image{}",
+            image.name(),
+            if node_has {
+                " (the node's credentials are used instead)"
+            } else {
+                ""
+            }
+        )
+    } else {
+        let secrets: Vec<String> = idle
+            .iter()
+            .map(|s| {
+                let servers: Vec<String> = s.servers.iter().map(|k| format!("{k:?}")).collect();
+                format!("{} (for {})", s.name, servers.join(", "))
+            })
+            .collect();
+        let (which, serve) = if idle.len() == 1 {
+            ("pull secret", "serves")
+        } else {
+            ("pull secrets", "serve")
+        };
+        format!(
+            "{which} {} {serve} no image of this pod, and no key matches {host}, so \
+             no credential is offered for this image: the kubelet pulls it anonymously, which \
+             fails for a private image (401 Unauthorized)",
+            secrets.join(", ")
+        )
+    };
+    let mut f = Finding::new(
+        subject,
+        if node_has {
+            Severity::Warning
+        } else {
+            Severity::Error
+        },
+        Reason::RegistryHostMismatch,
+        message,
+    );
+    f.evidence = key_evidence(&pod.keyring, image);
+    let name = idle
+        .first()
+        .map(|s| &s.name)
+        .or(pod.effective.first())
+        .map_or("regcred", String::as_str);
+    let new_secret = format!("{name}-{}", slug(host));
+    f.fix(format!(
+        "{}   # or change the secret's server to {}\nthen reference it: {}",
+        secret_create_fix(&new_secret, &server_for(image), ns),
+        server_for(image),
+        reference_fix(inv, w, pod.sa_name, &new_secret)
+    ))
+}
+
+/// Why each key of the pod's secrets is not offered for `image`: in detail
+/// for a key meant for its registry (a near miss to correct), in a word for
+/// a key of another registry.
+fn key_evidence(keyring: &Keyring, image: &ImageRef) -> Vec<String> {
+    let mut out = Vec::new();
+    for ex in keyring.explain(image) {
+        let Verdict::NoMatch(reasons) = &ex.verdict else {
+            continue;
+        };
+        for entry in ex.entries {
+            let mut e = format!("{} key {:?}", entry.source, entry.server);
+            if !meant_for(ex.key, image) {
+                e.push_str(&format!(": for another registry than {}", image.domain()));
+                if entry.server == "https://index.docker.io/v1/" {
+                    e.push_str(
+                        " (Docker Hub's key, which kubectl create secret docker-registry \
+                         writes when --docker-server is not given)",
+                    );
+                }
+                out.push(e);
+                continue;
+            }
+            let mut why: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+            if let Some(h) = hub_hint(ex.key, image) {
+                why.insert(0, h);
+            }
+            if let Ok(n) = normalize_key(&entry.server)
+                && n.key != entry.server
+            {
+                e.push_str(&format!(" (read as {:?}", n.key));
+                if let Some(s) = &n.scheme {
+                    e.push_str(&format!("; the {s}:// scheme never matters"));
+                }
+                e.push(')');
+            }
+            e.push_str(": ");
+            e.push_str(&why.join("; "));
+            out.push(e);
+        }
+    }
+    out
 }
 
 /// Reports when the first credentials the kubelet offers for `image` have no

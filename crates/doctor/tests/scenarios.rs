@@ -187,6 +187,7 @@ fn every_offline_reason_code_has_a_scenario() {
         "SecretInOtherNamespace",
         "SecretWrongType",
         "SecretMalformed",
+        "SecretsNotGiven",
         "RegistryHostMismatch",
         "SecretNotReferenced",
         "ServiceAccountNotFound",
