@@ -73,8 +73,9 @@ Example:
 
 Exit status: 0 when no error was found, 1 when a pull will fail, 2 for unusable input.
 Reason codes: InvalidImageName, SecretNotFound, SecretInOtherNamespace, SecretWrongType,
-SecretMalformed, RegistryHostMismatch, SecretNotReferenced, ServiceAccountNotFound,
-ServiceAccountSecretsNotApplied, NoCredentials, NeverPolicy, MutableTag, NodeDiskFull;
+SecretMalformed, SecretsNotGiven, RegistryHostMismatch, SecretNotReferenced,
+ServiceAccountNotFound, ServiceAccountSecretsNotApplied, NoCredentials, NeverPolicy,
+MutableTag, NodeDiskFull;
 with --probe: Pullable, AuthRequired, Unauthorized, Forbidden, ManifestUnknown,
 RepositoryUnknown, RateLimited, DnsFailure, ConnectionRefused, Timeout,
 TlsUnknownAuthority, TlsError, HttpResponseToHttps, HttpRequestToHttps, RegistryError,
@@ -126,7 +127,7 @@ fn check(args: &DoctorArgs) -> Result<u8, DoctorError> {
                 path: "<runtime>".into(),
                 source,
             })?;
-        analysis.findings.extend(probed);
+        berth_doctor::probe::merge(&mut analysis.findings, &analysis.plans, probed);
         report::sort(&mut analysis.findings);
     }
     match args.output {

@@ -15,7 +15,8 @@ use berth_kube::keyring::{
 use berth_kube::pull_policy::{PullPolicy, effective_pull_policy};
 
 use crate::events;
-use crate::model::{Inventory, Secret, Workload};
+use crate::fix::{self, secret_create_fix, server_for};
+use crate::model::{Event, Inventory, Secret, Workload};
 use crate::report::{Finding, Reason, Severity, Subject};
 
 /// What the node contributes: its docker config and credential providers.
@@ -43,6 +44,9 @@ pub struct PullPlan {
     pub subject: Subject,
     pub image: ImageRef,
     pub credentials: Vec<PlannedCredential>,
+    /// Pull secrets of the pod that the input does not hold: the kubelet may
+    /// offer credentials from them that cannot be tried here.
+    pub untried: Vec<String>,
 }
 
 /// The analysis result.
@@ -50,24 +54,6 @@ pub struct PullPlan {
 pub struct Analysis {
     pub findings: Vec<Finding>,
     pub plans: Vec<PullPlan>,
-}
-
-/// The fix command that creates a pull secret for `server` in `namespace`.
-pub fn secret_create_fix(name: &str, server: &str, namespace: &str) -> String {
-    format!(
-        "berth secret create {name} --server {server} --username USER --password-stdin \
-         --namespace {namespace} | kubectl apply -f -"
-    )
-}
-
-/// The server to write in a secret so the kubelet matches `image`.
-pub fn server_for(image: &ImageRef) -> String {
-    if image.domain() == "docker.io" {
-        // What `docker login` writes and the kubelet's Docker Hub fallback serves.
-        "https://index.docker.io/v1/".to_owned()
-    } else {
-        image.domain().to_owned()
-    }
 }
 
 fn pull_secret(s: &Secret) -> PullSecret {
@@ -195,41 +181,20 @@ pub fn analyze(inv: &Inventory, node: &NodeConfig) -> Analysis {
             .iter()
             .filter(|s| events::is_pull_waiting(&s.reason))
         {
-            if let Some(f) = from_text(w, &state.container, &state.message, "container status") {
+            let subject =
+                container_subject(w, &state.container, container_image(w, &state.container));
+            if let Some(f) = from_text(
+                subject,
+                &state.message,
+                "the container status",
+                state.message.clone(),
+            ) {
                 out.findings.push(f);
             }
         }
     }
-    for e in inv
-        .events
-        .iter()
-        .filter(|e| events::is_pull_event(&e.reason, &e.message))
-    {
-        let subject_workload = inv.workload(&e.namespace, &e.object_kind, &e.object_name);
-        let image = events::image_in_message(&e.message).unwrap_or_default();
-        if let Some((reason, severity, cause)) = events::classify(&e.message) {
-            let container = e.container.clone().unwrap_or_default();
-            let subject = Subject {
-                namespace: e.namespace.clone(),
-                kind: e.object_kind.clone(),
-                name: e.object_name.clone(),
-                image: subject_workload
-                    .and_then(|w| container_image(w, &container))
-                    .unwrap_or(image)
-                    .to_owned(),
-                container,
-            };
-            out.findings.push(
-                Finding::new(
-                    &subject,
-                    severity,
-                    reason,
-                    format!("{cause} (from an Event)"),
-                )
-                .evidence(format!("event {}: {}", e.reason, e.message)),
-            );
-        }
-    }
+    out.findings
+        .extend(inv.events.iter().filter_map(|e| event_finding(inv, e)));
     fold_controlled(inv, &mut out);
     out
 }
@@ -346,24 +311,109 @@ fn container_image<'a>(w: &'a Workload, container: &str) -> Option<&'a str> {
         .and_then(|(_, c)| c.image.as_deref())
 }
 
-fn from_text(w: &Workload, container: &str, message: &str, what: &str) -> Option<Finding> {
-    let (reason, severity, cause) = events::classify(message)?;
-    let subject = Subject {
+/// `container` of `w` (`""` for the pod as a whole), running `image`.
+fn container_subject(w: &Workload, container: &str, image: Option<&str>) -> Subject {
+    Subject {
         namespace: w.namespace.clone(),
         kind: w.kind.clone(),
         name: w.name.clone(),
         container: container.to_owned(),
-        image: container_image(w, container).unwrap_or_default().to_owned(),
-    };
-    Some(
-        Finding::new(
-            &subject,
-            severity,
-            reason,
-            format!("{cause} (from the {what})"),
-        )
-        .evidence(message.to_owned()),
+        image: image.unwrap_or_default().to_owned(),
+    }
+}
+
+/// The finding for a pull-failure text about `subject` (`what` says where it
+/// was read), with the fix for its cause; `None` when the text names none.
+fn from_text(subject: Subject, message: &str, what: &str, evidence: String) -> Option<Finding> {
+    let (reason, severity, cause) = events::classify(message)?;
+    let image = ImageRef::parse(&subject.image).ok();
+    let mut f = Finding::new(&subject, severity, reason, format!("{cause} (from {what})"))
+        .evidence(evidence);
+    f.fix = fix::for_reason(reason, image.as_ref(), &subject.namespace);
+    Some(f)
+}
+
+/// The finding an Event shows, if it is about pulling an image.
+fn event_finding(inv: &Inventory, e: &Event) -> Option<Finding> {
+    let w = inv.workload(&e.namespace, &e.object_kind, &e.object_name);
+    let evidence = format!("event {}: {}", e.reason, e.message);
+    if let Some(names) = events::unretrieved_secrets(&e.reason, &e.message) {
+        return Some(unretrieved_secrets_finding(e, w, &names, evidence));
+    }
+    if !events::is_pull_event(&e.reason, &e.message) {
+        return None;
+    }
+    let container = e.container.clone().unwrap_or_default();
+    let image = w
+        .and_then(|w| container_image(w, &container))
+        .or(events::image_in_message(&e.message));
+    from_text(
+        event_subject(e, container, image),
+        &e.message,
+        "an Event",
+        evidence,
     )
+}
+
+/// What an Event is about: its object, which need not be in the input.
+fn event_subject(e: &Event, container: String, image: Option<&str>) -> Subject {
+    Subject {
+        namespace: e.namespace.clone(),
+        kind: e.object_kind.clone(),
+        name: e.object_name.clone(),
+        container,
+        image: image.unwrap_or_default().to_owned(),
+    }
+}
+
+/// The kubelet's `FailedToRetrieveImagePullSecret`: it could not read these
+/// pull secrets of the pod `w` (a missing or misspelled one), and pulls
+/// without them.
+fn unretrieved_secrets_finding(
+    e: &Event,
+    w: Option<&Workload>,
+    names: &[&str],
+    evidence: String,
+) -> Finding {
+    let ns = &e.namespace;
+    let subject = event_subject(e, String::new(), None);
+    let server = w.map_or_else(|| "REGISTRY".to_owned(), fix_server);
+    // A text without names still gets the command, with a placeholder.
+    let to_create = if names.is_empty() { &["NAME"] } else { names };
+    let fix = to_create
+        .iter()
+        .map(|n| secret_create_fix(n, &server, ns))
+        .chain(["or correct the names in the pod's imagePullSecrets".to_owned()])
+        .collect::<Vec<_>>()
+        .join("\n");
+    let (which, them) = match names {
+        [] => ("some of the pod's pull secrets".to_owned(), "them"),
+        [one] => (format!("pull secret {one}"), "it"),
+        _ => (format!("pull secrets {}", names.join(", ")), "them"),
+    };
+    Finding::new(
+        &subject,
+        Severity::Error,
+        Reason::SecretNotFound,
+        format!(
+            "the kubelet cannot retrieve {which} from namespace {ns}, so the pod's images are \
+             pulled without {them}: missing there, or misspelled in imagePullSecrets (from an \
+             Event)"
+        ),
+    )
+    .evidence(evidence)
+    .fix(fix)
+}
+
+/// The registry named in fixes about `w` as a whole: its first parsable
+/// image's.
+fn fix_server(w: &Workload) -> String {
+    w.spec
+        .all_containers()
+        .filter_map(|(_, c)| c.image.as_deref())
+        .find_map(|i| ImageRef::parse(i).ok())
+        .as_ref()
+        .map_or_else(|| "REGISTRY".into(), server_for)
 }
 
 fn names_json(names: &[String]) -> String {
@@ -382,23 +432,8 @@ fn analyze_workload(
     out: &mut Analysis,
 ) {
     let ns = &w.namespace;
-    let pod_subject = Subject {
-        namespace: ns.clone(),
-        kind: w.kind.clone(),
-        name: w.name.clone(),
-        container: String::new(),
-        image: String::new(),
-    };
-    // The first parsable image names the registry in pod-level fixes.
-    let first_image = w
-        .spec
-        .all_containers()
-        .filter_map(|(_, c)| c.image.as_deref())
-        .find_map(|i| ImageRef::parse(i).ok());
-    let fix_server = first_image
-        .as_ref()
-        .map(server_for)
-        .unwrap_or_else(|| "REGISTRY".into());
+    let pod_subject = container_subject(w, "", None);
+    let fix_server = fix_server(w);
 
     let sa_name = w.spec.service_account();
     let sa = inv.service_account(ns, sa_name);
@@ -509,6 +544,7 @@ fn analyze_workload(
 
     // Resolve every referenced secret.
     let mut usable: Vec<PullSecret> = Vec::new();
+    let mut not_given: Vec<String> = Vec::new();
     let mut pulls_fail = false;
     for name in &effective {
         let via = if own.contains(name) {
@@ -603,16 +639,50 @@ fn analyze_workload(
                         ))
                         .fix(secret_create_fix(name, &fix_server, ns)),
                     );
+                } else {
+                    not_given.push(format!("{name}{via}"));
                 }
             }
         }
     }
+    if !not_given.is_empty() {
+        out.findings.push(
+            Finding::new(
+                &pod_subject,
+                Severity::Warning,
+                Reason::SecretsNotGiven,
+                format!(
+                    "the input holds no Secret of namespace {ns}, so the pod's pull secrets \
+                     cannot be checked: whether they exist and which registries they serve is \
+                     not known"
+                ),
+            )
+            .evidence(format!("not in the input: {}", not_given.join(", ")))
+            .fix(format!(
+                "pass the namespace's secrets too: kubectl get \
+                 pods,deployments,serviceaccounts,secrets,events --namespace {ns} -o yaml | \
+                 berth doctor -f -"
+            )),
+        );
+    }
     let pod_keyring = keyring_from_pull_secrets(&usable)
         .map(|k| k.keyring)
         .unwrap_or_default();
+    let chosen = chosen_secrets(inv, w, sa);
+    let chosen: Vec<PullSecret> = usable
+        .into_iter()
+        .filter(|s| chosen.contains(&s.name))
+        .collect();
 
     let pod = PodPulls {
         keyring: pod_keyring,
+        idle: idle_secrets(&chosen, w),
+        // Without the namespace's Secrets, none of the pod's can be read.
+        untried: if inv.has_secrets_in(ns) {
+            Vec::new()
+        } else {
+            effective.clone()
+        },
         effective,
         own,
         sa_name,
@@ -624,9 +694,82 @@ fn analyze_workload(
     }
 }
 
+/// The pull secrets the pod's author listed for it. A ServiceAccount's
+/// serve the whole namespace (admission copies them into every new pod that
+/// lists none), so one of them serving no image of this pod says nothing
+/// about the pod. A live pod's list is its author's where its controller's
+/// template lists the secret, or where its ServiceAccount (in the input)
+/// does not.
+fn chosen_secrets(
+    inv: &Inventory,
+    w: &Workload,
+    sa: Option<&crate::model::ServiceAccount>,
+) -> Vec<String> {
+    let root = inv.controller_root(w);
+    w.spec
+        .image_pull_secrets
+        .iter()
+        .map(|r| &r.name)
+        .filter(|name| {
+            !w.live
+                || (!std::ptr::eq(root, w)
+                    && root
+                        .spec
+                        .image_pull_secrets
+                        .iter()
+                        .any(|r| &r.name == *name))
+                || sa.is_some_and(|sa| !sa.image_pull_secrets.contains(name))
+        })
+        .cloned()
+        .collect()
+}
+
+/// A pull secret that serves no image of its pod.
+struct IdleSecret {
+    name: String,
+    /// Its registry keys as written in it.
+    servers: Vec<String>,
+}
+
+/// The `secrets` that serve none of the images of `w` (init and ephemeral
+/// containers' included). One serving an image under `imagePullPolicy:
+/// Never` still shows what it was meant for.
+fn idle_secrets(secrets: &[PullSecret], w: &Workload) -> Vec<IdleSecret> {
+    let images: Vec<ImageRef> = w
+        .spec
+        .all_containers()
+        .filter_map(|(_, c)| ImageRef::parse(c.image.as_deref()?).ok())
+        .collect();
+    secrets
+        .iter()
+        .filter_map(|s| {
+            let keyring = keyring_from_pull_secrets(std::slice::from_ref(s))
+                .ok()?
+                .keyring;
+            if images.iter().any(|i| !keyring.lookup(i).is_empty()) {
+                return None;
+            }
+            let servers = keyring
+                .keys()
+                .iter()
+                .flat_map(|k| keyring.entries(k))
+                .map(|e| e.server.clone())
+                .collect();
+            Some(IdleSecret {
+                name: s.name.clone(),
+                servers,
+            })
+        })
+        .collect()
+}
+
 /// What a pod offers the kubelet for its pulls, worked out once per pod.
 struct PodPulls<'a> {
     keyring: Keyring,
+    /// The pod's own pull secrets that serve none of its images.
+    idle: Vec<IdleSecret>,
+    /// Pull secrets the kubelet may offer that the input does not hold.
+    untried: Vec<String>,
     /// The pull secrets the pod has: its own, else its ServiceAccount's.
     effective: Vec<String>,
     own: Vec<String>,
@@ -647,6 +790,8 @@ fn analyze_container(
 ) {
     let PodPulls {
         keyring: pod_keyring,
+        idle,
+        untried,
         effective,
         own,
         sa_name,
@@ -674,10 +819,7 @@ fn analyze_container(
                     .into(),
             )
             .evidence(e.to_string())
-            .fix(
-                "write the image as [registry[:port]/]repository[:tag][@sha256:digest] with a \
-                 lowercase repository, e.g. registry.example.com:5000/team/app:1.4.2",
-            ),
+            .fix(fix::INVALID_IMAGE_NAME),
         );
         return;
     }
@@ -694,7 +836,7 @@ fn analyze_container(
                  on every node the pod can run on (else ErrImageNeverPull)"
                     .into(),
             )
-            .fix("set imagePullPolicy: IfNotPresent, or preload the image on every node"),
+            .fix(fix::NEVER_POLICY),
         );
         return;
     }
@@ -755,6 +897,7 @@ fn analyze_container(
         subject: subject.clone(),
         image: image.clone(),
         credentials: planned,
+        untried: untried.clone(),
     });
     passwordless_credentials(
         &subject,
@@ -772,61 +915,9 @@ fn analyze_container(
         .iter()
         .any(|ex| meant_for(ex.key, &image));
 
-    if !pod_keyring.is_empty() && pod_matches.is_empty() && meant_for_image {
-        let mut f = Finding::new(
-            &subject,
-            if node_has {
-                Severity::Warning
-            } else {
-                Severity::Error
-            },
-            Reason::RegistryHostMismatch,
-            format!(
-                "the pod's pull secrets hold credentials, but no key matches {} under the \
-                 kubelet's rules, so none is offered for this image{}",
-                image.name(),
-                if node_has {
-                    " (the node's credentials are used instead)"
-                } else {
-                    ""
-                }
-            ),
-        );
-        for ex in pod_keyring.explain(&image) {
-            if let Verdict::NoMatch(reasons) = &ex.verdict {
-                for entry in ex.entries {
-                    let mut why: Vec<String> = reasons.iter().map(ToString::to_string).collect();
-                    if let Some(h) = hub_hint(ex.key, &image) {
-                        why.insert(0, h);
-                    }
-                    let mut e = format!("{} key {:?}", entry.source, entry.server);
-                    if let Ok(n) = normalize_key(&entry.server)
-                        && n.key != entry.server
-                    {
-                        e.push_str(&format!(" (read as {:?}", n.key));
-                        if let Some(s) = &n.scheme {
-                            e.push_str(&format!("; the {s}:// scheme never matters"));
-                        }
-                        e.push(')');
-                    }
-                    e.push_str(": ");
-                    e.push_str(&why.join("; "));
-                    f = f.evidence(e);
-                }
-            }
-        }
-        let name = effective
-            .first()
-            .cloned()
-            .unwrap_or_else(|| "regcred".into());
-        let new_secret = format!("{name}-{}", slug(image.domain()));
-        f = f.fix(format!(
-            "{}   # or change the secret's server to {}\nthen reference it: {}",
-            secret_create_fix(&new_secret, &server_for(&image), ns),
-            server_for(&image),
-            reference_fix(inv, w, sa_name, &new_secret)
-        ));
-        out.findings.push(f);
+    if pod_matches.is_empty() && meant_for_image {
+        out.findings
+            .push(host_mismatch(inv, w, &subject, &image, pod, node_has, &[]));
         return;
     }
     // The ServiceAccount holds the credentials for this image, but the pod's
@@ -912,7 +1003,12 @@ fn analyze_container(
                 ))
                 .fix(fix),
             );
-        } else if !(w.live && own.is_empty() && !sa_secrets.is_empty()) {
+        } else if !idle.is_empty() {
+            // The pod's author gave it credentials that serve none of its
+            // images: taken as meant for this one, written for another host.
+            out.findings
+                .push(host_mismatch(inv, w, &subject, &image, pod, false, idle));
+        } else if untried.is_empty() && !(w.live && own.is_empty() && !sa_secrets.is_empty()) {
             let others = if pod_keyring.is_empty() {
                 String::new()
             } else {
@@ -936,6 +1032,120 @@ fn analyze_container(
             );
         }
     }
+}
+
+/// The finding that the pod's pull secrets offer nothing for `image`: a key
+/// meant for its registry misses it under the kubelet's rules, or the
+/// `idle` secrets serve no image of the pod at all. With `node_has`, the
+/// node's credentials are offered instead.
+fn host_mismatch(
+    inv: &Inventory,
+    w: &Workload,
+    subject: &Subject,
+    image: &ImageRef,
+    pod: &PodPulls<'_>,
+    node_has: bool,
+    idle: &[IdleSecret],
+) -> Finding {
+    let ns = &w.namespace;
+    let host = image.domain();
+    let message = if idle.is_empty() {
+        format!(
+            "the pod's pull secrets hold credentials, but no key matches {} under the \
+             kubelet's rules, so none is offered for this image{}",
+            image.name(),
+            if node_has {
+                " (the node's credentials are used instead)"
+            } else {
+                ""
+            }
+        )
+    } else {
+        let secrets: Vec<String> = idle
+            .iter()
+            .map(|s| {
+                let servers: Vec<String> = s.servers.iter().map(|k| format!("{k:?}")).collect();
+                format!("{} (for {})", s.name, servers.join(", "))
+            })
+            .collect();
+        let (which, serve) = if idle.len() == 1 {
+            ("pull secret", "serves")
+        } else {
+            ("pull secrets", "serve")
+        };
+        format!(
+            "{which} {} {serve} no image of this pod, and no key matches {host}, so \
+             no credential is offered for this image: the kubelet pulls it anonymously, which \
+             fails for a private image (401 Unauthorized)",
+            secrets.join(", ")
+        )
+    };
+    let mut f = Finding::new(
+        subject,
+        if node_has {
+            Severity::Warning
+        } else {
+            Severity::Error
+        },
+        Reason::RegistryHostMismatch,
+        message,
+    );
+    f.evidence = key_evidence(&pod.keyring, image);
+    let name = idle
+        .first()
+        .map(|s| &s.name)
+        .or(pod.effective.first())
+        .map_or("regcred", String::as_str);
+    let new_secret = format!("{name}-{}", slug(host));
+    f.fix(format!(
+        "{}   # or change the secret's server to {}\nthen reference it: {}",
+        secret_create_fix(&new_secret, &server_for(image), ns),
+        server_for(image),
+        reference_fix(inv, w, pod.sa_name, &new_secret)
+    ))
+}
+
+/// Why each key of the pod's secrets is not offered for `image`: in detail
+/// for a key meant for its registry (a near miss to correct), in a word for
+/// a key of another registry.
+fn key_evidence(keyring: &Keyring, image: &ImageRef) -> Vec<String> {
+    let mut out = Vec::new();
+    for ex in keyring.explain(image) {
+        let Verdict::NoMatch(reasons) = &ex.verdict else {
+            continue;
+        };
+        for entry in ex.entries {
+            let mut e = format!("{} key {:?}", entry.source, entry.server);
+            if !meant_for(ex.key, image) {
+                e.push_str(&format!(": for another registry than {}", image.domain()));
+                if entry.server == "https://index.docker.io/v1/" {
+                    e.push_str(
+                        " (Docker Hub's key, which kubectl create secret docker-registry \
+                         writes when --docker-server is not given)",
+                    );
+                }
+                out.push(e);
+                continue;
+            }
+            let mut why: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+            if let Some(h) = hub_hint(ex.key, image) {
+                why.insert(0, h);
+            }
+            if let Ok(n) = normalize_key(&entry.server)
+                && n.key != entry.server
+            {
+                e.push_str(&format!(" (read as {:?}", n.key));
+                if let Some(s) = &n.scheme {
+                    e.push_str(&format!("; the {s}:// scheme never matters"));
+                }
+                e.push(')');
+            }
+            e.push_str(": ");
+            e.push_str(&why.join("; "));
+            out.push(e);
+        }
+    }
+    out
 }
 
 /// Reports when the first credentials the kubelet offers for `image` have no

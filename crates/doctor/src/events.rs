@@ -24,6 +24,28 @@ pub fn is_pull_event(reason: &str, message: &str) -> bool {
     }
 }
 
+/// The pull secrets named by the kubelet's `FailedToRetrieveImagePullSecret`
+/// Event, which it records on the pod when a secret of its imagePullSecrets
+/// cannot be read, and then pulls without it: `Unable to retrieve some image
+/// pull secrets (regcred, hubcred); attempting to pull the image may not
+/// succeed.` `None` for any other Event; no names when the text differs.
+pub fn unretrieved_secrets<'a>(reason: &str, message: &'a str) -> Option<Vec<&'a str>> {
+    if reason != "FailedToRetrieveImagePullSecret" {
+        return None;
+    }
+    let names = message
+        .split_once("secrets (")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map_or("", |(names, _)| names);
+    Some(
+        names
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .collect(),
+    )
+}
+
 /// Whether a container's waiting reason is about its image.
 pub fn is_pull_waiting(reason: &str) -> bool {
     matches!(
@@ -284,9 +306,42 @@ mod tests {
             assert_eq!(classify(text).map(|c| c.0), Some(want), "{text}");
         }
         assert!(classify(r#"Pulling image "nginx""#).is_none());
+        // Every text names a cause with a fix.
+        let image = berth_kube::image_ref::ImageRef::parse("r.io/a:1").unwrap();
+        for (text, _) in cases {
+            let reason = classify(text).unwrap().0;
+            assert!(
+                crate::fix::for_reason(reason, Some(&image), "prod").is_some(),
+                "{text}"
+            );
+        }
         assert_eq!(
             image_in_message(r#"Failed to pull image "a/b:1": x"#),
             Some("a/b:1")
         );
+    }
+
+    /// The kubelet's text (pkg/kubelet/kubelet_pods.go, getPullSecretsForPod):
+    /// `Unable to retrieve some image pull secrets (%s); attempting to pull
+    /// the image may not succeed.`, the names joined with ", ".
+    #[test]
+    fn unretrieved_pull_secrets_are_named() {
+        let one = "Unable to retrieve some image pull secrets (regcred); attempting to pull the \
+                   image may not succeed.";
+        assert_eq!(
+            unretrieved_secrets("FailedToRetrieveImagePullSecret", one),
+            Some(vec!["regcred"])
+        );
+        let two = "Unable to retrieve some image pull secrets (regcred, hubcred); attempting to \
+                   pull the image may not succeed.";
+        assert_eq!(
+            unretrieved_secrets("FailedToRetrieveImagePullSecret", two),
+            Some(vec!["regcred", "hubcred"])
+        );
+        assert_eq!(
+            unretrieved_secrets("FailedToRetrieveImagePullSecret", "something else"),
+            Some(vec![])
+        );
+        assert_eq!(unretrieved_secrets("Failed", one), None);
     }
 }

@@ -6,11 +6,13 @@
 //! and the kubelet's pull decisions on them with `berth-kube` ([`analyze`]),
 //! recognising the kubelet's and containerd's failure texts in Events
 //! ([`events`]), probing registries with `berth-client` ([`probe`]), and
-//! presenting findings ([`report`]). The command line lives in the `berth`
-//! crate; everything here is callable and testable without it.
+//! presenting findings ([`report`]) with what to do about them ([`fix`]).
+//! The command line lives in the `berth` crate; everything here is callable
+//! and testable without it.
 
 pub mod analyze;
 pub mod events;
+pub mod fix;
 pub mod input;
 pub mod model;
 pub mod plugin;

@@ -1,72 +1,15 @@
 //! The probe: for each pull plan, a manifest HEAD with every credential the
 //! kubelet would try, in its order, through the token flow. The kubelet
 //! stops at the first credential that works, so one success makes the
-//! other failures warnings.
+//! other failures warnings; a credential the input lacks might work, so
+//! without the pod's pull secrets a failure is a warning too.
 
 use std::collections::HashMap;
 
-use berth_client::{Credentials, Probe, RegistryClient};
+use berth_client::{Credentials, Outcome, Probe, RegistryClient};
 
 use crate::analyze::PullPlan;
-use crate::report::{Finding, Reason, Severity};
-
-/// What to tell the user to do about a probe outcome.
-fn fix_for(reason: Reason, plan: &PullPlan) -> Option<String> {
-    let host = plan.image.domain();
-    let ns = &plan.subject.namespace;
-    Some(match reason {
-        Reason::Probe(berth_client::Outcome::AuthRequired) => crate::analyze::secret_create_fix(
-            "regcred",
-            &crate::analyze::server_for(&plan.image),
-            ns,
-        ),
-        Reason::Probe(berth_client::Outcome::Unauthorized) => format!(
-            "renew the credentials (berth secret create … --server {host} --namespace {ns}) and \
-             replace the secret"
-        ),
-        Reason::Probe(berth_client::Outcome::Forbidden) => {
-            "grant the account pull access to the repository, or use an account that has it".into()
-        }
-        Reason::Probe(berth_client::Outcome::ManifestUnknown) => format!(
-            "push the tag, or fix it in the manifest (list the tags: skopeo list-tags \
-             docker://{}/{})",
-            plan.image.domain(),
-            plan.image.path()
-        ),
-        Reason::Probe(berth_client::Outcome::RepositoryUnknown) => {
-            "check the repository path in the image name, or push the image".into()
-        }
-        Reason::Probe(berth_client::Outcome::RateLimited) => {
-            "wait for Retry-After, authenticate the pulls, or mirror the image".into()
-        }
-        Reason::Probe(berth_client::Outcome::DnsFailure) => {
-            format!("make {host} resolvable from the nodes, or fix the host name")
-        }
-        Reason::Probe(berth_client::Outcome::ConnectionRefused) => {
-            format!("start the registry, or fix the port in {host}")
-        }
-        Reason::Probe(berth_client::Outcome::Timeout) => {
-            "check firewalls and that the registry is up".into()
-        }
-        Reason::Probe(berth_client::Outcome::TlsUnknownAuthority) => format!(
-            "install the registry's CA on every node (/etc/containerd/certs.d/{host}/ca.crt) and \
-             pass it here with --ca-file"
-        ),
-        Reason::Probe(berth_client::Outcome::TlsError) => {
-            "fix the registry's certificate (host name, validity)".into()
-        }
-        Reason::Probe(berth_client::Outcome::HttpResponseToHttps) => format!(
-            "configure the nodes for plain HTTP to {host} (containerd hosts.toml: server = \"http://{host}\") and pass --insecure-registry {host} here, or serve TLS"
-        ),
-        Reason::Probe(berth_client::Outcome::HttpRequestToHttps) => format!(
-            "configure the nodes for HTTPS to {host} (containerd hosts.toml: server = \"https://{host}\", with ca = the registry's CA) and drop --insecure-registry {host} here"
-        ),
-        Reason::Probe(berth_client::Outcome::RegistryError) => {
-            "the registry failed; check its logs".into()
-        }
-        _ => return None,
-    })
-}
+use crate::report::{Finding, Reason, Severity, Subject};
 
 /// Probes already made, by image, reference and credentials.
 type ProbeCache = HashMap<(String, String, Option<(String, String)>), Probe>;
@@ -135,7 +78,7 @@ pub async fn probe(client: &RegistryClient, plans: &[PullPlan]) -> Vec<Finding> 
             let reason = Reason::Probe(p.outcome);
             let severity = if p.outcome.is_success() {
                 Severity::Info
-            } else if any_ok || !skipped_plugins.is_empty() {
+            } else if any_ok || !skipped_plugins.is_empty() || !plan.untried.is_empty() {
                 Severity::Warning
             } else {
                 Severity::Error
@@ -154,7 +97,15 @@ pub async fn probe(client: &RegistryClient, plans: &[PullPlan]) -> Vec<Finding> 
             if let Some(d) = &p.digest {
                 f = f.evidence(format!("digest {d}"));
             }
-            if let Some(fix) = fix_for(reason, plan) {
+            if !p.outcome.is_success() && !plan.untried.is_empty() {
+                f = f.evidence(format!(
+                    "not tried: the pod's pull secrets {}, which the input does not hold",
+                    plan.untried.join(", ")
+                ));
+            }
+            if let Some(fix) =
+                crate::fix::for_reason(reason, Some(&plan.image), &plan.subject.namespace)
+            {
                 f = f.fix(fix);
             }
             findings.push(f);
@@ -172,4 +123,123 @@ pub async fn probe(client: &RegistryClient, plans: &[PullPlan]) -> Vec<Finding> 
         }
     }
     findings
+}
+
+/// Adds the probe's findings to the offline ones. A registry that serves an
+/// image anonymously needs no credential for it, so a mismatch that
+/// withholds one (the plan offers none) does not fail the pull.
+pub fn merge(findings: &mut Vec<Finding>, plans: &[PullPlan], probed: Vec<Finding>) {
+    let anonymous: Vec<&Subject> = plans
+        .iter()
+        .filter(|p| p.credentials.is_empty())
+        .map(|p| &p.subject)
+        .filter(|s| {
+            probed
+                .iter()
+                .any(|f| &f.subject == *s && f.reason == Reason::Probe(Outcome::Pullable))
+        })
+        .collect();
+    for f in findings.iter_mut().filter(|f| {
+        f.reason == Reason::RegistryHostMismatch
+            && f.severity == Severity::Error
+            && anonymous.contains(&&f.subject)
+    }) {
+        f.severity = Severity::Info;
+        f.evidence.push(
+            "the probe read the manifest anonymously: the registry allows anonymous pulls of \
+             this image, so the pull works without the credential"
+                .into(),
+        );
+    }
+    findings.extend(probed);
+}
+
+#[cfg(test)]
+mod tests {
+    use berth_kube::image_ref::ImageRef;
+
+    use super::*;
+    use crate::analyze::PlannedCredential;
+
+    fn subject(container: &str) -> Subject {
+        Subject {
+            namespace: "prod".into(),
+            kind: "Deployment".into(),
+            name: "api".into(),
+            container: container.into(),
+            image: format!("registry.example.com/team/{container}:1.0"),
+        }
+    }
+
+    fn plan(container: &str, credentials: Vec<PlannedCredential>) -> PullPlan {
+        let subject = subject(container);
+        PullPlan {
+            image: ImageRef::parse(&subject.image).unwrap(),
+            subject,
+            credentials,
+            untried: Vec::new(),
+        }
+    }
+
+    fn finding(container: &str, severity: Severity, reason: Reason) -> Finding {
+        Finding::new(&subject(container), severity, reason, String::new())
+    }
+
+    #[test]
+    fn an_anonymous_pull_downgrades_only_its_own_mismatch() {
+        let mut findings = vec![
+            finding("public", Severity::Error, Reason::RegistryHostMismatch),
+            finding("private", Severity::Error, Reason::RegistryHostMismatch),
+            finding("public", Severity::Warning, Reason::MutableTag),
+        ];
+        let plans = [plan("public", Vec::new()), plan("private", Vec::new())];
+        let probed = vec![
+            finding("public", Severity::Info, Reason::Probe(Outcome::Pullable)),
+            finding(
+                "private",
+                Severity::Error,
+                Reason::Probe(Outcome::AuthRequired),
+            ),
+        ];
+        merge(&mut findings, &plans, probed);
+        let got: Vec<(&str, Severity, &str)> = findings
+            .iter()
+            .map(|f| (f.subject.container.as_str(), f.severity, f.reason.code()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("public", Severity::Info, "RegistryHostMismatch"),
+                ("private", Severity::Error, "RegistryHostMismatch"),
+                ("public", Severity::Warning, "MutableTag"),
+                ("public", Severity::Info, "Pullable"),
+                ("private", Severity::Error, "AuthRequired"),
+            ]
+        );
+        assert!(findings[0].evidence[0].contains("anonymously"));
+    }
+
+    /// A plan that offers credentials was not probed anonymously: its
+    /// success says nothing about an anonymous pull.
+    #[test]
+    fn a_pull_with_credentials_is_no_anonymous_pull() {
+        let mut findings = vec![finding(
+            "app",
+            Severity::Error,
+            Reason::RegistryHostMismatch,
+        )];
+        let offered = PlannedCredential {
+            source: "node config /var/lib/kubelet/config.json".into(),
+            credentials: Some(Credentials::new("robot", "pw")),
+            provider: None,
+        };
+        let plans = [plan("app", vec![offered])];
+        let probed = vec![finding(
+            "app",
+            Severity::Info,
+            Reason::Probe(Outcome::Pullable),
+        )];
+        merge(&mut findings, &plans, probed);
+        assert_eq!(findings[0].severity, Severity::Error);
+    }
 }

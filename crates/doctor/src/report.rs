@@ -32,6 +32,8 @@ pub enum Reason {
     SecretInOtherNamespace,
     SecretWrongType,
     SecretMalformed,
+    /// The input lacks the Secrets of the pod's namespace.
+    SecretsNotGiven,
     RegistryHostMismatch,
     SecretNotReferenced,
     ServiceAccountNotFound,
@@ -53,6 +55,7 @@ impl Reason {
             SecretInOtherNamespace => "SecretInOtherNamespace",
             SecretWrongType => "SecretWrongType",
             SecretMalformed => "SecretMalformed",
+            SecretsNotGiven => "SecretsNotGiven",
             RegistryHostMismatch => "RegistryHostMismatch",
             SecretNotReferenced => "SecretNotReferenced",
             ServiceAccountNotFound => "ServiceAccountNotFound",

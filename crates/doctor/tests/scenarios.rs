@@ -2,8 +2,8 @@
 //! compares the findings with the directory's `expected` file.
 //!
 //! `expected` has one line per finding: `SEVERITY REASON NS/KIND/NAME
-//! CONTAINER [| TEXT]`, with `-` for a pod-level finding and TEXT a piece
-//! the message, evidence or fix must contain. An optional `args` file holds
+//! CONTAINER [| TEXT]...`, with `-` for a pod-level finding and each TEXT a
+//! piece the message, evidence or fix must contain. An optional `args` file holds
 //! `--namespace`, `--node-docker-config` and `--credential-provider-config`
 //! lines (paths relative to the scenario).
 
@@ -13,7 +13,7 @@ use berth_doctor::NodeConfig;
 
 struct Expected {
     key: String,
-    text: Option<String>,
+    texts: Vec<String>,
 }
 
 fn parse_expected(text: &str) -> Vec<Expected> {
@@ -21,19 +21,18 @@ fn parse_expected(text: &str) -> Vec<Expected> {
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(|l| {
-            let (key, text) = match l.split_once('|') {
-                Some((k, t)) => (k.trim(), Some(t.trim().to_owned())),
-                None => (l, None),
-            };
+            let mut parts = l.split('|');
+            let key = parts.next().unwrap_or_default();
             Expected {
                 key: key.split_whitespace().collect::<Vec<_>>().join(" "),
-                text,
+                texts: parts.map(|t| t.trim().to_owned()).collect(),
             }
         })
         .collect()
 }
 
-fn run(dir: &Path) -> Result<(), String> {
+/// The offline analysis of a scenario directory, with its `args`.
+fn analyze_dir(dir: &Path) -> Result<berth_doctor::Analysis, String> {
     let mut namespace = "default".to_owned();
     let mut node = NodeConfig::default();
     if let Ok(args) = std::fs::read_to_string(dir.join("args")) {
@@ -53,13 +52,17 @@ fn run(dir: &Path) -> Result<(), String> {
             }
         }
     }
-    let analysis = berth_doctor::check(
+    berth_doctor::check(
         &[dir.to_path_buf()],
         &mut std::io::empty(),
         &namespace,
         &node,
     )
-    .map_err(|e| format!("input unusable: {e}"))?;
+    .map_err(|e| format!("input unusable: {e}"))
+}
+
+fn run(dir: &Path) -> Result<(), String> {
+    let analysis = analyze_dir(dir)?;
     let expected = parse_expected(&std::fs::read_to_string(dir.join("expected")).unwrap());
     let got: Vec<(String, String)> = analysis
         .findings
@@ -100,11 +103,10 @@ fn run(dir: &Path) -> Result<(), String> {
         ));
     }
     for e in &expected {
-        if let Some(t) = &e.text
-            && !got
-                .iter()
+        if let Some(t) = e.texts.iter().find(|t| {
+            !got.iter()
                 .any(|(k, all)| k == &e.key && all.contains(t.as_str()))
-        {
+        }) {
             return Err(format!(
                 "finding {} does not mention {t:?}\n{}",
                 e.key,
@@ -115,8 +117,7 @@ fn run(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-#[test]
-fn every_scenario_matches_its_expected_findings() {
+fn scenario_dirs() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios");
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
         .unwrap()
@@ -125,6 +126,12 @@ fn every_scenario_matches_its_expected_findings() {
         .collect();
     dirs.sort();
     assert!(dirs.len() >= 20, "the corpus went missing");
+    dirs
+}
+
+#[test]
+fn every_scenario_matches_its_expected_findings() {
+    let dirs = scenario_dirs();
     let failures: Vec<String> = dirs
         .iter()
         .filter_map(|d| {
@@ -142,6 +149,30 @@ fn every_scenario_matches_its_expected_findings() {
     );
 }
 
+/// What the kubelet and containerd wrote (Events, container statuses) is
+/// only worth showing with what to do about it.
+#[test]
+fn findings_read_from_failure_texts_carry_a_fix() {
+    let mut read = 0;
+    for dir in scenario_dirs() {
+        let analysis = analyze_dir(&dir).unwrap();
+        for f in analysis.findings.iter().filter(|f| {
+            f.message.ends_with("(from an Event)")
+                || f.message.ends_with("(from the container status)")
+        }) {
+            read += 1;
+            assert!(
+                f.fix.is_some(),
+                "{}: {} {} has no fix",
+                dir.display(),
+                f.reason.code(),
+                f.message
+            );
+        }
+    }
+    assert!(read >= 6, "the corpus lost its Events");
+}
+
 #[test]
 fn every_offline_reason_code_has_a_scenario() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios");
@@ -156,6 +187,7 @@ fn every_offline_reason_code_has_a_scenario() {
         "SecretInOtherNamespace",
         "SecretWrongType",
         "SecretMalformed",
+        "SecretsNotGiven",
         "RegistryHostMismatch",
         "SecretNotReferenced",
         "ServiceAccountNotFound",

@@ -116,6 +116,14 @@ fn deployment_yaml(image: &str) -> String {
     )
 }
 
+/// A `manifests` directory in `dir` holding `secret` (YAML).
+fn manifests_dir(dir: &Path, secret: &str) -> std::path::PathBuf {
+    let manifests = dir.join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    std::fs::write(manifests.join("secret.yaml"), secret).unwrap();
+    manifests
+}
+
 fn findings(out: &std::process::Output) -> Vec<serde_json::Value> {
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -134,13 +142,10 @@ async fn doctor_probe_cli_reports_pullable_and_missing_tags() {
     let server = &f.server;
     let root = Api::with_credentials(server, "root", "root-pw");
     root.push_image("team/app", "1.0", 9).await;
-    let manifests = dir.path().join("manifests");
-    std::fs::create_dir(&manifests).unwrap();
-    std::fs::write(
-        manifests.join("secret.yaml"),
-        secret_yaml("regcred", &server.addr, "alice", "alice-pw"),
-    )
-    .unwrap();
+    let manifests = manifests_dir(
+        dir.path(),
+        &secret_yaml("regcred", &server.addr, "alice", "alice-pw"),
+    );
     let probe = |image: &str| {
         std::fs::write(manifests.join("app.yaml"), deployment_yaml(image)).unwrap();
         berth(&[
@@ -174,6 +179,73 @@ async fn doctor_probe_cli_reports_pullable_and_missing_tags() {
     assert_eq!(found[0]["severity"], "error");
 }
 
+/// A pull secret for Docker Hub only, on a pod whose image is on berth: the
+/// mismatch fails the pull, unless the probe finds that berth serves the
+/// image anonymously (its `public/*` policy); then it is only said.
+#[tokio::test]
+async fn doctor_probe_downgrades_a_mismatch_for_an_anonymous_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture("", &[]);
+    let server = &f.server;
+    let root = Api::with_credentials(server, "root", "root-pw");
+    root.push_image("public/app", "1.0", 11).await;
+    root.push_image("team/app", "1.0", 12).await;
+    let manifests = manifests_dir(
+        dir.path(),
+        &secret_yaml(
+            "regcred",
+            "https://index.docker.io/v1/",
+            "alice",
+            "alice-pw",
+        ),
+    );
+    let doctor = |image: &str, probe: bool| {
+        std::fs::write(manifests.join("app.yaml"), deployment_yaml(image)).unwrap();
+        let mut args = vec!["doctor", "-f", manifests.to_str().unwrap(), "-o", "json"];
+        if probe {
+            args.extend(["--probe", "--insecure-registry", &server.addr]);
+        }
+        let out = berth(&args);
+        let found: Vec<(String, String)> = findings(&out)
+            .iter()
+            .map(|f| {
+                (
+                    f["severity"].as_str().unwrap().to_owned(),
+                    f["reason"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        (out.status.code(), found)
+    };
+    let pair = |severity: &str, reason: &str| (severity.to_owned(), reason.to_owned());
+
+    let public = format!("{}/public/app:1.0", server.addr);
+    let (code, found) = doctor(&public, false);
+    assert_eq!(code, Some(1), "{found:?}");
+    assert_eq!(found, [pair("error", "RegistryHostMismatch")]);
+
+    let (code, found) = doctor(&public, true);
+    assert_eq!(code, Some(0), "{found:?}");
+    assert_eq!(
+        found,
+        [
+            pair("info", "RegistryHostMismatch"),
+            pair("info", "Pullable")
+        ]
+    );
+
+    let private = format!("{}/team/app:1.0", server.addr);
+    let (code, found) = doctor(&private, true);
+    assert_eq!(code, Some(1), "{found:?}");
+    assert_eq!(
+        found,
+        [
+            pair("error", "RegistryHostMismatch"),
+            pair("error", "AuthRequired")
+        ]
+    );
+}
+
 /// The `kubectl patch` that a SecretNotReferenced finding proposes, applied by
 /// the real kubectl (`--local`) to the manifest it names, makes the finding
 /// go away: for a Deployment with its own imagePullSecrets (a JSON patch of
@@ -183,13 +255,10 @@ async fn doctor_probe_cli_reports_pullable_and_missing_tags() {
 fn proposed_patches_work_with_kubectl_and_clear_the_finding() {
     let dir = tempfile::tempdir().unwrap();
     let kubectl = Kubectl::new();
-    let manifests = dir.path().join("manifests");
-    std::fs::create_dir(&manifests).unwrap();
-    std::fs::write(
-        manifests.join("secret.yaml"),
-        secret_yaml("apicred", "registry.example.com", "robot", "pw"),
-    )
-    .unwrap();
+    let manifests = manifests_dir(
+        dir.path(),
+        &secret_yaml("apicred", "registry.example.com", "robot", "pw"),
+    );
     let unreferenced_fix = || {
         let out = berth(&["doctor", "-f", manifests.to_str().unwrap(), "-o", "json"]);
         findings(&out)
