@@ -5,4 +5,5 @@
 //! server that answers and the clients that ask (the credential provider,
 //! the CLI) use these types, so the two sides cannot drift apart.
 
+pub mod admin;
 pub mod pull_credentials;

@@ -80,6 +80,8 @@ pub enum Required {
         action: Action,
     },
     Catalog,
+    /// Administering the registry (berth's own API; forced deletes).
+    Admin,
 }
 
 impl Required {
@@ -89,6 +91,8 @@ impl Required {
         match self {
             Required::Login => None,
             Required::Catalog => Some("registry:catalog:*".to_owned()),
+            // Only Basic credentials administer; no token is issued for it.
+            Required::Admin => None,
             Required::Repository { name, action } => Some(match action {
                 Action::Pull => format!("repository:{name}:pull"),
                 Action::Push => format!("repository:{name}:pull,push"),
@@ -489,6 +493,7 @@ impl Authenticator {
             Principal::Direct(subject) => match required {
                 Required::Login => !subject.is_anonymous(),
                 Required::Catalog => self.policy.allows_catalog(subject),
+                Required::Admin => self.policy.allows_admin(subject),
                 Required::Repository { name, action } => self.policy.allows(subject, name, *action),
             },
             Principal::Token(claims) => match required {
@@ -498,6 +503,10 @@ impl Authenticator {
                         && a.name == "catalog"
                         && a.actions.iter().any(|x| x == "*")
                 }),
+                // A token's subject administers if it does now.
+                Required::Admin => self
+                    .current_subject(&claims.sub)
+                    .is_some_and(|subject| self.policy.allows_admin(&subject)),
                 Required::Repository { name, action } => claims.access.iter().any(|a| {
                     a.kind == "repository"
                         && a.name == *name
@@ -801,6 +810,7 @@ mod tests {
             repositories: vec!["a/*".into()],
             actions: vec!["pull".into()],
             catalog: false,
+            admin: false,
         };
         let auth = authenticator(dir.path(), vec![rule]);
         assert!(matches!(
@@ -837,6 +847,7 @@ mod tests {
             repositories: vec!["a/*".into()],
             actions: vec!["pull".into()],
             catalog: false,
+            admin: false,
         };
         let auth = authenticator(dir.path(), vec![rule]);
         let alice = Subject::User("alice".into());
@@ -887,12 +898,14 @@ mod tests {
                 repositories: vec!["a/*".into()],
                 actions: vec!["pull".into(), "push".into()],
                 catalog: true,
+                admin: false,
             },
             RuleConfig {
                 subjects: vec!["user:bob".into()],
                 repositories: vec!["b/*".into()],
                 actions: vec!["push".into()],
                 catalog: false,
+                admin: false,
             },
         ];
         let auth = authenticator(dir.path(), rules);

@@ -23,93 +23,12 @@
 
 use std::collections::BTreeMap;
 
-use regex::Regex;
+pub use berth_oci::RepositoryPattern;
 use serde::Deserialize;
 
 use crate::Subject;
 use crate::robots::ROBOT_PREFIX;
 use crate::scope::Action;
-
-/// A repository pattern: `team-a/*` (one path segment), `team-a/**` (anything
-/// below), `**` (everything) or an exact name.
-#[derive(Debug, Clone)]
-pub struct RepositoryPattern {
-    text: String,
-    regex: Regex,
-}
-
-impl PartialEq for RepositoryPattern {
-    fn eq(&self, other: &Self) -> bool {
-        self.text == other.text
-    }
-}
-
-impl Eq for RepositoryPattern {}
-
-impl RepositoryPattern {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        if text.is_empty() || text.starts_with('/') || text.ends_with('/') {
-            return Err(format!(
-                "repository pattern {text:?} is not valid: write e.g. team-a/app, team-a/* or team-a/**"
-            ));
-        }
-        Ok(RepositoryPattern {
-            text: text.to_owned(),
-            regex: Regex::new(&pattern_regex(text, "[^/]*")).map_err(|e| e.to_string())?,
-        })
-    }
-
-    pub fn matches(&self, repository: &str) -> bool {
-        self.regex.is_match(repository)
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-
-    /// Whether every repository `other` matches is matched by `self` too.
-    ///
-    /// `other`'s wildcards are replaced by marker characters no repository
-    /// name holds: `*` by one that only `*` or `**` of `self` can absorb,
-    /// `**` by one that only `**` can. Whatever a wildcard of `other` stands
-    /// for, the same part of `self` then absorbs it, so a match is a proof
-    /// of inclusion (never a false yes; a rare false no only refuses).
-    pub fn covers(&self, other: &RepositoryPattern) -> bool {
-        if other.text.contains([ONE_SEGMENT_MARK, ANY_MARK]) {
-            return false;
-        }
-        let probe = other
-            .text
-            .replace("**", &ANY_MARK.to_string())
-            .replace('*', &ONE_SEGMENT_MARK.to_string());
-        let segment = format!("[^/{}]*", regex::escape(&ANY_MARK.to_string()));
-        Regex::new(&pattern_regex(&self.text, &segment)).is_ok_and(|r| r.is_match(&probe))
-    }
-}
-
-const ONE_SEGMENT_MARK: char = '\u{1}';
-const ANY_MARK: char = '\u{2}';
-
-/// The anchored regex of a pattern, `*` becoming `segment`.
-fn pattern_regex(text: &str, segment: &str) -> String {
-    let mut pattern = String::from("^");
-    let mut rest = text;
-    while !rest.is_empty() {
-        if let Some(after) = rest.strip_prefix("**") {
-            pattern.push_str("(?s:.*)");
-            rest = after;
-        } else if let Some(after) = rest.strip_prefix('*') {
-            pattern.push_str(segment);
-            rest = after;
-        } else {
-            let c = rest.chars().next().expect("non-empty");
-            pattern.push_str(&regex::escape(&c.to_string()));
-            rest = &rest[c.len_utf8()..];
-        }
-    }
-    pattern.push('$');
-    pattern
-}
 
 /// One `[[policy]]` table as written in the config file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -125,6 +44,11 @@ pub struct RuleConfig {
     /// Whether these subjects may list the catalog.
     #[serde(default)]
     pub catalog: bool,
+    /// Whether these subjects administer the registry: run garbage
+    /// collection, list repositories with their sizes, delete repositories
+    /// whole, force the delete of a blob still in use.
+    #[serde(default)]
+    pub admin: bool,
 }
 
 /// The policy part of the configuration.
@@ -163,6 +87,7 @@ struct Rule {
     repositories: Vec<RepositoryPattern>,
     actions: Vec<Action>,
     catalog: bool,
+    admin: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -219,9 +144,11 @@ impl Policy {
             if repositories.is_empty() != actions.is_empty() {
                 return Err(at("give both repositories and actions, or neither".into()));
             }
-            if repositories.is_empty() && !rule.catalog {
+            if repositories.is_empty() && !rule.catalog && !rule.admin {
                 return Err(at(
-                    "it grants nothing: add repositories and actions, or catalog = true".into(),
+                    "it grants nothing: add repositories and actions, catalog = true or \
+                     admin = true"
+                        .into(),
                 ));
             }
             rules.push(Rule {
@@ -229,6 +156,7 @@ impl Policy {
                 repositories,
                 actions,
                 catalog: rule.catalog,
+                admin: rule.admin,
             });
         }
         Ok(Policy { rules: Some(rules) })
@@ -275,6 +203,17 @@ impl Policy {
         }
     }
 
+    /// Whether `subject` administers the registry: without rules every user
+    /// does (as every user may do everything); with rules, those a rule
+    /// with `admin = true` names. Robots and pull credentials never do.
+    pub fn allows_admin(&self, subject: &Subject) -> bool {
+        match (subject, &self.rules) {
+            (Subject::User(_), None) => true,
+            (Subject::User(_), Some(_)) => self.rules_for(subject).any(|rule| rule.admin),
+            (Subject::Anonymous | Subject::Robot(_) | Subject::PullCredential(_), _) => false,
+        }
+    }
+
     /// The repository patterns `subject` may pull from, as the policy states
     /// them (empty when none): what a pull credential may be issued for.
     pub fn pull_patterns(&self, subject: &Subject) -> Vec<RepositoryPattern> {
@@ -294,7 +233,7 @@ impl Policy {
             }
         }
         let mut seen = std::collections::HashSet::new();
-        patterns.retain(|p| seen.insert(p.text.clone()));
+        patterns.retain(|p| seen.insert(p.as_str().to_owned()));
         patterns
     }
 }
@@ -309,25 +248,12 @@ mod tests {
             repositories: repositories.iter().map(|s| s.to_string()).collect(),
             actions: actions.iter().map(|s| s.to_string()).collect(),
             catalog: false,
+            admin: false,
         }
     }
 
     fn user(name: &str) -> Subject {
         Subject::User(name.into())
-    }
-
-    #[test]
-    fn patterns() {
-        let one = RepositoryPattern::parse("team-a/*").unwrap();
-        assert!(one.matches("team-a/app"));
-        assert!(!one.matches("team-a/app/sub"));
-        assert!(!one.matches("team-ab/app"));
-        let deep = RepositoryPattern::parse("team-a/**").unwrap();
-        assert!(deep.matches("team-a/app/sub"));
-        assert!(RepositoryPattern::parse("**").unwrap().matches("x/y/z"));
-        let exact = RepositoryPattern::parse("a.b").unwrap();
-        assert!(exact.matches("a.b") && !exact.matches("axb"));
-        assert!(RepositoryPattern::parse("").is_err());
     }
 
     #[test]
@@ -366,6 +292,29 @@ mod tests {
         assert!(policy.allows(&user("root"), "z", Action::Delete));
         assert!(policy.allows_catalog(&user("carol")));
         assert!(!policy.allows_catalog(&Subject::Anonymous));
+        assert!(
+            !policy.allows_admin(&user("root")),
+            "admin is granted by name only"
+        );
+    }
+
+    #[test]
+    fn admins_are_named_by_rules() {
+        assert!(
+            Policy::new(PolicyConfig::default())
+                .unwrap()
+                .allows_admin(&user("anyone"))
+        );
+        let mut admin = rule(&["user:root"], &[], &[]);
+        admin.admin = true;
+        let policy = Policy::new(PolicyConfig {
+            groups: BTreeMap::new(),
+            rules: vec![admin, rule(&["authenticated"], &["**"], &["*"])],
+        })
+        .unwrap();
+        assert!(policy.allows_admin(&user("root")));
+        assert!(!policy.allows_admin(&user("alice")));
+        assert!(!policy.allows_admin(&Subject::Anonymous));
     }
 
     #[test]

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use berth_auth::{Policy, PolicyConfig, RuleConfig};
-use berth_registry::RegistryConfig;
+use berth_oci::{RepositoryPattern, TagPattern};
+use berth_registry::{ImmutableRule, Quota, RegistryConfig, RetentionRule, StorageRules};
 use berth_server::TrustedProxies;
 use berth_server::body::BodyPace;
 use clap::{Args, ValueEnum};
@@ -72,6 +73,21 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_IDLE_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub idle_timeout: Option<Duration>,
 
+    /// Run garbage collection this often in the background, e.g. 30m or 6h; 0s
+    /// turns it off (`berth gc` still runs it on demand) [default: 1h]
+    #[arg(long, env = "BERTH_GC_INTERVAL", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub gc_interval: Option<Duration>,
+
+    /// Garbage collection leaves alone whatever is younger than this: blobs
+    /// uploaded for a manifest not pushed yet, untagged pushes [default: 1h]
+    #[arg(long, env = "BERTH_GC_GRACE", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub gc_grace: Option<Duration>,
+
+    /// Free space blob data never takes, so the metadata database and garbage
+    /// collection keep working on a full disk, e.g. 64MiB or 1GB [default: 64MiB]
+    #[arg(long, env = "BERTH_RESERVE_SPACE", value_name = "SIZE", value_parser = parse_size)]
+    pub reserve_space: Option<u64>,
+
     /// A proxy (ingress, load balancer) whose X-Forwarded-For names the client, for
     /// login throttling and the audit log: an address or a network such as
     /// 10.0.12.0/24 (repeatable; comma-separated in the variable). List only proxies
@@ -135,6 +151,18 @@ const DEFAULT_BODY_MIN_RATE: u64 = 1024;
 /// idle and trickling connections do not pile up.
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+const DEFAULT_GC_INTERVAL: Duration = Duration::from_secs(3600);
+/// Room for the database's write-ahead log and a collection's deletes.
+const DEFAULT_RESERVE_SPACE: u64 = 64 * 1024 * 1024;
+
+/// A size such as `64MiB`, `10GB` or `1024` (bytes).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    text.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|_| format!("{text:?} is not a size: write e.g. 64MiB, 10GB or 1048576"))
+}
+
 /// Shortest token lifetime the token spec lets clients rely on.
 const MIN_TOKEN_TTL: Duration = Duration::from_secs(60);
 
@@ -162,6 +190,51 @@ struct FileConfig {
     groups: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     policy: Vec<RuleConfig>,
+    #[serde(default)]
+    gc: FileGc,
+    reserve_space: Option<String>,
+    #[serde(default)]
+    quota: Vec<FileQuota>,
+    #[serde(default)]
+    immutable: Vec<FileImmutable>,
+    #[serde(default)]
+    retention: Vec<FileRetention>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileGc {
+    interval: Option<String>,
+    grace: Option<String>,
+}
+
+/// `[[quota]]`: the repositories a pattern matches hold at most `limit`, together.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileQuota {
+    repositories: String,
+    limit: String,
+}
+
+/// `[[immutable]]`: tags of matching repositories that never move.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileImmutable {
+    repositories: Vec<String>,
+    tags: Vec<String>,
+}
+
+/// `[[retention]]`: what collection keeps of matching repositories.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRetention {
+    repositories: Vec<String>,
+    /// The tags `keep_tags` counts; all when absent.
+    #[serde(default)]
+    tags: Vec<String>,
+    keep_tags: Option<usize>,
+    untagged_after: Option<String>,
+    keep_pulled_within: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -216,6 +289,10 @@ pub struct ServeConfig {
     pub body_pace: BodyPace,
     /// The longest a connection may go without sending a request head.
     pub idle_timeout: Duration,
+    /// How often garbage collection runs in the background; zero for never.
+    pub gc_interval: Duration,
+    /// Free space blob data never takes.
+    pub reserve_space: u64,
     pub trusted_proxies: TrustedProxies,
     pub registry: RegistryConfig,
     pub auth: AuthSettings,
@@ -328,6 +405,20 @@ impl ServeArgs {
                     .into(),
             ));
         }
+        let rules =
+            storage_rules(&file.quota, &file.immutable, &file.retention).map_err(invalid)?;
+        let gc_interval = self
+            .gc_interval
+            .or(duration("gc.interval", &file.gc.interval)?)
+            .unwrap_or(DEFAULT_GC_INTERVAL);
+        let gc_grace = self.gc_grace.or(duration("gc.grace", &file.gc.grace)?);
+        let reserve_space = match (self.reserve_space, &file.reserve_space) {
+            (Some(size), _) => size,
+            (None, Some(text)) => {
+                parse_size(text).map_err(|e| invalid(format!("reserve_space: {e}")))?
+            }
+            (None, None) => DEFAULT_RESERVE_SPACE,
+        };
         let policy = PolicyConfig {
             groups: file.groups,
             rules: file.policy,
@@ -379,6 +470,8 @@ impl ServeArgs {
                     .unwrap_or(DEFAULT_BODY_MIN_RATE),
             },
             idle_timeout,
+            gc_interval,
+            reserve_space,
             trusted_proxies: TrustedProxies::new(trusted_proxies),
             registry: RegistryConfig {
                 delete_enabled: self
@@ -390,6 +483,8 @@ impl ServeArgs {
                     .or(file.max_manifest_bytes)
                     .unwrap_or(defaults.max_manifest_bytes),
                 upload_ttl: self.upload_ttl.or(file_ttl).unwrap_or(defaults.upload_ttl),
+                gc_grace: gc_grace.unwrap_or(defaults.gc_grace),
+                rules,
                 ..defaults
             },
             auth: AuthSettings {
@@ -404,6 +499,76 @@ impl ServeArgs {
             tls,
         })
     }
+}
+
+/// The storage rules of the file, checked: one rule per repository pattern.
+fn storage_rules(
+    quotas: &[FileQuota],
+    immutable: &[FileImmutable],
+    retention: &[FileRetention],
+) -> Result<StorageRules, String> {
+    let pattern =
+        |what: &str, text: &str| RepositoryPattern::parse(text).map_err(|e| format!("{what}: {e}"));
+    let tags = |what: &str, texts: &[String]| {
+        texts
+            .iter()
+            .map(|t| TagPattern::parse(t).map_err(|e| format!("{what}: {e}")))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let mut rules = StorageRules::default();
+    for (i, quota) in quotas.iter().enumerate() {
+        let what = format!("quota {}", i + 1);
+        rules.quotas.push(Quota {
+            repositories: pattern(&what, &quota.repositories)?,
+            limit: parse_size(&quota.limit).map_err(|e| format!("{what}: limit {e}"))?,
+        });
+    }
+    for (i, rule) in immutable.iter().enumerate() {
+        let what = format!("immutable rule {}", i + 1);
+        if rule.tags.is_empty() {
+            return Err(format!("{what}: name the tags, e.g. tags = [\"v*\"]"));
+        }
+        let tags = tags(&what, &rule.tags)?;
+        for repositories in &rule.repositories {
+            rules.immutable.push(ImmutableRule {
+                repositories: pattern(&what, repositories)?,
+                tags: tags.clone(),
+            });
+        }
+    }
+    for (i, rule) in retention.iter().enumerate() {
+        let what = format!("retention rule {}", i + 1);
+        let counted = if rule.tags.is_empty() {
+            vec![TagPattern::parse("*").expect("a valid pattern")]
+        } else {
+            tags(&what, &rule.tags)?
+        };
+        let duration = |key: &str, text: &Option<String>| {
+            text.as_deref()
+                .map(|t| {
+                    humantime::parse_duration(t)
+                        .map_err(|e| format!("{what}: {key} = {t:?}: {e} (write e.g. \"7d\")"))
+                })
+                .transpose()
+        };
+        let untagged_after = duration("untagged_after", &rule.untagged_after)?;
+        let keep_pulled_within = duration("keep_pulled_within", &rule.keep_pulled_within)?;
+        if rule.keep_tags.is_none() && untagged_after.is_none() {
+            return Err(format!(
+                "{what} does nothing: give keep_tags, untagged_after or both"
+            ));
+        }
+        for repositories in &rule.repositories {
+            rules.retention.push(RetentionRule {
+                repositories: pattern(&what, repositories)?,
+                tags: counted.clone(),
+                keep_tags: rule.keep_tags,
+                untagged_after,
+                keep_pulled_within,
+            });
+        }
+    }
+    Ok(rules)
 }
 
 #[cfg(test)]

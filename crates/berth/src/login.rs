@@ -233,7 +233,7 @@ fn read_username() -> anyhow::Result<String> {
     Ok(name)
 }
 
-fn read_password(from_stdin: bool) -> anyhow::Result<String> {
+pub fn read_password(from_stdin: bool) -> anyhow::Result<String> {
     if from_stdin {
         return crate::user::read_password(true);
     }

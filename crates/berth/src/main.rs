@@ -4,6 +4,7 @@
 //! and hands over to the library crates (`berth-server`, `berth-registry`,
 //! `berth-storage`), which do the work.
 
+mod admin;
 mod config;
 mod credential_provider;
 mod docker_helper;
@@ -53,6 +54,11 @@ enum Command {
     Login(login::LoginArgs),
     /// Remove a registry's credentials from docker's config.json
     Logout(login::LogoutArgs),
+    /// Run garbage collection on a running berth now (or, with --dry-run,
+    /// list what it would remove)
+    Gc(admin::GcArgs),
+    /// List repositories with their sizes and quotas, or delete one whole
+    Repo(admin::RepoArgs),
 }
 
 /// Runs `future` to completion on a one-off single-threaded runtime: the
@@ -76,6 +82,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Doctor(args) => doctor::run(args),
         Command::Login(args) => login::login(args).map(|()| ExitCode::SUCCESS),
         Command::Logout(args) => login::logout(args).map(|()| ExitCode::SUCCESS),
+        Command::Gc(args) => admin::gc(args).map(|()| ExitCode::SUCCESS),
+        Command::Repo(args) => admin::repo(args).map(|()| ExitCode::SUCCESS),
     }
 }
 

@@ -14,7 +14,7 @@ use axum_server::tls_rustls::RustlsAcceptor;
 use berth_auth::files::write_private;
 use berth_auth::htpasswd::{BCRYPT_COST, Htpasswd};
 use berth_auth::{AuthConfig, Authenticator, Policy};
-use berth_registry::Registry;
+use berth_registry::{GcOptions, Registry, RegistryError};
 use berth_server::AppState;
 use berth_storage::{FsBlobStore, SqliteMetadataStore};
 use hyper_util::rt::TokioTimer;
@@ -82,7 +82,7 @@ async fn serve(config: ServeConfig) -> Result<()> {
         )
     })?;
     let _lock = lock_data_dir(&config)?;
-    let blobs = FsBlobStore::open(data_dir)
+    let blobs = FsBlobStore::open(data_dir, config.reserve_space)
         .with_context(|| format!("cannot open blob storage in {}", data_dir.display()))?;
     let metadata = SqliteMetadataStore::open(&data_dir.join("metadata.db"))
         .context("cannot open the metadata database")?;
@@ -120,6 +120,8 @@ async fn serve(config: ServeConfig) -> Result<()> {
     tracing::info!(%addr, data_dir = %data_dir.display(), "berth listening on {scheme}://{addr}");
 
     let expiry = tokio::spawn(expire_uploads(registry.clone()));
+    let collection = (!config.gc_interval.is_zero())
+        .then(|| tokio::spawn(collect(registry.clone(), config.gc_interval)));
     let app = berth_server::app(AppState {
         registry,
         auth,
@@ -172,6 +174,9 @@ async fn serve(config: ServeConfig) -> Result<()> {
     }
     .with_context(|| format!("the {scheme} server failed"))?;
     expiry.abort();
+    if let Some(collection) = collection {
+        collection.abort();
+    }
     tracing::info!("berth stopped");
     Ok(())
 }
@@ -251,6 +256,32 @@ async fn expire_uploads(registry: Arc<Registry>) {
             Ok(0) => {}
             Ok(n) => tracing::info!(uploads = n, "removed abandoned uploads"),
             Err(e) => tracing::warn!(error = %e, "could not remove abandoned uploads"),
+        }
+    }
+}
+
+/// Runs garbage collection every `interval`, the first one an interval after
+/// start. Of several berth processes on one store, one collects at a time
+/// (the others find the lease taken and wait for their next turn).
+async fn collect(registry: Arc<Registry>, interval: Duration) {
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match registry.collect(GcOptions::default(), &|_| {}).await {
+            Ok(report) => tracing::info!(
+                tags = report.tags.len(),
+                manifests = report.manifests.len(),
+                links = report.links,
+                blobs = report.blobs.len(),
+                orphans = report.orphans.len(),
+                bytes = report.bytes(),
+                "garbage collection finished"
+            ),
+            Err(RegistryError::GcBusy) => {
+                tracing::debug!("garbage collection skipped: another one is running")
+            }
+            Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
         }
     }
 }

@@ -11,12 +11,13 @@
 //! of every failure into an [`Outcome`] ([`classify`] holds that logic as
 //! plain functions). It downloads no blobs.
 //!
-//! `berth doctor --probe` and `berth login` use it; [`pull_credential`] is the
-//! client of berth's pull credential exchange (for `berth credential-provider`).
+//! `berth doctor --probe` and `berth login` use it; [`berth_api`] is the
+//! client of berth's own API (the pull credential exchange for `berth
+//! credential-provider`, administration for `berth gc` and `berth repo`).
 
+pub mod berth_api;
 pub mod challenge;
 pub mod classify;
-pub mod pull_credential;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! Reading and deleting blobs.
 
 use berth_oci::Digest;
-use berth_storage::ByteStream;
+use berth_storage::{ByteStream, StorageError};
 
 use crate::error::{RegistryError, Result};
 use crate::registry::{Registry, parse_name};
@@ -52,18 +52,23 @@ impl Registry {
         Ok(self.blobs.read(&blob.digest, range).await?)
     }
 
-    pub async fn delete_blob(&self, repository: &str, digest: &str) -> Result<()> {
+    /// Takes a blob from what `repository` may read; its bytes are
+    /// collected later if nothing else needs them. Refused while a manifest
+    /// of the repository references the blob, unless `force` (an
+    /// administrator removing, say, a layer that leaked a secret: the
+    /// manifests that use it can no longer be pulled whole).
+    pub async fn delete_blob(&self, repository: &str, digest: &str, force: bool) -> Result<()> {
         self.check_delete()?;
         let repository = parse_name(repository)?;
         let digest = Digest::parse(digest)?;
-        let _guard = self.digest_locks.lock(digest.as_str()).await;
-        let unlink = self.metadata.unlink_blob(&repository, &digest).await?;
-        if !unlink.was_linked {
-            return Err(RegistryError::BlobUnknown(digest));
+        match self.metadata.unlink_blob(&repository, &digest, force).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(RegistryError::BlobUnknown(digest)),
+            Err(StorageError::BlobInUse { manifest }) => Err(RegistryError::BlobInUse {
+                blob: digest,
+                manifest,
+            }),
+            Err(e) => Err(e.into()),
         }
-        if unlink.orphaned {
-            self.blobs.delete(&digest).await?;
-        }
-        Ok(())
     }
 }

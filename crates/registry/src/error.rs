@@ -1,5 +1,5 @@
 use berth_oci::{Digest, DigestError, ManifestError, NameError};
-use berth_storage::{Received, StorageError};
+use berth_storage::{DatabaseErrorKind, Received, StorageError};
 
 use crate::UploadStatus;
 
@@ -51,6 +51,37 @@ pub enum RegistryError {
     InvalidParameter(String),
     #[error("deleting is disabled on this registry")]
     DeleteDisabled,
+    #[error(
+        "quota exceeded: the repositories {pattern} hold {} of their {} limit and this \
+         push needs {} more; delete images (berth gc then reclaims their space) or ask for a \
+         larger quota",
+        bytes(*.usage),
+        bytes(*.limit),
+        bytes(*.adding)
+    )]
+    QuotaExceeded {
+        pattern: String,
+        usage: u64,
+        limit: u64,
+        adding: u64,
+    },
+    #[error(
+        "tag {tag} is immutable here (rule {pattern}): it can be neither moved nor deleted; push \
+         under a new tag"
+    )]
+    TagImmutable { tag: String, pattern: String },
+    #[error(
+        "blob {blob} is used by manifest {manifest} in this repository: delete the manifest \
+         first (an administrator may force this with ?force=true)"
+    )]
+    BlobInUse { blob: Digest, manifest: Digest },
+    #[error(
+        "the registry's storage is full ({0}); this upload was discarded: free space \
+         (delete images, then berth gc) and push again"
+    )]
+    StorageFull(String),
+    #[error("a garbage collection is already running; try again when it has finished")]
+    GcBusy,
     /// The metadata records a blob whose bytes the blob store does not have:
     /// the store was damaged outside berth. A server fault, not the client's.
     #[error("blob {0} is recorded but its content is missing from the blob store")]
@@ -69,6 +100,24 @@ impl From<StorageError> for RegistryError {
                 RegistryError::DigestMismatch { expected, actual }
             }
             StorageError::MissingReferences(d) => RegistryError::ManifestBlobUnknown(d),
+            StorageError::QuotaExceeded {
+                pattern,
+                usage,
+                limit,
+                adding,
+            } => RegistryError::QuotaExceeded {
+                pattern,
+                usage,
+                limit,
+                adding,
+            },
+            StorageError::TagImmutable { tag, pattern } => {
+                RegistryError::TagImmutable { tag, pattern }
+            }
+            StorageError::Full(why) => RegistryError::StorageFull(why),
+            StorageError::Database(e) if e.kind == DatabaseErrorKind::Full => {
+                RegistryError::StorageFull(e.to_string())
+            }
             StorageError::BodyInterrupted(why) => {
                 RegistryError::UploadInvalid(format!("the upload body was interrupted: {why}"))
             }
@@ -78,3 +127,8 @@ impl From<StorageError> for RegistryError {
 }
 
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
+
+/// A byte count as people read it.
+fn bytes(count: u64) -> String {
+    bytesize::ByteSize(count).display().iec().to_string()
+}

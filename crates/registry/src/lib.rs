@@ -4,25 +4,33 @@
 //! v1.1 (blob reads and uploads, cross-repository mounts, manifest pushes with
 //! their reference checks, tags, catalog, referrers, deletion) on top of any
 //! [`berth_storage::BlobStore`] and [`berth_storage::MetadataStore`], one
-//! module per resource. Its inputs are typed (names, digests, byte ranges,
+//! module per resource, and what keeps storage in bounds: online garbage
+//! collection ([`Registry::collect`]), retention, quotas and immutable tags
+//! ([`StorageRules`]). Its inputs are typed (names, digests, byte ranges,
 //! chunk ranges: the HTTP layer parses headers), and its errors
 //! ([`RegistryError`]) say what went wrong in registry terms; the HTTP layer
 //! maps each to the spec's status code and error code exactly once.
 
 mod blobs;
 mod error;
+mod gc;
 mod listings;
 mod locks;
 mod manifests;
 mod page;
 mod registry;
+mod repositories;
+mod rules;
 mod uploads;
 
-pub use berth_storage::{ByteStream, Received};
+pub use berth_storage::{ByteStream, Quota, Received, RepositoryUsage};
 pub use blobs::{Blob, ByteRange};
 pub use error::RegistryError;
+pub use gc::{BlobRef, GcOptions, GcPhase, GcProgress, GcReport, ManifestRef, TagRef};
 pub use listings::Referrers;
 pub use manifests::{PushedManifest, StoredManifest};
 pub use page::Page;
 pub use registry::{Registry, RegistryConfig};
+pub use repositories::{QuotaUsage, RepositoryInfo};
+pub use rules::{ImmutableRule, RetentionRule, StorageRules};
 pub use uploads::{Chunk, ChunkRange, Mount, UploadRef, UploadStatus};

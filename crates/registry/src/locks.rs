@@ -1,11 +1,10 @@
-//! Locks serialising work on the same digest or the same upload.
+//! Locks serialising work on the same upload in this process.
 //!
-//! Publishing a blob and deleting it touch both the blob store and the metadata
-//! store; doing either under the digest's lock means a delete can never remove
-//! bytes that a concurrent upload of the same content has just linked. An
-//! upload's lock is held while its body streams in, so each key has a lock of
-//! its own: unrelated uploads and digests never wait for each other, however
+//! An upload's lock is held while its body streams in, so each key has a
+//! lock of its own: unrelated uploads never wait for each other, however
 //! long a client takes. A lock exists only while someone holds or awaits it.
+//! Nothing about stored content depends on these locks: blobs, manifests
+//! and collection stay consistent through the metadata store alone.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex};

@@ -1,5 +1,7 @@
 //! Manifests: pushes with their reference checks, pulls, deletes.
 
+use std::time::{Duration, Instant};
+
 use berth_oci::{
     Algorithm, Digest, Hasher, Manifest, ManifestKind, Reference, RepositoryName, Tag,
 };
@@ -7,7 +9,10 @@ use berth_storage::NewManifest;
 use bytes::Bytes;
 
 use crate::error::{RegistryError, Result};
-use crate::registry::{Registry, parse_name, parse_reference};
+use crate::registry::{Registry, now, parse_name, parse_reference};
+
+/// How often a manifest's last pull is written, at most.
+const PULL_RECORD_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// A manifest and the headers it is served with.
 #[derive(Debug, Clone)]
@@ -68,7 +73,32 @@ impl Registry {
             .manifests
             .get_or_insert_async(&info.digest, self.blobs.read_all(&info.digest))
             .await?;
+        self.note_pull(repository, &info.digest);
         Ok((info, content))
+    }
+
+    /// Records that a manifest was pulled, for retention rules, at most once
+    /// per [`PULL_RECORD_INTERVAL`] per manifest and process, in the
+    /// background: a pull never waits for (or fails on) this write.
+    fn note_pull(&self, repository: &str, digest: &Digest) {
+        let key = (repository.to_owned(), digest.clone());
+        if self
+            .pulls
+            .get(&key)
+            .is_some_and(|at| at.elapsed() < PULL_RECORD_INTERVAL)
+        {
+            return;
+        }
+        self.pulls.insert(key, Instant::now());
+        let (Ok(repository), metadata) = (parse_name(repository), self.metadata.clone()) else {
+            return;
+        };
+        let digest = digest.clone();
+        tokio::spawn(async move {
+            if let Err(e) = metadata.record_pull(&repository, &digest, now()).await {
+                tracing::debug!(error = %e, "could not record a pull");
+            }
+        });
     }
 
     /// Stores a pushed manifest after checking it, and tags it when pushed by tag.
@@ -129,9 +159,21 @@ impl Registry {
                 ManifestKind::Image => Vec::new(),
             },
         };
-        let _guard = self.digest_locks.lock(digest.as_str()).await;
+        // Bytes first, so a recorded manifest always has them; a refused
+        // push leaves none behind, unless something else records them.
         self.blobs.write_all(&digest, content.clone()).await?;
-        self.metadata.put_manifest(&repository, record, tag).await?;
+        let rules = self.config.rules.write_rules(repository.as_str());
+        let recorded = self
+            .metadata
+            .put_manifest(&repository, record, tag, now(), rules)
+            .await;
+        if let Err(e) = recorded {
+            self.discard_unrecorded(&digest).await;
+            return Err(e.into());
+        }
+        // A collector may have taken bytes it saw unrecorded just before
+        // they were recorded: store them again if so.
+        self.blobs.write_all(&digest, content.clone()).await?;
         self.manifests.insert(digest.clone(), content);
         Ok(PushedManifest {
             digest,
@@ -143,23 +185,22 @@ impl Registry {
     pub async fn delete_manifest(&self, repository: &str, reference: &str) -> Result<()> {
         self.check_delete()?;
         let repository = parse_name(repository)?;
-        match lookup_reference(reference)? {
+        let immutable = self.config.rules.immutable(repository.as_str());
+        // What only this manifest kept alive is collected later.
+        let found = match lookup_reference(reference)? {
             Reference::Tag(tag) => {
-                if !self.metadata.delete_tag(&repository, &tag).await? {
-                    return Err(RegistryError::ManifestUnknown(tag.to_string()));
-                }
+                self.metadata
+                    .delete_tag(&repository, &tag, immutable)
+                    .await?
             }
             Reference::Digest(digest) => {
-                let _guard = self.digest_locks.lock(digest.as_str()).await;
-                let deletion = self.metadata.delete_manifest(&repository, &digest).await?;
-                if !deletion.found {
-                    return Err(RegistryError::ManifestUnknown(digest.to_string()));
-                }
-                if deletion.orphaned {
-                    self.manifests.remove(&digest);
-                    self.blobs.delete(&digest).await?;
-                }
+                self.metadata
+                    .delete_manifest(&repository, &digest, immutable)
+                    .await?
             }
+        };
+        if !found {
+            return Err(RegistryError::ManifestUnknown(reference.to_owned()));
         }
         Ok(())
     }

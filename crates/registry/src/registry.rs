@@ -3,7 +3,7 @@
 //! [`crate::manifests`] and [`crate::listings`].
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use berth_oci::{Digest, Reference, RepositoryName};
 use berth_storage::{BlobStore, MetadataStore};
@@ -12,6 +12,7 @@ use quick_cache::sync::Cache;
 
 use crate::error::{RegistryError, Result};
 use crate::locks::KeyedLocks;
+use crate::rules::StorageRules;
 
 /// Knobs of the registry model.
 #[derive(Debug, Clone)]
@@ -24,6 +25,12 @@ pub struct RegistryConfig {
     pub upload_ttl: Duration,
     /// Memory kept for manifest documents recently served.
     pub manifest_cache_bytes: u64,
+    /// Garbage collection leaves alone what is younger than this: a blob
+    /// uploaded for a manifest not pushed yet, the entries of an index not
+    /// pushed yet, an untagged push.
+    pub gc_grace: Duration,
+    /// Quotas, immutable tags and retention.
+    pub rules: StorageRules,
 }
 
 impl Default for RegistryConfig {
@@ -33,9 +40,14 @@ impl Default for RegistryConfig {
             max_manifest_bytes: 4 * 1024 * 1024,
             upload_ttl: Duration::from_secs(24 * 3600),
             manifest_cache_bytes: 64 * 1024 * 1024,
+            gc_grace: Duration::from_secs(3600),
+            rules: StorageRules::default(),
         }
     }
 }
+
+/// Manifests whose last recorded pull this process remembers.
+const PULLS_REMEMBERED: usize = 100_000;
 
 /// The registry: OCI Distribution operations over a blob store and a metadata store.
 pub struct Registry {
@@ -46,8 +58,11 @@ pub struct Registry {
     /// this cache can never serve stale bytes; access is still checked in the
     /// metadata store on every request.
     pub(crate) manifests: Cache<Digest, Bytes, ManifestWeight>,
-    pub(crate) digest_locks: KeyedLocks,
     pub(crate) upload_locks: KeyedLocks,
+    /// When this process last recorded each manifest's pull.
+    pub(crate) pulls: Cache<(String, Digest), Instant>,
+    /// Names this process among others sharing the store (collection lease).
+    pub(crate) instance: String,
 }
 
 #[derive(Clone)]
@@ -59,11 +74,11 @@ impl quick_cache::Weighter<Digest, Bytes> for ManifestWeight {
     }
 }
 
-/// Unix seconds now.
+/// Unix milliseconds now, as the metadata keeps time.
 pub(crate) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 pub(crate) fn parse_name(name: &str) -> Result<RepositoryName> {
@@ -83,8 +98,9 @@ impl Registry {
             metadata,
             manifests: Cache::with_weighter(items, config.manifest_cache_bytes, ManifestWeight),
             config,
-            digest_locks: KeyedLocks::default(),
             upload_locks: KeyedLocks::default(),
+            pulls: Cache::new(PULLS_REMEMBERED),
+            instance: uuid::Uuid::new_v4().to_string(),
         }
     }
 

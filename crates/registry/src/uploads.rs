@@ -5,7 +5,7 @@
 //! read its state or write to it, however it learned the id.
 
 use berth_oci::{Digest, RepositoryName};
-use berth_storage::{ByteStream, StorageError};
+use berth_storage::{ByteStream, Committed, StorageError};
 
 use crate::blobs::Blob;
 use crate::error::{RegistryError, Result};
@@ -53,9 +53,11 @@ impl ChunkRange {
     }
 }
 
-/// A chunk of an upload: its body, and where it goes when the client said.
+/// A chunk of an upload: its body, where it goes when the client said, and
+/// how long it is when the client said (`Content-Length`).
 pub struct Chunk {
     pub range: Option<ChunkRange>,
+    pub length: Option<u64>,
     pub body: ByteStream,
 }
 
@@ -70,7 +72,29 @@ pub enum Mount {
 impl Registry {
     pub async fn start_upload(&self, repository: &str, owner: &str) -> Result<UploadStatus> {
         let repository = parse_name(repository)?;
+        // A repository at its quota can take no new blob.
+        self.precheck_quota(&repository, 0).await?;
         self.open_session(&repository, owner).await
+    }
+
+    /// Refuses early what would take `repository` past its quota: usage
+    /// plus `adding` bytes, or usage alone already at the limit. The check
+    /// that counts is the one recording the blob; this one saves storing
+    /// bytes that would be refused.
+    async fn precheck_quota(&self, repository: &RepositoryName, adding: u64) -> Result<()> {
+        let Some(quota) = self.config.rules.quota(repository.as_str()) else {
+            return Ok(());
+        };
+        let usage = self.metadata.usage(&quota.repositories).await?;
+        if usage.saturating_add(adding) > quota.limit || usage >= quota.limit {
+            return Err(RegistryError::QuotaExceeded {
+                pattern: quota.repositories.as_str().to_owned(),
+                usage,
+                limit: quota.limit,
+                adding,
+            });
+        }
+        Ok(())
     }
 
     async fn open_session(&self, repository: &RepositoryName, owner: &str) -> Result<UploadStatus> {
@@ -100,16 +124,18 @@ impl Registry {
         let repository = parse_name(repository)?;
         let digest = Digest::parse(digest)?;
         if let Some(from) = from.and_then(|f| RepositoryName::parse(f).ok()) {
-            let _guard = self.digest_locks.lock(digest.as_str()).await;
+            let quota = self.config.rules.quota(repository.as_str()).cloned();
             if let Some(size) = self
                 .metadata
-                .mount_blob(&from, &repository, &digest)
+                .mount_blob(&from, &repository, &digest, now(), quota)
                 .await?
             {
                 return Ok(Mount::Mounted(Blob::new(digest, size)));
             }
         }
-        Ok(Mount::Session(self.open_session(&repository, owner).await?))
+        self.start_upload(repository.as_str(), owner)
+            .await
+            .map(Mount::Session)
     }
 
     /// A whole blob in one request (`POST …/uploads/?digest=`).
@@ -118,17 +144,25 @@ impl Registry {
         repository: &str,
         owner: &str,
         digest: &str,
+        length: Option<u64>,
         body: ByteStream,
     ) -> Result<Blob> {
-        let name = parse_name(repository)?;
         Digest::parse(digest)?;
-        let session = self.open_session(&name, owner).await?;
+        if let Some(length) = length {
+            self.precheck_quota(&parse_name(repository)?, length)
+                .await?;
+        }
+        let session = self.start_upload(repository, owner).await?;
         let upload = UploadRef {
             repository,
             id: &session.id,
             owner,
         };
-        let chunk = Chunk { range: None, body };
+        let chunk = Chunk {
+            range: None,
+            length,
+            body,
+        };
         let result = self.finish_upload(upload, digest, Some(chunk)).await;
         if result.is_err() {
             self.discard_upload(&session.id).await;
@@ -176,6 +210,11 @@ impl Registry {
         let id = status.id.clone();
         let current = self.blobs.upload_size(&id).await?;
         status.size = current;
+        if let Some(adding) = chunk.range.map(|r| r.length()).or(chunk.length) {
+            let repository = parse_name(&status.repository)?;
+            self.precheck_quota(&repository, current.saturating_add(adding))
+                .await?;
+        }
         let offset = match chunk.range {
             Some(range) if range.start != current => {
                 return Err(RegistryError::UploadOutOfOrder {
@@ -212,6 +251,11 @@ impl Registry {
                     upload: status,
                 });
             }
+            Err(StorageError::Full(why)) => {
+                // Its bytes are gone already; the session goes with them.
+                self.discard_upload(&id).await;
+                return Err(RegistryError::StorageFull(why));
+            }
             Err(other) => return Err(other.into()),
         };
         Ok(status)
@@ -237,16 +281,30 @@ impl Registry {
             };
             self.write_chunk(status, chunk).await?;
         }
-        let _blob_guard = self.digest_locks.lock(digest.as_str()).await;
         let committed = self.blobs.commit_upload(id, &digest).await;
         if matches!(committed, Err(StorageError::DigestMismatch { .. })) {
             // The store discarded the bytes; forget the session too.
             self.metadata.delete_upload(id).await?;
         }
-        let size = committed?;
-        self.metadata.link_blob(&repository, &digest, size).await?;
+        let committed = committed?;
+        let quota = self.config.rules.quota(repository.as_str()).cloned();
+        let linked = self
+            .metadata
+            .link_blob(&repository, &digest, committed.size(), now(), quota)
+            .await;
+        if let Err(e) = linked {
+            // Refused (over quota) or failed: nothing of this upload stays.
+            if let Committed::Published { .. } = committed {
+                self.discard_unrecorded(&digest).await;
+            }
+            self.discard_upload(id).await;
+            return Err(e.into());
+        }
+        if let Committed::AlreadyStored { .. } = committed {
+            self.blobs.settle_upload(id, &digest).await?;
+        }
         self.metadata.delete_upload(id).await?;
-        Ok(Blob::new(digest, size))
+        Ok(Blob::new(digest, committed.size()))
     }
 
     pub async fn cancel_upload(&self, upload: UploadRef<'_>) -> Result<()> {
@@ -273,7 +331,7 @@ impl Registry {
     /// chunk streaming) is left for a later pass; a failure ends the pass, to
     /// be retried by the next one rather than spun on.
     pub async fn expire_uploads(&self) -> Result<usize> {
-        let cutoff = now() - self.config.upload_ttl.as_secs() as i64;
+        let cutoff = now() - self.config.upload_ttl.as_millis() as i64;
         let mut removed = 0;
         let mut after: Option<String> = None;
         loop {

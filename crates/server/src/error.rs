@@ -145,6 +145,11 @@ pub enum EdgeError {
     HeadersTooLarge { fields: usize, size: usize },
     #[error("not ready: {0}")]
     NotReady(String),
+    #[error("{0}")]
+    AdminRequestInvalid(String),
+    /// `?force=true` on a blob delete by someone who is no administrator.
+    #[error("only an administrator may force the delete of a blob in use")]
+    ForceDenied,
 }
 
 /// An access decision that refuses the request.
@@ -179,6 +184,11 @@ fn classify(error: &RegistryError) -> (StatusCode, ErrorCode) {
         E::UploadInvalid(_) => (StatusCode::BAD_REQUEST, BlobUploadInvalid),
         E::InvalidParameter(_) => (StatusCode::BAD_REQUEST, Unsupported),
         E::DeleteDisabled => (StatusCode::METHOD_NOT_ALLOWED, Unsupported),
+        E::QuotaExceeded { .. } | E::TagImmutable { .. } => (StatusCode::FORBIDDEN, Denied),
+        E::BlobInUse { .. } => (StatusCode::METHOD_NOT_ALLOWED, Denied),
+        // Not a fault inside berth: the client learns why, and may retry.
+        E::StorageFull(_) => (StatusCode::INSUFFICIENT_STORAGE, Unsupported),
+        E::GcBusy => (StatusCode::CONFLICT, Unsupported),
         E::BlobContentMissing(_) | E::Storage(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, Unsupported)
         }
@@ -191,9 +201,12 @@ const SERVER_FAULT: &str = "the registry could not complete the request; the cau
 impl From<RegistryError> for ApiError {
     fn from(error: RegistryError) -> Self {
         let (status, code) = classify(&error);
-        if status.is_server_error() {
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %error, "the request failed inside berth");
             return ApiError::new(status, code, SERVER_FAULT);
+        }
+        if let RegistryError::StorageFull(why) = &error {
+            tracing::warn!(cause = %why, "a write was refused: storage is full");
         }
         let api = ApiError::new(status, code, error.to_string());
         match &error {
@@ -229,6 +242,8 @@ impl From<EdgeError> for ApiError {
             E::UriTooLong { .. } => (StatusCode::URI_TOO_LONG, Unsupported),
             E::HeadersTooLarge { .. } => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, Unsupported),
             E::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, Unsupported),
+            E::AdminRequestInvalid(_) => (StatusCode::BAD_REQUEST, Unsupported),
+            E::ForceDenied => (StatusCode::FORBIDDEN, Denied),
         };
         let api = ApiError::new(status, code, error.to_string());
         match error {
@@ -346,8 +361,28 @@ mod tests {
             (405, ErrorCode::Unsupported)
         );
         assert_eq!(
-            status_and_code(RegistryError::BlobContentMissing(d)),
+            status_and_code(RegistryError::BlobContentMissing(d.clone())),
             (500, ErrorCode::Unsupported)
+        );
+        assert_eq!(
+            status_and_code(RegistryError::QuotaExceeded {
+                pattern: "team/**".into(),
+                usage: 1,
+                limit: 2,
+                adding: 3
+            }),
+            (403, ErrorCode::Denied)
+        );
+        assert_eq!(
+            status_and_code(RegistryError::BlobInUse {
+                blob: d.clone(),
+                manifest: d
+            }),
+            (405, ErrorCode::Denied)
+        );
+        assert_eq!(
+            status_and_code(RegistryError::StorageFull("0 bytes free".into())),
+            (507, ErrorCode::Unsupported)
         );
         assert_eq!(
             status_and_code(EdgeError::NotAnEndpoint("/v2/x".into())),

@@ -6,10 +6,12 @@
 //! arrive ([`body`]), and the one place where errors become OCI error codes
 //! and statuses ([`error`]). Handlers stay thin; the protocol rules live in
 //! the registry and OCI crates where they are tested without HTTP. Beside
-//! `/v2/`: the token endpoint and JWKS ([`token`]), berth's own
-//! `POST /berth/v1/pull-credentials`, and the health probes.
+//! `/v2/`: the token endpoint and JWKS ([`token`]), berth's own API
+//! (`POST /berth/v1/pull-credentials`, administration under
+//! `/berth/v1/gc` and `/berth/v1/repositories`), and the health probes.
 
 mod access;
+mod admin;
 pub mod body;
 mod client_addr;
 pub mod error;
@@ -43,6 +45,12 @@ pub fn app(state: AppState) -> Router {
         .route("/token", get(token::get).post(token::post))
         .route("/.well-known/jwks.json", get(token::jwks))
         .route(pull_credentials::PATH, post(pull_credentials::exchange))
+        .route(admin::GC_PATH, post(admin::gc))
+        .route(admin::REPOSITORIES_PATH, get(admin::repositories))
+        .route(
+            &format!("{}/{{*name}}", admin::REPOSITORIES_PATH),
+            axum::routing::delete(admin::delete_repository),
+        )
         .fallback(routes::dispatch)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .with_state(Arc::new(state))

@@ -22,6 +22,24 @@ pub enum StorageError {
     BodyInterrupted(String),
     #[error("a referenced blob or manifest is missing: {0}")]
     MissingReferences(Digest),
+    /// The write would take the repositories `pattern` matches past their
+    /// quota: they hold `usage` bytes of `limit`, and it adds `adding`.
+    #[error("quota of {pattern} exceeded: {usage} of {limit} bytes used, {adding} more needed")]
+    QuotaExceeded {
+        pattern: String,
+        usage: u64,
+        limit: u64,
+        adding: u64,
+    },
+    #[error("tag {tag} is immutable (rule {pattern})")]
+    TagImmutable { tag: String, pattern: String },
+    /// A blob a manifest of the repository still references.
+    #[error("blob is used by manifest {manifest}")]
+    BlobInUse { manifest: Digest },
+    /// The disk is full, or would be past the space kept in reserve for the
+    /// metadata; what the write had stored was released.
+    #[error("no space left for blob data: {0}")]
+    Full(String),
     #[error("storage I/O failed: {0}")]
     Io(#[from] std::io::Error),
     #[error("metadata database failed: {0}")]

@@ -3,11 +3,18 @@
 //! Layout under the root:
 //! * `blobs/<algorithm>/<first two hex digits>/<hex>`: verified blobs;
 //! * `uploads/<id>`: uploads in progress, on the same file system so that
-//!   committing one is an atomic `rename`.
+//!   committing one is an atomic `rename`;
+//! * `trash/<algorithm>-<hex>-<unique>`: bytes a collector moved aside
+//!   ([`BlobStore::stash`]) before removing them for good.
 //!
 //! A blob path exists only once its bytes were verified against the digest and
 //! synced to disk, so a crash at any moment leaves at worst an orphaned upload
 //! file, never a partial blob.
+//!
+//! Blob data never takes the last `reserve` bytes of the file system: a push
+//! that would is refused and its bytes dropped, so the metadata database
+//! (which must write to delete anything) and collection keep working on a
+//! full disk.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -16,6 +23,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use berth_oci::{Algorithm, Digest, Hasher};
@@ -24,7 +32,8 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
-use crate::blob::{BlobStore, ByteStream};
+use crate::blob::{BlobStore, ByteStream, Committed, Stashed, StoredBlob};
+use crate::metadata::Timestamp;
 use crate::{Received, StorageError, StorageResult};
 
 /// Bytes per read when streaming a blob out, and per write when taking one in:
@@ -33,6 +42,12 @@ const IO_CHUNK: usize = 256 * 1024;
 
 /// How many received body chunks may wait for the writer thread.
 const PENDING_CHUNKS: usize = 64;
+
+/// How much of a body is read and dropped after its write failed.
+const DRAIN_AFTER_FAILURE: u64 = 1 << 30;
+
+/// How many bytes an upload writes between checks of the free space.
+const SPACE_CHECK_EVERY: u64 = 8 * 1024 * 1024;
 
 /// How receiving an appended body ended.
 enum Ending {
@@ -52,9 +67,12 @@ struct UploadHash {
 
 pub struct FsBlobStore {
     root: PathBuf,
+    /// Free bytes blob data leaves on the file system.
+    reserve: u64,
     hashes: Mutex<HashMap<String, UploadHash>>,
-    /// Distinguishes concurrent writes of the same small content.
-    partial_serial: AtomicU64,
+    /// Distinguishes concurrent writes of the same small content, and
+    /// stashes of the same blob.
+    serial: AtomicU64,
 }
 
 /// Suffix of the temporary files of [`BlobStore::write_all`]; upload ids never
@@ -66,8 +84,9 @@ impl FsBlobStore {
     ///
     /// Temporary files of small writes interrupted by a crash are removed; only
     /// `uploads/` is read for that, so opening costs nothing per blob.
-    pub fn open(root: &Path) -> io::Result<Self> {
+    pub fn open(root: &Path, reserve: u64) -> io::Result<Self> {
         create_dir_durable(&root.join("blobs"))?;
+        create_dir_durable(&root.join("trash"))?;
         let uploads = root.join("uploads");
         create_dir_durable(&uploads)?;
         for entry in fs::read_dir(&uploads)? {
@@ -78,9 +97,26 @@ impl FsBlobStore {
         }
         Ok(FsBlobStore {
             root: root.to_owned(),
+            reserve,
             hashes: Mutex::default(),
-            partial_serial: AtomicU64::new(0),
+            serial: AtomicU64::new(0),
         })
+    }
+
+    /// A name no other file in this store has or had.
+    fn unique(&self) -> String {
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("{}.{nanos}.{serial}", std::process::id())
+    }
+
+    fn space(&self) -> SpaceCheck {
+        SpaceCheck {
+            root: self.root.clone(),
+            reserve: self.reserve,
+        }
     }
 
     fn blob_path(&self, digest: &Digest) -> PathBuf {
@@ -120,8 +156,50 @@ impl FsBlobStore {
 fn upload_not_found(id: &str) -> impl FnOnce(io::Error) -> StorageError + '_ {
     move |e| match e.kind() {
         io::ErrorKind::NotFound => StorageError::UploadNotFound(id.to_owned()),
+        _ => write_error(e),
+    }
+}
+
+/// A failed write, with a full disk named as such.
+fn write_error(e: io::Error) -> StorageError {
+    match e.kind() {
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+            StorageError::Full(e.to_string())
+        }
         _ => StorageError::Io(e),
     }
+}
+
+/// Whether blob data may take `more` bytes without eating into the reserve.
+#[derive(Clone)]
+struct SpaceCheck {
+    root: PathBuf,
+    reserve: u64,
+}
+
+impl SpaceCheck {
+    fn allows(&self, more: u64) -> StorageResult<()> {
+        if self.reserve == 0 {
+            return Ok(());
+        }
+        let stat = rustix::fs::statvfs(&self.root).map_err(io::Error::from)?;
+        let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+        if free < self.reserve.saturating_add(more) {
+            return Err(StorageError::Full(format!(
+                "{free} bytes free, {} kept in reserve for the metadata",
+                self.reserve
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Unix milliseconds of a file's last modification.
+fn modified(meta: &fs::Metadata) -> Timestamp {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as Timestamp)
 }
 
 /// Hashes the first `size` bytes of `path`.
@@ -162,16 +240,113 @@ fn create_dir_durable(dir: &Path) -> io::Result<()> {
 }
 
 /// Moves a synced file into its content-addressed place, creating the
-/// fan-out directories durably on first use. If the blob is already there, the same
-/// digest means the same bytes, so the new copy is simply dropped.
+/// fan-out directories durably on first use, and dates it now: a collector
+/// takes unrecorded bytes only once they are older than its grace period.
+/// If the blob is already there, the same digest means the same bytes, so
+/// the new copy is simply dropped.
 fn publish(from: &Path, to: &Path) -> io::Result<()> {
     if to.exists() {
         return fs::remove_file(from);
     }
+    File::options()
+        .write(true)
+        .open(from)?
+        .set_modified(SystemTime::now())?;
     let dir = to.parent().expect("blob path has a parent");
     create_dir_durable(dir)?;
     fs::rename(from, to)?;
     sync_dir(dir)
+}
+
+/// Appends what arrives on `chunks` to the upload at `path`, which must
+/// hold `offset` bytes, hashing as it goes (from `known` when it matches);
+/// checks the free space every few megabytes.
+fn write_chunks(
+    path: &Path,
+    id: &str,
+    offset: u64,
+    known: Option<UploadHash>,
+    space: &SpaceCheck,
+    mut chunks: tokio::sync::mpsc::Receiver<Bytes>,
+) -> StorageResult<UploadHash> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(upload_not_found(id))?;
+    let size = file.metadata()?.len();
+    if size != offset {
+        return Err(StorageError::UploadOffset { size, offset });
+    }
+    let mut hasher = match known {
+        Some(state) if state.size == size => state.hasher,
+        _ => hash_file(path, Algorithm::Sha256, size)?,
+    };
+    file.seek(SeekFrom::End(0))?;
+    let mut out = BufWriter::with_capacity(IO_CHUNK, file);
+    let mut size = size;
+    let mut unchecked = SPACE_CHECK_EVERY;
+    while let Some(chunk) = chunks.blocking_recv() {
+        if unchecked >= SPACE_CHECK_EVERY {
+            space.allows(SPACE_CHECK_EVERY)?;
+            unchecked = 0;
+        }
+        out.write_all(&chunk).map_err(write_error)?;
+        hasher.update(&chunk);
+        size += chunk.len() as u64;
+        unchecked += chunk.len() as u64;
+    }
+    out.flush().map_err(write_error)?;
+    Ok(UploadHash { size, hasher })
+}
+
+/// The digest a stash file holds: `<algorithm>-<hex>-<unique>`.
+fn stashed_digest(name: &str) -> Option<Digest> {
+    let (algorithm, rest) = name.split_once('-')?;
+    let (hex, _) = rest.split_once('-')?;
+    Digest::parse(&format!("{algorithm}:{hex}")).ok()
+}
+
+/// The blobs under `blobs/<algorithm>/` after `after`, in order, at most
+/// `limit`.
+fn list_algorithm(
+    dir: &Path,
+    algorithm: &str,
+    after: Option<&Digest>,
+    limit: usize,
+    out: &mut Vec<StoredBlob>,
+) -> io::Result<()> {
+    let sorted = |dir: &Path| -> io::Result<Vec<fs::DirEntry>> {
+        let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(fs::DirEntry::file_name);
+        Ok(entries)
+    };
+    let after = after.filter(|d| d.algorithm().name() == algorithm);
+    let start = after.map(|d| &d.encoded()[..2]);
+    for fan_out in sorted(dir)? {
+        let fan_name = fan_out.file_name().to_string_lossy().into_owned();
+        if start.is_some_and(|s| fan_name.as_str() < s) {
+            continue;
+        }
+        for entry in sorted(&fan_out.path())? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(digest) = Digest::parse(&format!("{algorithm}:{name}")) else {
+                continue;
+            };
+            if after.is_some_and(|a| digest.encoded() <= a.encoded()) {
+                continue;
+            }
+            let meta = entry.metadata()?;
+            out.push(StoredBlob {
+                digest,
+                size: meta.len(),
+                modified: modified(&meta),
+            });
+            if out.len() == limit {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn blocking<T: Send + 'static>(
@@ -221,29 +396,28 @@ impl BlobStore for FsBlobStore {
 
     async fn write_all(&self, digest: &Digest, content: Bytes) -> StorageResult<()> {
         let dest = self.blob_path(digest);
-        let serial = self.partial_serial.fetch_add(1, Ordering::Relaxed);
-        let temp = self
-            .root
-            .join("uploads")
-            .join(format!("{}.{serial}{PARTIAL}", digest.encoded()));
+        let temp = self.root.join("uploads").join(format!(
+            "{}.{}{PARTIAL}",
+            digest.encoded(),
+            self.unique()
+        ));
+        let space = self.space();
         blocking(move || {
             if dest.exists() {
                 return Ok(());
             }
-            let mut file = File::create(&temp)?;
-            file.write_all(&content)?;
-            file.sync_all()?;
-            publish(&temp, &dest)?;
-            Ok(())
+            space.allows(content.len() as u64)?;
+            let written = File::create(&temp).and_then(|mut file| {
+                file.write_all(&content)?;
+                file.sync_all()?;
+                publish(&temp, &dest)
+            });
+            if written.is_err() {
+                let _ = fs::remove_file(&temp);
+            }
+            written.map_err(write_error)
         })
         .await
-    }
-
-    async fn delete(&self, digest: &Digest) -> StorageResult<()> {
-        match tokio::fs::remove_file(self.blob_path(digest)).await {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
-            _ => Ok(()),
-        }
     }
 
     async fn create_upload(&self, id: &str) -> StorageResult<()> {
@@ -273,35 +447,21 @@ impl BlobStore for FsBlobStore {
         let writer_path = path.clone();
         // Receiving runs here, hashing and writing on a blocking thread, so the
         // two overlap on separate cores.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(PENDING_CHUNKS);
-        let writer = tokio::task::spawn_blocking(move || -> StorageResult<UploadHash> {
-            let path = writer_path;
-            let mut file = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(upload_not_found(&owned_id))?;
-            let size = file.metadata()?.len();
-            if size != offset {
-                return Err(StorageError::UploadOffset { size, offset });
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(PENDING_CHUNKS);
+        let space = self.space();
+        let writer = tokio::task::spawn_blocking(move || {
+            let written = write_chunks(&writer_path, &owned_id, offset, known, &space, rx);
+            if let Err(StorageError::Full(_)) = &written {
+                // The client cannot resume a blob the disk cannot hold:
+                // release its space now, not when the upload expires.
+                let _ = fs::remove_file(&writer_path);
             }
-            let mut hasher = match known {
-                Some(state) if state.size == size => state.hasher,
-                _ => hash_file(&path, Algorithm::Sha256, size)?,
-            };
-            file.seek(SeekFrom::End(0))?;
-            let mut out = BufWriter::with_capacity(IO_CHUNK, file);
-            let mut size = size;
-            while let Some(chunk) = rx.blocking_recv() {
-                out.write_all(&chunk)?;
-                hasher.update(&chunk);
-                size += chunk.len() as u64;
-            }
-            out.flush()?;
-            Ok(UploadHash { size, hasher })
+            written
         });
 
         let mut received = 0u64;
         let mut ending = Ending::Complete;
+        let mut unwritten = 0u64;
         while let Some(item) = body.next().await {
             match item {
                 Ok(chunk) => {
@@ -310,8 +470,16 @@ impl BlobStore for FsBlobStore {
                         ending = Ending::Overflow;
                         break;
                     }
-                    if tx.send(chunk).await.is_err() {
-                        break; // the writer failed; its error is reported below
+                    // Once the writer failed (its error is reported below),
+                    // the rest of the body is read and dropped, up to a
+                    // bound: a client still sending would otherwise see a
+                    // broken connection instead of the answer saying why.
+                    let len = chunk.len() as u64;
+                    if unwritten > 0 || tx.send(chunk).await.is_err() {
+                        unwritten += len;
+                        if unwritten > DRAIN_AFTER_FAILURE {
+                            break;
+                        }
                     }
                 }
                 Err(e) => {
@@ -324,6 +492,9 @@ impl BlobStore for FsBlobStore {
         let written = writer
             .await
             .map_err(|e| StorageError::Io(io::Error::other(e)))?;
+        if let Err(StorageError::Full(_)) = &written {
+            return written.map(|_| 0);
+        }
         let Some(expected) = expected else {
             let size = self.keep_hash(id, written?);
             return match ending {
@@ -359,7 +530,7 @@ impl BlobStore for FsBlobStore {
         }
     }
 
-    async fn commit_upload(&self, id: &str, expected: &Digest) -> StorageResult<u64> {
+    async fn commit_upload(&self, id: &str, expected: &Digest) -> StorageResult<Committed> {
         let path = self.upload_path(id)?;
         let dest = self.blob_path(expected);
         let known = self.take_hash(id);
@@ -380,8 +551,27 @@ impl BlobStore for FsBlobStore {
                 return Err(StorageError::DigestMismatch { expected, actual });
             }
             file.sync_all()?;
+            if dest.exists() {
+                return Ok(Committed::AlreadyStored { size });
+            }
             publish(&path, &dest)?;
-            Ok(size)
+            Ok(Committed::Published { size })
+        })
+        .await
+    }
+
+    async fn settle_upload(&self, id: &str, digest: &Digest) -> StorageResult<()> {
+        let path = self.upload_path(id)?;
+        let dest = self.blob_path(digest);
+        let owned_id = id.to_owned();
+        blocking(move || {
+            if !path.exists() {
+                return match dest.exists() {
+                    true => Ok(()),
+                    false => Err(StorageError::UploadNotFound(owned_id)),
+                };
+            }
+            Ok(publish(&path, &dest)?)
         })
         .await
     }
@@ -393,6 +583,87 @@ impl BlobStore for FsBlobStore {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
         }
+    }
+
+    async fn stash(&self, digest: &Digest) -> StorageResult<Option<Stashed>> {
+        let key = format!(
+            "{}-{}-{}",
+            digest.algorithm().name(),
+            digest.encoded(),
+            self.unique()
+        );
+        let trash = self.root.join("trash").join(&key);
+        match tokio::fs::rename(self.blob_path(digest), trash).await {
+            Ok(()) => Ok(Some(Stashed {
+                digest: digest.clone(),
+                key,
+            })),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn restore(&self, stashed: Stashed) -> StorageResult<()> {
+        let from = self.root.join("trash").join(&stashed.key);
+        let to = self.blob_path(&stashed.digest);
+        blocking(move || Ok(publish(&from, &to)?)).await
+    }
+
+    async fn purge(&self, stashed: Stashed) -> StorageResult<u64> {
+        let path = self.root.join("trash").join(&stashed.key);
+        blocking(move || {
+            let size = fs::metadata(&path)?.len();
+            fs::remove_file(&path)?;
+            Ok(size)
+        })
+        .await
+    }
+
+    async fn stashed(&self) -> StorageResult<Vec<Stashed>> {
+        let trash = self.root.join("trash");
+        blocking(move || {
+            let mut stashed = Vec::new();
+            for entry in fs::read_dir(trash)? {
+                let key = entry?.file_name().to_string_lossy().into_owned();
+                if let Some(digest) = stashed_digest(&key) {
+                    stashed.push(Stashed { digest, key });
+                }
+            }
+            Ok(stashed)
+        })
+        .await
+    }
+
+    async fn list(&self, after: Option<&Digest>, limit: usize) -> StorageResult<Vec<StoredBlob>> {
+        let blobs = self.root.join("blobs");
+        let after = after.cloned();
+        blocking(move || {
+            let mut out = Vec::new();
+            let mut algorithms: Vec<String> = fs::read_dir(&blobs)?
+                .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect::<Result<_, _>>()?;
+            algorithms.sort();
+            for algorithm in algorithms {
+                if after
+                    .as_ref()
+                    .is_some_and(|a| algorithm.as_str() < a.algorithm().name())
+                {
+                    continue;
+                }
+                list_algorithm(
+                    &blobs.join(&algorithm),
+                    &algorithm,
+                    after.as_ref(),
+                    limit,
+                    &mut out,
+                )?;
+                if out.len() == limit {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+        .await
     }
 }
 
@@ -417,7 +688,7 @@ mod tests {
     #[tokio::test]
     async fn chunked_upload_commits_verified_blob() {
         let dir = tempfile::tempdir().unwrap();
-        let store = FsBlobStore::open(dir.path()).unwrap();
+        let store = FsBlobStore::open(dir.path(), 0).unwrap();
         store.create_upload("u1").await.unwrap();
         assert_eq!(
             store
@@ -439,7 +710,10 @@ mod tests {
         );
         let digest = Digest::sha256_of(b"hello world");
         assert_eq!(store.stat(&digest).await.unwrap(), None);
-        assert_eq!(store.commit_upload("u1", &digest).await.unwrap(), 11);
+        assert_eq!(
+            store.commit_upload("u1", &digest).await.unwrap(),
+            Committed::Published { size: 11 }
+        );
         assert_eq!(store.stat(&digest).await.unwrap(), Some(11));
         assert_eq!(
             collect(store.read(&digest, None).await.unwrap()).await,
@@ -458,25 +732,28 @@ mod tests {
     #[tokio::test]
     async fn hash_state_is_rebuilt_after_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let store = FsBlobStore::open(dir.path()).unwrap();
+        let store = FsBlobStore::open(dir.path(), 0).unwrap();
         store.create_upload("u").await.unwrap();
         store
             .append_upload("u", 0, None, body(&[b"abc"]))
             .await
             .unwrap();
-        let reopened = FsBlobStore::open(dir.path()).unwrap();
+        let reopened = FsBlobStore::open(dir.path(), 0).unwrap();
         reopened
             .append_upload("u", 3, None, body(&[b"def"]))
             .await
             .unwrap();
         let digest = Digest::sha256_of(b"abcdef");
-        assert_eq!(reopened.commit_upload("u", &digest).await.unwrap(), 6);
+        assert_eq!(
+            reopened.commit_upload("u", &digest).await.unwrap().size(),
+            6
+        );
     }
 
     #[tokio::test]
     async fn wrong_digest_publishes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let store = FsBlobStore::open(dir.path()).unwrap();
+        let store = FsBlobStore::open(dir.path(), 0).unwrap();
         store.create_upload("u").await.unwrap();
         store
             .append_upload("u", 0, None, body(&[b"abc"]))
@@ -494,7 +771,7 @@ mod tests {
     #[tokio::test]
     async fn sha512_uploads_verify() {
         let dir = tempfile::tempdir().unwrap();
-        let store = FsBlobStore::open(dir.path()).unwrap();
+        let store = FsBlobStore::open(dir.path(), 0).unwrap();
         store.create_upload("u").await.unwrap();
         store
             .append_upload("u", 0, None, body(&[b"abc"]))
@@ -503,14 +780,14 @@ mod tests {
         let mut h = Hasher::new(Algorithm::Sha512);
         h.update(b"abc");
         let digest = h.finish();
-        assert_eq!(store.commit_upload("u", &digest).await.unwrap(), 3);
+        assert_eq!(store.commit_upload("u", &digest).await.unwrap().size(), 3);
         assert_eq!(store.read_all(&digest).await.unwrap(), &b"abc"[..]);
     }
 
     #[tokio::test]
     async fn interrupted_body_keeps_received_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = FsBlobStore::open(dir.path()).unwrap();
+        let store = FsBlobStore::open(dir.path(), 0).unwrap();
         store.create_upload("u").await.unwrap();
         let failing = stream::iter(vec![
             Ok(Bytes::from_static(b"abc")),
@@ -527,7 +804,7 @@ mod tests {
     #[tokio::test]
     async fn a_declared_chunk_is_kept_whole_or_not_at_all() {
         let dir = tempfile::tempdir().unwrap();
-        let store = FsBlobStore::open(dir.path()).unwrap();
+        let store = FsBlobStore::open(dir.path(), 0).unwrap();
         store.create_upload("u").await.unwrap();
         assert_eq!(
             store
@@ -563,13 +840,13 @@ mod tests {
             .await
             .unwrap();
         let digest = Digest::sha256_of(b"abcdef");
-        assert_eq!(store.commit_upload("u", &digest).await.unwrap(), 6);
+        assert_eq!(store.commit_upload("u", &digest).await.unwrap().size(), 6);
     }
 
     #[tokio::test]
     async fn hostile_upload_ids_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let store = FsBlobStore::open(dir.path()).unwrap();
+        let store = FsBlobStore::open(dir.path(), 0).unwrap();
         for id in ["../x", "", "a/b", "."] {
             assert!(matches!(
                 store.create_upload(id).await,
@@ -581,17 +858,126 @@ mod tests {
     #[tokio::test]
     async fn small_content_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let store = FsBlobStore::open(dir.path()).unwrap();
+        let store = FsBlobStore::open(dir.path(), 0).unwrap();
         let content = Bytes::from_static(b"{}");
         let digest = Digest::sha256_of(&content);
         store.write_all(&digest, content.clone()).await.unwrap();
         store.write_all(&digest, content.clone()).await.unwrap();
         assert_eq!(store.read_all(&digest).await.unwrap(), content);
-        store.delete(&digest).await.unwrap();
-        store.delete(&digest).await.unwrap();
+        let stashed = store.stash(&digest).await.unwrap().unwrap();
+        assert!(store.stash(&digest).await.unwrap().is_none());
         assert!(matches!(
             store.read_all(&digest).await,
             Err(StorageError::BlobNotFound(_))
         ));
+        assert_eq!(store.purge(stashed).await.unwrap(), 2);
+        assert!(store.stashed().await.unwrap().is_empty());
+    }
+
+    async fn upload(store: &FsBlobStore, id: &str, content: &'static [u8]) {
+        store.create_upload(id).await.unwrap();
+        store
+            .append_upload(id, 0, None, body(&[content]))
+            .await
+            .unwrap();
+    }
+
+    /// The two-step protocol that keeps a collector from deleting bytes an
+    /// upload of the same content relies on.
+    #[tokio::test]
+    async fn an_upload_of_stored_content_keeps_its_bytes_until_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path(), 0).unwrap();
+        let digest = Digest::sha256_of(b"layer");
+        upload(&store, "a", b"layer").await;
+        assert_eq!(
+            store.commit_upload("a", &digest).await.unwrap(),
+            Committed::Published { size: 5 }
+        );
+        // A second upload of the same bytes while a collector stashes them.
+        upload(&store, "b", b"layer").await;
+        assert_eq!(
+            store.commit_upload("b", &digest).await.unwrap(),
+            Committed::AlreadyStored { size: 5 }
+        );
+        let stashed = store.stash(&digest).await.unwrap().unwrap();
+        store.settle_upload("b", &digest).await.unwrap();
+        assert_eq!(store.read_all(&digest).await.unwrap(), &b"layer"[..]);
+        // The collector saw the blob recorded again: restoring finds it back.
+        store.restore(stashed).await.unwrap();
+        assert_eq!(store.read_all(&digest).await.unwrap(), &b"layer"[..]);
+        assert!(store.stashed().await.unwrap().is_empty());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("uploads"))
+                .unwrap()
+                .count(),
+            0
+        );
+        // Settled while the stored copy is still there: the upload goes.
+        upload(&store, "c", b"layer").await;
+        store.commit_upload("c", &digest).await.unwrap();
+        store.settle_upload("c", &digest).await.unwrap();
+        assert!(matches!(
+            store.upload_size("c").await,
+            Err(StorageError::UploadNotFound(_))
+        ));
+        // A stash restored after nothing took its place.
+        let stashed = store.stash(&digest).await.unwrap().unwrap();
+        assert_eq!(
+            store.stashed().await.unwrap(),
+            std::slice::from_ref(&stashed)
+        );
+        store.restore(stashed).await.unwrap();
+        assert_eq!(store.stat(&digest).await.unwrap(), Some(5));
+    }
+
+    #[tokio::test]
+    async fn blobs_are_listed_in_digest_order_from_any_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path(), 0).unwrap();
+        let mut digests = Vec::new();
+        for i in 0..40u8 {
+            let content = Bytes::from(vec![i; 3]);
+            let digest = Digest::sha256_of(&content);
+            store.write_all(&digest, content).await.unwrap();
+            digests.push(digest);
+        }
+        digests.sort();
+        let mut listed = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store.list(after.as_ref(), 7).await.unwrap();
+            let Some(last) = page.last() else { break };
+            after = Some(last.digest.clone());
+            listed.extend(page.into_iter().map(|b| b.digest));
+        }
+        assert_eq!(listed, digests);
+    }
+
+    #[tokio::test]
+    async fn the_reserve_is_never_written_into() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path(), u64::MAX / 2).unwrap();
+        store.create_upload("u").await.unwrap();
+        assert!(matches!(
+            store.append_upload("u", 0, None, body(&[b"abc"])).await,
+            Err(StorageError::Full(_))
+        ));
+        // What it had written is gone at once.
+        assert!(matches!(
+            store.upload_size("u").await,
+            Err(StorageError::UploadNotFound(_))
+        ));
+        let content = Bytes::from_static(b"{}");
+        assert!(matches!(
+            store.write_all(&Digest::sha256_of(&content), content).await,
+            Err(StorageError::Full(_))
+        ));
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("uploads"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 }

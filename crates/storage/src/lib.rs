@@ -20,11 +20,12 @@ mod lookup_cache;
 mod metadata;
 mod sqlite;
 
-pub use blob::{BlobStore, ByteStream};
+pub use blob::{BlobStore, ByteStream, Committed, Stashed, StoredBlob};
 pub use error::{DatabaseError, DatabaseErrorKind, Received, StorageError, StorageResult};
 pub use fs::FsBlobStore;
 pub use metadata::{
-    BlobUnlink, ManifestDeletion, ManifestRecord, MetadataStore, NewManifest, ReferrerRecord,
-    UploadRecord,
+    BlobSnapshot, GcSnapshot, ImmutableTags, LinkSnapshot, ManifestRecord, ManifestSnapshot,
+    MetadataStore, NewManifest, Quota, ReferrerRecord, RepositorySnapshot, RepositoryUsage,
+    TagSnapshot, Timestamp, UploadRecord, WriteRules,
 };
 pub use sqlite::SqliteMetadataStore;

@@ -1,7 +1,11 @@
 use async_trait::async_trait;
-use berth_oci::{Digest, RepositoryName, Tag};
+use berth_oci::{Digest, RepositoryName, RepositoryPattern, Tag, TagPattern};
 
 use crate::StorageResult;
+
+/// Unix milliseconds, as every timestamp in the metadata is kept: fine
+/// enough to order tags pushed in one second.
+pub type Timestamp = i64;
 
 /// A manifest as stored in one repository.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,32 +51,113 @@ pub struct UploadRecord {
     /// The subject that opened it (empty for anonymous); `None` for sessions
     /// recorded before sessions had owners.
     pub owner: Option<String>,
-    /// Unix seconds of the last write.
-    pub updated_at: i64,
+    /// When it was last written.
+    pub updated_at: Timestamp,
 }
 
-/// What unlinking a blob from a repository did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BlobUnlink {
-    pub was_linked: bool,
-    /// Nothing uses the blob any more: its bytes may be removed.
-    pub orphaned: bool,
+/// A byte limit on the repositories a pattern matches, together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quota {
+    pub repositories: RepositoryPattern,
+    pub limit: u64,
 }
 
-/// What deleting a manifest from a repository did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ManifestDeletion {
-    pub found: bool,
-    /// No repository holds the manifest any more: its bytes may be removed.
-    pub orphaned: bool,
+/// Tags of a repository that may never be moved or deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImmutableTags(pub Vec<TagPattern>);
+
+impl ImmutableTags {
+    /// The pattern that makes `tag` immutable, if one does.
+    pub fn pattern_for(&self, tag: &str) -> Option<&TagPattern> {
+        self.0.iter().find(|p| p.matches(tag))
+    }
+}
+
+/// The rules a write to one repository must keep.
+#[derive(Debug, Clone, Default)]
+pub struct WriteRules {
+    /// The quota the repository counts against, if any.
+    pub quota: Option<Quota>,
+    pub immutable: ImmutableTags,
+}
+
+/// What a repository holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepositoryUsage {
+    pub name: String,
+    /// The sizes of its blobs and manifests; content shared with another
+    /// repository counts in each.
+    pub bytes: u64,
+    pub manifests: u64,
+    pub tags: u64,
+}
+
+/// Everything garbage collection decides from, read at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct GcSnapshot {
+    pub repositories: Vec<RepositorySnapshot>,
+    /// Every stored blob and manifest document.
+    pub blobs: Vec<BlobSnapshot>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RepositorySnapshot {
+    pub name: String,
+    pub manifests: Vec<ManifestSnapshot>,
+    pub tags: Vec<TagSnapshot>,
+    /// The blobs it may read (uploaded or mounted there).
+    pub links: Vec<LinkSnapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestSnapshot {
+    pub digest: Digest,
+    pub size: u64,
+    pub subject: Option<Digest>,
+    /// Blobs and child manifests it needs.
+    pub references: Vec<Digest>,
+    /// When it was last pushed or made reachable (tagged, listed by an index).
+    pub touched_at: Timestamp,
+    pub pulled_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagSnapshot {
+    pub name: String,
+    pub digest: Digest,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkSnapshot {
+    pub digest: Digest,
+    pub size: u64,
+    /// When it was linked or last referenced by a pushed manifest.
+    pub linked_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobSnapshot {
+    pub digest: Digest,
+    pub size: u64,
+    pub touched_at: Timestamp,
 }
 
 /// Registry metadata. Every method is one atomic step: a crash between two
 /// calls leaves the store consistent, at worst with bytes nothing refers to.
+///
+/// Nothing here relies on the caller holding a lock: several processes may
+/// share one store. Garbage collection stays correct through timestamps and
+/// conditional deletes: every write that makes something needed (a link a
+/// manifest references, a manifest a tag or index names) refreshes its
+/// timestamp in the same transaction, and a collector deletes only what is
+/// still unreferenced and was not refreshed since its cutoff.
 #[async_trait]
 pub trait MetadataStore: Send + Sync + 'static {
     /// Checks the store answers (for readiness probes).
     async fn ping(&self) -> StorageResult<()>;
+
+    // ----- blobs --------------------------------------------------------
 
     /// The size of `digest` if `repository` may read it.
     async fn blob_in_repository(
@@ -81,27 +166,43 @@ pub trait MetadataStore: Send + Sync + 'static {
         digest: &Digest,
     ) -> StorageResult<Option<u64>>;
 
-    /// Records a verified blob and lets `repository` read it.
+    /// Whether anything records `digest` (a blob or a manifest document):
+    /// whether the blob store must keep its bytes.
+    async fn blob_recorded(&self, digest: &Digest) -> StorageResult<bool>;
+
+    /// Records a verified blob and lets `repository` read it, within
+    /// `quota` ([`crate::StorageError::QuotaExceeded`] otherwise).
     async fn link_blob(
         &self,
         repository: &RepositoryName,
         digest: &Digest,
         size: u64,
+        now: Timestamp,
+        quota: Option<Quota>,
     ) -> StorageResult<()>;
 
-    /// Lets `to` read `digest` if `from` may; returns its size when it did.
+    /// Lets `to` read `digest` if `from` may, within `quota`; returns its
+    /// size when it did.
     async fn mount_blob(
         &self,
         from: &RepositoryName,
         to: &RepositoryName,
         digest: &Digest,
+        now: Timestamp,
+        quota: Option<Quota>,
     ) -> StorageResult<Option<u64>>;
 
+    /// Takes `digest` from what `repository` may read; returns whether it
+    /// could. Refused with [`crate::StorageError::BlobInUse`] while a
+    /// manifest of the repository references it, unless `force`.
     async fn unlink_blob(
         &self,
         repository: &RepositoryName,
         digest: &Digest,
-    ) -> StorageResult<BlobUnlink>;
+        force: bool,
+    ) -> StorageResult<bool>;
+
+    // ----- manifests and tags --------------------------------------------
 
     async fn resolve_tag(
         &self,
@@ -116,24 +217,55 @@ pub trait MetadataStore: Send + Sync + 'static {
     ) -> StorageResult<Option<ManifestRecord>>;
 
     /// Records a manifest (and points `tag` at it) if everything it references
-    /// is in the repository; otherwise fails with
-    /// [`crate::StorageError::MissingReferences`] and records nothing.
+    /// is in the repository, `tag` is not an immutable tag being moved, and
+    /// the quota holds; otherwise fails and records nothing. Refreshes what
+    /// the manifest makes reachable (the links and children it references,
+    /// its referrers), so no concurrent collection takes them.
     async fn put_manifest(
         &self,
         repository: &RepositoryName,
         manifest: NewManifest,
         tag: Option<&Tag>,
+        now: Timestamp,
+        rules: WriteRules,
     ) -> StorageResult<()>;
 
-    /// Deletes a manifest and the tags pointing at it.
+    /// Deletes a manifest and the tags pointing at it, unless one of those
+    /// is immutable. Returns whether it existed.
     async fn delete_manifest(
         &self,
         repository: &RepositoryName,
         digest: &Digest,
-    ) -> StorageResult<ManifestDeletion>;
+        immutable: ImmutableTags,
+    ) -> StorageResult<bool>;
 
-    /// Deletes a tag, leaving its manifest. Returns whether it existed.
-    async fn delete_tag(&self, repository: &RepositoryName, tag: &Tag) -> StorageResult<bool>;
+    /// Deletes a tag, leaving its manifest, unless it is immutable. Returns
+    /// whether it existed.
+    async fn delete_tag(
+        &self,
+        repository: &RepositoryName,
+        tag: &Tag,
+        immutable: ImmutableTags,
+    ) -> StorageResult<bool>;
+
+    /// Notes that a manifest was pulled (for retention rules).
+    async fn record_pull(
+        &self,
+        repository: &RepositoryName,
+        digest: &Digest,
+        now: Timestamp,
+    ) -> StorageResult<()>;
+
+    /// Deletes a repository with its tags, manifests, links and uploads,
+    /// unless it has an immutable tag; returns the ids of the uploads it had
+    /// (so their data can go) or `None` if it did not exist.
+    async fn delete_repository(
+        &self,
+        repository: &RepositoryName,
+        immutable: ImmutableTags,
+    ) -> StorageResult<Option<Vec<String>>>;
+
+    // ----- listings ----------------------------------------------------------
 
     /// Up to `limit` tags after `after`, in byte order; `None` if the repository
     /// does not exist.
@@ -147,6 +279,17 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Up to `limit` repository names after `after`, in byte order.
     async fn repositories(&self, after: Option<&str>, limit: usize) -> StorageResult<Vec<String>>;
 
+    /// Up to `limit` repositories after `after`, in byte order, with what
+    /// they hold.
+    async fn repository_usage(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StorageResult<Vec<RepositoryUsage>>;
+
+    /// The bytes held by the repositories `pattern` matches, together.
+    async fn usage(&self, pattern: &RepositoryPattern) -> StorageResult<u64>;
+
     /// Manifests of `repository` whose subject is `subject` and, when given,
     /// whose artifact type is `artifact_type`: at most `limit`, in digest
     /// order, after the digest `after`.
@@ -159,6 +302,8 @@ pub trait MetadataStore: Send + Sync + 'static {
         limit: usize,
     ) -> StorageResult<Vec<ReferrerRecord>>;
 
+    // ----- uploads -----------------------------------------------------------
+
     /// Records an upload session of `owner` (a subject name, empty for
     /// anonymous).
     async fn create_upload(
@@ -166,12 +311,12 @@ pub trait MetadataStore: Send + Sync + 'static {
         id: &str,
         repository: &RepositoryName,
         owner: &str,
-        now: i64,
+        now: Timestamp,
     ) -> StorageResult<()>;
 
     async fn upload(&self, id: &str) -> StorageResult<Option<UploadRecord>>;
 
-    async fn touch_upload(&self, id: &str, now: i64) -> StorageResult<()>;
+    async fn touch_upload(&self, id: &str, now: Timestamp) -> StorageResult<()>;
 
     async fn delete_upload(&self, id: &str) -> StorageResult<()>;
 
@@ -179,12 +324,68 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// `after`.
     async fn stale_uploads(
         &self,
-        before: i64,
+        before: Timestamp,
         after: Option<&str>,
         limit: usize,
     ) -> StorageResult<Vec<String>>;
 
     /// Deletes the upload if it was last written before `before`; returns
     /// whether it did.
-    async fn delete_stale_upload(&self, id: &str, before: i64) -> StorageResult<bool>;
+    async fn delete_stale_upload(&self, id: &str, before: Timestamp) -> StorageResult<bool>;
+
+    // ----- garbage collection -------------------------------------------------
+
+    /// Everything collection decides from, as of one moment.
+    async fn gc_snapshot(&self) -> StorageResult<GcSnapshot>;
+
+    /// Deletes each `(tag, digest)` still pointing at that digest and not
+    /// updated since `updated_at`; returns the tags deleted.
+    async fn delete_tags_if_unchanged(
+        &self,
+        repository: &str,
+        tags: Vec<TagSnapshot>,
+    ) -> StorageResult<Vec<String>>;
+
+    /// Deletes each manifest that is still untagged and not touched since
+    /// `before`; returns those deleted.
+    async fn delete_manifests_if_untouched(
+        &self,
+        repository: &str,
+        digests: Vec<Digest>,
+        before: Timestamp,
+    ) -> StorageResult<Vec<Digest>>;
+
+    /// Deletes each link that no manifest of the repository references and
+    /// that was not touched since `before`; returns those deleted.
+    async fn delete_links_if_unreferenced(
+        &self,
+        repository: &str,
+        digests: Vec<Digest>,
+        before: Timestamp,
+    ) -> StorageResult<Vec<Digest>>;
+
+    /// Forgets each blob that no repository links, no manifest is, and that
+    /// was not touched since `before`; returns those forgotten (their bytes
+    /// may then go).
+    async fn forget_blobs_if_unused(
+        &self,
+        digests: Vec<Digest>,
+        before: Timestamp,
+    ) -> StorageResult<Vec<Digest>>;
+
+    /// Which of `digests` something records ([`Self::blob_recorded`] for many).
+    async fn recorded_blobs(&self, digests: Vec<Digest>) -> StorageResult<Vec<Digest>>;
+
+    /// Takes the lease `name` for `holder` until `until` if it is free (or
+    /// already `holder`'s) at `now`: so that, of several berth processes on
+    /// one store, one collects at a time.
+    async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> StorageResult<bool>;
+
+    async fn release_lease(&self, name: &str, holder: &str) -> StorageResult<()>;
 }

@@ -6,12 +6,13 @@
 //! `INSERT OR IGNORE`) so a PostgreSQL store can share it. Byte order of names
 //! is SQLite's default (BINARY) collation; PostgreSQL would need `COLLATE "C"`.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use berth_oci::{Digest, RepositoryName, Tag};
+use berth_oci::{Digest, RepositoryName, RepositoryPattern, Tag};
 use r2d2::Pool;
 use r2d2_sqlite::SqliteConnectionManager;
 use r2d2_sqlite::rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -80,6 +81,36 @@ const MIGRATIONS: &[&str] = &[
     // 2: an upload session belongs to the subject that opened it (NULL for
     // sessions opened before: any subject with push rights, as then).
     "ALTER TABLE uploads ADD COLUMN owner TEXT;",
+    // 3: storage lifecycle. Timestamps in milliseconds for collection (what was stored
+    // before counts as touched at the upgrade, so nothing goes before a
+    // grace period has passed), bytes per repository for quotas, and a
+    // lease so one berth of several collects at a time.
+    "
+    ALTER TABLE repositories ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE blobs ADD COLUMN touched_at INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE repository_blobs ADD COLUMN linked_at INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE manifests ADD COLUMN touched_at INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE manifests ADD COLUMN pulled_at INTEGER;
+    ALTER TABLE tags ADD COLUMN updated_at INTEGER NOT NULL DEFAULT 0;
+    UPDATE blobs SET touched_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000;
+    UPDATE repository_blobs SET linked_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000;
+    UPDATE manifests SET touched_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000;
+    UPDATE tags SET updated_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000;
+    -- Timestamps are milliseconds from now on.
+    UPDATE uploads SET updated_at = updated_at * 1000;
+    UPDATE repositories SET bytes =
+        (SELECT COALESCE(SUM(b.size), 0) FROM repository_blobs rb
+           JOIN blobs b ON b.digest = rb.digest WHERE rb.repository_id = repositories.id)
+      + (SELECT COALESCE(SUM(m.size), 0) FROM manifests m WHERE m.repository_id = repositories.id);
+    CREATE INDEX manifest_references_repository_child
+        ON manifest_references(repository_id, child_digest);
+    CREATE INDEX tags_digest ON tags(repository_id, digest);
+    CREATE TABLE leases (
+        name   TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        until  INTEGER NOT NULL
+    );
+    ",
 ];
 
 /// Connections kept open; readers run in parallel in WAL mode.
@@ -259,25 +290,146 @@ fn to_size(size: i64) -> u64 {
     u64::try_from(size).unwrap_or_default()
 }
 
-/// Deletes the `blobs` row of `digest` if nothing refers to it any more.
-fn drop_blob_if_orphaned(conn: &Connection, digest: &str) -> StorageResult<bool> {
-    let removed = conn
-        .prepare_cached(
-            "DELETE FROM blobs WHERE digest = ?1
-               AND NOT EXISTS (SELECT 1 FROM repository_blobs WHERE digest = ?1)
-               AND NOT EXISTS (SELECT 1 FROM manifests WHERE digest = ?1)
-               AND NOT EXISTS (SELECT 1 FROM manifest_references WHERE child_digest = ?1)",
-        )?
-        .execute([digest])?;
-    Ok(removed == 1)
-}
-
 fn manifest_record(digest: String, media_type: String, size: i64) -> StorageResult<ManifestRecord> {
     Ok(ManifestRecord {
         digest: parse_digest(digest)?,
         media_type,
         size: to_size(size),
     })
+}
+
+/// Records the bytes of a blob or manifest document as touched now.
+fn upsert_blob(conn: &Connection, digest: &str, size: u64, now: Timestamp) -> StorageResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO blobs (digest, size, touched_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (digest) DO UPDATE SET touched_at = excluded.touched_at",
+    )?
+    .execute(params![digest, size as i64, now])?;
+    Ok(())
+}
+
+fn blob_size(conn: &Connection, digest: &str) -> StorageResult<u64> {
+    let size: Option<i64> = conn
+        .prepare_cached("SELECT size FROM blobs WHERE digest = ?1")?
+        .query_row([digest], |r| r.get(0))
+        .optional()?;
+    Ok(size.map(to_size).unwrap_or_default())
+}
+
+/// Lets repository `id` read `digest`, as of `now`; returns whether the link
+/// is new (and the bytes count against the repository).
+fn link(conn: &Connection, id: i64, digest: &str, now: Timestamp) -> StorageResult<bool> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO repository_blobs (repository_id, digest, linked_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (repository_id, digest) DO NOTHING",
+        )?
+        .execute(params![id, digest, now])?
+        == 1;
+    if !inserted {
+        touch_link(conn, id, digest, now)?;
+    }
+    Ok(inserted)
+}
+
+/// Refreshes a link; returns whether it exists.
+fn touch_link(conn: &Connection, id: i64, digest: &str, now: Timestamp) -> StorageResult<bool> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE repository_blobs SET linked_at = ?3 WHERE repository_id = ?1 AND digest = ?2",
+        )?
+        .execute(params![id, digest, now])?
+        == 1)
+}
+
+fn add_bytes(conn: &Connection, id: i64, delta: i64) -> StorageResult<()> {
+    conn.prepare_cached("UPDATE repositories SET bytes = MAX(bytes + ?2, 0) WHERE id = ?1")?
+        .execute(params![id, delta])?;
+    Ok(())
+}
+
+/// What the repositories `pattern` matches hold together.
+fn usage_of(conn: &Connection, pattern: &RepositoryPattern) -> StorageResult<u64> {
+    // Names are lowercase ASCII, all below '~': the prefix's range is
+    // [prefix, prefix + "~"].
+    let prefix = pattern.literal_prefix();
+    let mut statement = conn.prepare_cached(
+        "SELECT name, bytes FROM repositories WHERE name >= ?1 AND name <= ?1 || '~'",
+    )?;
+    let rows = statement.query_map([prefix], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+    })?;
+    let mut total = 0u64;
+    for row in rows {
+        let (name, bytes) = row?;
+        if pattern.matches(&name) {
+            total += to_size(bytes);
+        }
+    }
+    Ok(total)
+}
+
+/// Fails the write if it took `quota`'s repositories past their limit
+/// (`adding` bytes are already counted).
+fn check_quota(conn: &Connection, quota: Option<&Quota>, adding: u64) -> StorageResult<()> {
+    let Some(quota) = quota else { return Ok(()) };
+    if adding == 0 {
+        return Ok(());
+    }
+    let usage = usage_of(conn, &quota.repositories)?;
+    if usage > quota.limit {
+        return Err(StorageError::QuotaExceeded {
+            pattern: quota.repositories.as_str().to_owned(),
+            usage: usage - adding,
+            limit: quota.limit,
+            adding,
+        });
+    }
+    Ok(())
+}
+
+/// Refreshes every manifest of repository `id` reachable from `digest`
+/// through index entries and referrers: what becomes reachable must not be
+/// collected by a collection that saw it unreachable.
+fn touch_reachable(conn: &Connection, id: i64, digest: &str, now: Timestamp) -> StorageResult<()> {
+    conn.prepare_cached(
+        "WITH RECURSIVE reach(digest) AS (
+             SELECT ?2
+             UNION
+             SELECT edge.child FROM reach JOIN (
+                 SELECT manifest_digest AS parent, child_digest AS child
+                   FROM manifest_references WHERE repository_id = ?1
+                 UNION ALL
+                 SELECT subject AS parent, digest AS child
+                   FROM manifests WHERE repository_id = ?1 AND subject IS NOT NULL
+             ) edge ON edge.parent = reach.digest
+         )
+         UPDATE manifests SET touched_at = ?3
+          WHERE repository_id = ?1 AND digest IN (SELECT digest FROM reach)",
+    )?
+    .execute(params![id, digest, now])?;
+    Ok(())
+}
+
+fn immutable_error(tag: &str, immutable: &ImmutableTags) -> Option<StorageError> {
+    immutable
+        .pattern_for(tag)
+        .map(|pattern| StorageError::TagImmutable {
+            tag: tag.to_owned(),
+            pattern: pattern.as_str().to_owned(),
+        })
+}
+
+/// Deletes manifest `digest` of repository `id` with its references, and
+/// counts its bytes out; its tags must be gone already.
+fn remove_manifest(conn: &Connection, id: i64, digest: &str, size: i64) -> StorageResult<()> {
+    conn.prepare_cached(
+        "DELETE FROM manifest_references WHERE repository_id = ?1 AND manifest_digest = ?2",
+    )?
+    .execute(params![id, digest])?;
+    conn.prepare_cached("DELETE FROM manifests WHERE repository_id = ?1 AND digest = ?2")?
+        .execute(params![id, digest])?;
+    add_bytes(conn, id, -size)
 }
 
 #[async_trait]
@@ -308,24 +460,32 @@ impl MetadataStore for SqliteMetadataStore {
         .await
     }
 
+    async fn blob_recorded(&self, digest: &Digest) -> StorageResult<bool> {
+        let digest = digest.to_string();
+        self.with_conn(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT 1 FROM blobs WHERE digest = ?1")?
+                .exists([digest])?)
+        })
+        .await
+    }
+
     async fn link_blob(
         &self,
         repository: &RepositoryName,
         digest: &Digest,
         size: u64,
+        now: Timestamp,
+        quota: Option<Quota>,
     ) -> StorageResult<()> {
         let (repository, digest) = (repository.to_string(), digest.to_string());
         self.write(move |tx| {
             let id = ensure_repository(tx, &repository)?;
-            tx.prepare_cached(
-                "INSERT INTO blobs (digest, size) VALUES (?1, ?2) ON CONFLICT (digest) DO NOTHING",
-            )?
-            .execute(params![digest, size as i64])?;
-            tx.prepare_cached(
-                "INSERT INTO repository_blobs (repository_id, digest) VALUES (?1, ?2)
-                 ON CONFLICT (repository_id, digest) DO NOTHING",
-            )?
-            .execute(params![id, digest])?;
+            upsert_blob(tx, &digest, size, now)?;
+            if link(tx, id, &digest, now)? {
+                add_bytes(tx, id, size as i64)?;
+                check_quota(tx, quota.as_ref(), size)?;
+            }
             Ok(())
         })
         .await
@@ -336,6 +496,8 @@ impl MetadataStore for SqliteMetadataStore {
         from: &RepositoryName,
         to: &RepositoryName,
         digest: &Digest,
+        now: Timestamp,
+        quota: Option<Quota>,
     ) -> StorageResult<Option<u64>> {
         let (from, to, digest) = (from.to_string(), to.to_string(), digest.to_string());
         self.write(move |tx| {
@@ -350,11 +512,10 @@ impl MetadataStore for SqliteMetadataStore {
                 .optional()?;
             let Some(size) = size else { return Ok(None) };
             let id = ensure_repository(tx, &to)?;
-            tx.prepare_cached(
-                "INSERT INTO repository_blobs (repository_id, digest) VALUES (?1, ?2)
-                 ON CONFLICT (repository_id, digest) DO NOTHING",
-            )?
-            .execute(params![id, digest])?;
+            if link(tx, id, &digest, now)? {
+                add_bytes(tx, id, size)?;
+                check_quota(tx, quota.as_ref(), to_size(size))?;
+            }
             Ok(Some(to_size(size)))
         })
         .await
@@ -364,26 +525,38 @@ impl MetadataStore for SqliteMetadataStore {
         &self,
         repository: &RepositoryName,
         digest: &Digest,
-    ) -> StorageResult<BlobUnlink> {
+        force: bool,
+    ) -> StorageResult<bool> {
         let (repository, digest) = (repository.to_string(), digest.to_string());
         self.write(move |tx| {
             let Some(id) = repository_id(tx, &repository)? else {
-                return Ok(BlobUnlink {
-                    was_linked: false,
-                    orphaned: false,
-                });
+                return Ok(false);
             };
-            let was_linked = tx
+            if !force {
+                let user: Option<String> = tx
+                    .prepare_cached(
+                        "SELECT manifest_digest FROM manifest_references
+                          WHERE repository_id = ?1 AND child_digest = ?2
+                          ORDER BY manifest_digest LIMIT 1",
+                    )?
+                    .query_row(params![id, digest], |r| r.get(0))
+                    .optional()?;
+                if let Some(manifest) = user {
+                    return Err(StorageError::BlobInUse {
+                        manifest: parse_digest(manifest)?,
+                    });
+                }
+            }
+            let unlinked = tx
                 .prepare_cached(
                     "DELETE FROM repository_blobs WHERE repository_id = ?1 AND digest = ?2",
                 )?
                 .execute(params![id, digest])?
                 == 1;
-            let orphaned = was_linked && drop_blob_if_orphaned(tx, &digest)?;
-            Ok(BlobUnlink {
-                was_linked,
-                orphaned,
-            })
+            if unlinked {
+                add_bytes(tx, id, -(blob_size(tx, &digest)? as i64))?;
+            }
+            Ok(unlinked)
         })
         .await
     }
@@ -424,6 +597,8 @@ impl MetadataStore for SqliteMetadataStore {
         repository: &RepositoryName,
         manifest: NewManifest,
         tag: Option<&Tag>,
+        now: Timestamp,
+        rules: WriteRules,
     ) -> StorageResult<()> {
         let name = repository.to_string();
         let stale = tag.map(|t| LookupKey {
@@ -434,47 +609,49 @@ impl MetadataStore for SqliteMetadataStore {
         let repository = name;
         self.write_manifests(Stale::Keys(stale.into_iter().collect()), move |tx| {
             let id = ensure_repository(tx, &repository)?;
-            let mut blob_known = tx.prepare_cached(
-                "SELECT 1 FROM repository_blobs WHERE repository_id = ?1 AND digest = ?2",
-            )?;
+            // Refreshing what it references both checks that it is there
+            // and keeps a concurrent collection from taking it.
             for blob in &manifest.blobs {
-                if !blob_known.exists(params![id, blob.as_str()])? {
+                if !touch_link(tx, id, blob.as_str(), now)? {
                     return Err(StorageError::MissingReferences(blob.clone()));
                 }
             }
-            let mut manifest_known = tx.prepare_cached(
-                "SELECT 1 FROM manifests WHERE repository_id = ?1 AND digest = ?2",
-            )?;
             // An index entry may also name a plain blob of the repository:
             // BuildKit's registry cache lists its layers and cache config
             // there, and Distribution accepts that.
+            let mut touch_manifest = tx.prepare_cached(
+                "UPDATE manifests SET touched_at = ?3 WHERE repository_id = ?1 AND digest = ?2",
+            )?;
             for child in &manifest.children {
-                if !manifest_known.exists(params![id, child.as_str()])?
-                    && !blob_known.exists(params![id, child.as_str()])?
+                if touch_manifest.execute(params![id, child.as_str(), now])? == 0
+                    && !touch_link(tx, id, child.as_str(), now)?
                 {
                     return Err(StorageError::MissingReferences(child.clone()));
                 }
             }
             let digest = manifest.digest.as_str();
-            tx.prepare_cached(
-                "INSERT INTO blobs (digest, size) VALUES (?1, ?2) ON CONFLICT (digest) DO NOTHING",
-            )?
-            .execute(params![digest, manifest.size as i64])?;
-            tx.prepare_cached(
-                "INSERT INTO manifests
-                    (repository_id, digest, media_type, size, artifact_type, subject, annotations)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (repository_id, digest) DO NOTHING",
-            )?
-            .execute(params![
-                id,
-                digest,
-                manifest.media_type,
-                manifest.size as i64,
-                manifest.artifact_type,
-                manifest.subject.as_ref().map(Digest::as_str),
-                manifest.annotations,
-            ])?;
+            upsert_blob(tx, digest, manifest.size, now)?;
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT INTO manifests (repository_id, digest, media_type, size, artifact_type,
+                                            subject, annotations, touched_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (repository_id, digest) DO NOTHING",
+                )?
+                .execute(params![
+                    id,
+                    digest,
+                    manifest.media_type,
+                    manifest.size as i64,
+                    manifest.artifact_type,
+                    manifest.subject.as_ref().map(Digest::as_str),
+                    manifest.annotations,
+                    now,
+                ])?
+                == 1;
+            if inserted {
+                add_bytes(tx, id, manifest.size as i64)?;
+            }
             let mut reference = tx.prepare_cached(
                 "INSERT INTO manifest_references (repository_id, manifest_digest, child_digest)
                  VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
@@ -482,12 +659,27 @@ impl MetadataStore for SqliteMetadataStore {
             for child in manifest.blobs.iter().chain(&manifest.children) {
                 reference.execute(params![id, digest, child.as_str()])?;
             }
-            if let Some(tag) = tag {
+            if let Some(tag) = &tag {
+                let current: Option<String> = tx
+                    .prepare_cached("SELECT digest FROM tags WHERE repository_id = ?1 AND name = ?2")?
+                    .query_row(params![id, tag], |r| r.get(0))
+                    .optional()?;
+                if current.as_deref().is_some_and(|c| c != digest)
+                    && let Some(error) = immutable_error(tag, &rules.immutable)
+                {
+                    return Err(error);
+                }
                 tx.prepare_cached(
-                    "INSERT INTO tags (repository_id, name, digest) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (repository_id, name) DO UPDATE SET digest = excluded.digest",
+                    "INSERT INTO tags (repository_id, name, digest, updated_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (repository_id, name)
+                     DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
                 )?
-                .execute(params![id, tag, digest])?;
+                .execute(params![id, tag, digest, now])?;
+            }
+            // Reachable now (tagged, or re-pushed): so is what it leads to.
+            touch_reachable(tx, id, digest, now)?;
+            if inserted {
+                check_quota(tx, rules.quota.as_ref(), manifest.size)?;
             }
             Ok(())
         })
@@ -498,34 +690,42 @@ impl MetadataStore for SqliteMetadataStore {
         &self,
         repository: &RepositoryName,
         digest: &Digest,
-    ) -> StorageResult<ManifestDeletion> {
+        immutable: ImmutableTags,
+    ) -> StorageResult<bool> {
         let (name, digest) = (repository.to_string(), digest.to_string());
         // The tags that pointed at it go too: forget the repository's lookups.
         self.write_manifests(Stale::Repository(name.clone()), move |tx| {
-            let repository = name;
-            let Some(id) = repository_id(tx, &repository)? else {
-                return Ok(ManifestDeletion {
-                    found: false,
-                    orphaned: false,
-                });
+            let Some(id) = repository_id(tx, &name)? else {
+                return Ok(false);
             };
+            let size: Option<i64> = tx
+                .prepare_cached(
+                    "SELECT size FROM manifests WHERE repository_id = ?1 AND digest = ?2",
+                )?
+                .query_row(params![id, digest], |r| r.get(0))
+                .optional()?;
+            let Some(size) = size else { return Ok(false) };
+            let tags = tx
+                .prepare_cached("SELECT name FROM tags WHERE repository_id = ?1 AND digest = ?2")?
+                .query_map(params![id, digest], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            if let Some(error) = tags.iter().find_map(|t| immutable_error(t, &immutable)) {
+                return Err(error);
+            }
             tx.prepare_cached("DELETE FROM tags WHERE repository_id = ?1 AND digest = ?2")?
                 .execute(params![id, digest])?;
-            tx.prepare_cached(
-                "DELETE FROM manifest_references WHERE repository_id = ?1 AND manifest_digest = ?2",
-            )?
-            .execute(params![id, digest])?;
-            let found = tx
-                .prepare_cached("DELETE FROM manifests WHERE repository_id = ?1 AND digest = ?2")?
-                .execute(params![id, digest])?
-                == 1;
-            let orphaned = found && drop_blob_if_orphaned(tx, &digest)?;
-            Ok(ManifestDeletion { found, orphaned })
+            remove_manifest(tx, id, &digest, size)?;
+            Ok(true)
         })
         .await
     }
 
-    async fn delete_tag(&self, repository: &RepositoryName, tag: &Tag) -> StorageResult<bool> {
+    async fn delete_tag(
+        &self,
+        repository: &RepositoryName,
+        tag: &Tag,
+        immutable: ImmutableTags,
+    ) -> StorageResult<bool> {
         let key = LookupKey {
             repository: repository.to_string(),
             reference: tag.to_string(),
@@ -535,10 +735,74 @@ impl MetadataStore for SqliteMetadataStore {
             let Some(id) = repository_id(tx, &repository)? else {
                 return Ok(false);
             };
-            let n = tx
-                .prepare_cached("DELETE FROM tags WHERE repository_id = ?1 AND name = ?2")?
+            let exists = tx
+                .prepare_cached("SELECT 1 FROM tags WHERE repository_id = ?1 AND name = ?2")?
+                .exists(params![id, tag])?;
+            if !exists {
+                return Ok(false);
+            }
+            if let Some(error) = immutable_error(&tag, &immutable) {
+                return Err(error);
+            }
+            tx.prepare_cached("DELETE FROM tags WHERE repository_id = ?1 AND name = ?2")?
                 .execute(params![id, tag])?;
-            Ok(n == 1)
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn record_pull(
+        &self,
+        repository: &RepositoryName,
+        digest: &Digest,
+        now: Timestamp,
+    ) -> StorageResult<()> {
+        let (repository, digest) = (repository.to_string(), digest.to_string());
+        self.write(move |tx| {
+            tx.prepare_cached(
+                "UPDATE manifests SET pulled_at = ?3
+                  WHERE digest = ?2
+                    AND repository_id = (SELECT id FROM repositories WHERE name = ?1)",
+            )?
+            .execute(params![repository, digest, now])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_repository(
+        &self,
+        repository: &RepositoryName,
+        immutable: ImmutableTags,
+    ) -> StorageResult<Option<Vec<String>>> {
+        let name = repository.to_string();
+        self.write_manifests(Stale::Repository(name.clone()), move |tx| {
+            let Some(id) = repository_id(tx, &name)? else {
+                return Ok(None);
+            };
+            let tags = tx
+                .prepare_cached("SELECT name FROM tags WHERE repository_id = ?1")?
+                .query_map([id], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            if let Some(error) = tags.iter().find_map(|t| immutable_error(t, &immutable)) {
+                return Err(error);
+            }
+            let uploads = tx
+                .prepare_cached("SELECT id FROM uploads WHERE repository = ?1")?
+                .query_map([&name], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            for statement in [
+                "DELETE FROM tags WHERE repository_id = ?1",
+                "DELETE FROM manifest_references WHERE repository_id = ?1",
+                "DELETE FROM manifests WHERE repository_id = ?1",
+                "DELETE FROM repository_blobs WHERE repository_id = ?1",
+                "DELETE FROM repositories WHERE id = ?1",
+            ] {
+                tx.prepare_cached(statement)?.execute([id])?;
+            }
+            tx.prepare_cached("DELETE FROM uploads WHERE repository = ?1")?
+                .execute([&name])?;
+            Ok(Some(uploads))
         })
         .await
     }
@@ -578,6 +842,38 @@ impl MetadataStore for SqliteMetadataStore {
                 .collect::<Result<Vec<String>, _>>()?)
         })
         .await
+    }
+
+    async fn repository_usage(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StorageResult<Vec<RepositoryUsage>> {
+        let after = after.unwrap_or("").to_owned();
+        self.with_conn(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT r.name, r.bytes,
+                            (SELECT COUNT(*) FROM manifests m WHERE m.repository_id = r.id),
+                            (SELECT COUNT(*) FROM tags t WHERE t.repository_id = r.id)
+                       FROM repositories r WHERE r.name > ?1 ORDER BY r.name LIMIT ?2",
+                )?
+                .query_map(params![after, limit as i64], |r| {
+                    Ok(RepositoryUsage {
+                        name: r.get(0)?,
+                        bytes: to_size(r.get(1)?),
+                        manifests: to_size(r.get(2)?),
+                        tags: to_size(r.get(3)?),
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn usage(&self, pattern: &RepositoryPattern) -> StorageResult<u64> {
+        let pattern = pattern.clone();
+        self.with_conn(move |conn| usage_of(conn, &pattern)).await
     }
 
     async fn referrers(
@@ -629,7 +925,7 @@ impl MetadataStore for SqliteMetadataStore {
         id: &str,
         repository: &RepositoryName,
         owner: &str,
-        now: i64,
+        now: Timestamp,
     ) -> StorageResult<()> {
         let (id, repository, owner) = (id.to_owned(), repository.to_string(), owner.to_owned());
         self.write(move |tx| {
@@ -684,7 +980,7 @@ impl MetadataStore for SqliteMetadataStore {
 
     async fn stale_uploads(
         &self,
-        before: i64,
+        before: Timestamp,
         after: Option<&str>,
         limit: usize,
     ) -> StorageResult<Vec<String>> {
@@ -701,7 +997,7 @@ impl MetadataStore for SqliteMetadataStore {
         .await
     }
 
-    async fn delete_stale_upload(&self, id: &str, before: i64) -> StorageResult<bool> {
+    async fn delete_stale_upload(&self, id: &str, before: Timestamp) -> StorageResult<bool> {
         let id = id.to_owned();
         self.write(move |tx| {
             let deleted = tx
@@ -711,6 +1007,272 @@ impl MetadataStore for SqliteMetadataStore {
         })
         .await
     }
+
+    async fn gc_snapshot(&self) -> StorageResult<GcSnapshot> {
+        self.with_conn(|conn| {
+            // One read transaction: one consistent moment of the store.
+            let tx = conn.transaction()?;
+            let snapshot = read_snapshot(&tx)?;
+            tx.commit()?;
+            Ok(snapshot)
+        })
+        .await
+    }
+
+    async fn delete_tags_if_unchanged(
+        &self,
+        repository: &str,
+        tags: Vec<TagSnapshot>,
+    ) -> StorageResult<Vec<String>> {
+        let name = repository.to_owned();
+        self.write_manifests(Stale::Repository(name.clone()), move |tx| {
+            let Some(id) = repository_id(tx, &name)? else {
+                return Ok(Vec::new());
+            };
+            let mut delete = tx.prepare_cached(
+                "DELETE FROM tags WHERE repository_id = ?1 AND name = ?2 AND digest = ?3
+                    AND updated_at = ?4",
+            )?;
+            let mut deleted = Vec::new();
+            for tag in tags {
+                if delete.execute(params![id, tag.name, tag.digest.as_str(), tag.updated_at])? == 1
+                {
+                    deleted.push(tag.name);
+                }
+            }
+            Ok(deleted)
+        })
+        .await
+    }
+
+    async fn delete_manifests_if_untouched(
+        &self,
+        repository: &str,
+        digests: Vec<Digest>,
+        before: Timestamp,
+    ) -> StorageResult<Vec<Digest>> {
+        let name = repository.to_owned();
+        self.write_manifests(Stale::Repository(name.clone()), move |tx| {
+            let Some(id) = repository_id(tx, &name)? else {
+                return Ok(Vec::new());
+            };
+            let mut deletable = tx.prepare_cached(
+                "SELECT m.size FROM manifests m
+                  WHERE m.repository_id = ?1 AND m.digest = ?2 AND m.touched_at < ?3
+                    AND NOT EXISTS (SELECT 1 FROM tags t
+                                     WHERE t.repository_id = ?1 AND t.digest = ?2)
+                    AND NOT EXISTS (SELECT 1 FROM manifest_references r
+                                     WHERE r.repository_id = ?1 AND r.child_digest = ?2)",
+            )?;
+            // An index goes before its entries: repeat while anything goes.
+            let mut left = digests;
+            let mut deleted = Vec::new();
+            loop {
+                let before_pass = deleted.len();
+                let mut kept = Vec::new();
+                for digest in left {
+                    let size: Option<i64> = deletable
+                        .query_row(params![id, digest.as_str(), before], |r| r.get(0))
+                        .optional()?;
+                    match size {
+                        Some(size) => {
+                            remove_manifest(tx, id, digest.as_str(), size)?;
+                            deleted.push(digest);
+                        }
+                        None => kept.push(digest),
+                    }
+                }
+                left = kept;
+                if deleted.len() == before_pass || left.is_empty() {
+                    return Ok(deleted);
+                }
+            }
+        })
+        .await
+    }
+
+    async fn delete_links_if_unreferenced(
+        &self,
+        repository: &str,
+        digests: Vec<Digest>,
+        before: Timestamp,
+    ) -> StorageResult<Vec<Digest>> {
+        let name = repository.to_owned();
+        self.write(move |tx| {
+            let Some(id) = repository_id(tx, &name)? else {
+                return Ok(Vec::new());
+            };
+            let mut delete = tx.prepare_cached(
+                "DELETE FROM repository_blobs
+                  WHERE repository_id = ?1 AND digest = ?2 AND linked_at < ?3
+                    AND NOT EXISTS (SELECT 1 FROM manifest_references r
+                                     WHERE r.repository_id = ?1 AND r.child_digest = ?2)",
+            )?;
+            let mut deleted = Vec::new();
+            for digest in digests {
+                if delete.execute(params![id, digest.as_str(), before])? == 1 {
+                    add_bytes(tx, id, -(blob_size(tx, digest.as_str())? as i64))?;
+                    deleted.push(digest);
+                }
+            }
+            Ok(deleted)
+        })
+        .await
+    }
+
+    async fn forget_blobs_if_unused(
+        &self,
+        digests: Vec<Digest>,
+        before: Timestamp,
+    ) -> StorageResult<Vec<Digest>> {
+        self.write(move |tx| {
+            let mut forget = tx.prepare_cached(
+                "DELETE FROM blobs WHERE digest = ?1 AND touched_at < ?2
+                    AND NOT EXISTS (SELECT 1 FROM repository_blobs WHERE digest = ?1)
+                    AND NOT EXISTS (SELECT 1 FROM manifests WHERE digest = ?1)",
+            )?;
+            let mut forgotten = Vec::new();
+            for digest in digests {
+                if forget.execute(params![digest.as_str(), before])? == 1 {
+                    forgotten.push(digest);
+                }
+            }
+            Ok(forgotten)
+        })
+        .await
+    }
+
+    async fn recorded_blobs(&self, digests: Vec<Digest>) -> StorageResult<Vec<Digest>> {
+        self.with_conn(move |conn| {
+            let mut exists = conn.prepare_cached("SELECT 1 FROM blobs WHERE digest = ?1")?;
+            let mut recorded = Vec::new();
+            for digest in digests {
+                if exists.exists([digest.as_str()])? {
+                    recorded.push(digest);
+                }
+            }
+            Ok(recorded)
+        })
+        .await
+    }
+
+    async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> StorageResult<bool> {
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        self.write(move |tx| {
+            Ok(tx
+                .prepare_cached(
+                    "INSERT INTO leases (name, holder, until) VALUES (?1, ?2, ?4)
+                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until
+                      WHERE leases.until < ?3 OR leases.holder = excluded.holder",
+                )?
+                .execute(params![name, holder, now, until])?
+                == 1)
+        })
+        .await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> StorageResult<()> {
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        self.write(move |tx| {
+            tx.prepare_cached("DELETE FROM leases WHERE name = ?1 AND holder = ?2")?
+                .execute(params![name, holder])?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Reads everything collection decides from.
+fn read_snapshot(conn: &Connection) -> StorageResult<GcSnapshot> {
+    let mut repositories: Vec<RepositorySnapshot> = Vec::new();
+    let mut index: HashMap<i64, usize> = HashMap::new();
+    let mut statement = conn.prepare("SELECT id, name FROM repositories ORDER BY name")?;
+    for row in statement.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))? {
+        let (id, name) = row?;
+        index.insert(id, repositories.len());
+        repositories.push(RepositorySnapshot {
+            name,
+            ..RepositorySnapshot::default()
+        });
+    }
+    let mut references: HashMap<(i64, String), Vec<Digest>> = HashMap::new();
+    let mut statement = conn
+        .prepare("SELECT repository_id, manifest_digest, child_digest FROM manifest_references")?;
+    for row in statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))? {
+        let (id, manifest, child): (i64, String, String) = row?;
+        references
+            .entry((id, manifest))
+            .or_default()
+            .push(parse_digest(child)?);
+    }
+    let mut statement = conn.prepare(
+        "SELECT repository_id, digest, size, subject, touched_at, pulled_at FROM manifests",
+    )?;
+    for row in statement.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, Option<String>>(3)?,
+            r.get::<_, i64>(4)?,
+            r.get::<_, Option<i64>>(5)?,
+        ))
+    })? {
+        let (id, digest, size, subject, touched_at, pulled_at) = row?;
+        let Some(&at) = index.get(&id) else { continue };
+        let references = references.remove(&(id, digest.clone())).unwrap_or_default();
+        repositories[at].manifests.push(ManifestSnapshot {
+            digest: parse_digest(digest)?,
+            size: to_size(size),
+            subject: subject.map(parse_digest).transpose()?,
+            references,
+            touched_at,
+            pulled_at,
+        });
+    }
+    let mut statement = conn.prepare("SELECT repository_id, name, digest, updated_at FROM tags")?;
+    for row in statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))? {
+        let (id, name, digest, updated_at): (i64, String, String, i64) = row?;
+        let Some(&at) = index.get(&id) else { continue };
+        repositories[at].tags.push(TagSnapshot {
+            name,
+            digest: parse_digest(digest)?,
+            updated_at,
+        });
+    }
+    let mut statement = conn.prepare(
+        "SELECT rb.repository_id, rb.digest, b.size, rb.linked_at
+           FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest",
+    )?;
+    for row in statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))? {
+        let (id, digest, size, linked_at): (i64, String, i64, i64) = row?;
+        let Some(&at) = index.get(&id) else { continue };
+        repositories[at].links.push(LinkSnapshot {
+            digest: parse_digest(digest)?,
+            size: to_size(size),
+            linked_at,
+        });
+    }
+    let mut blobs = Vec::new();
+    let mut statement = conn.prepare("SELECT digest, size, touched_at FROM blobs")?;
+    for row in statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))? {
+        let (digest, size, touched_at): (String, i64, i64) = row?;
+        blobs.push(BlobSnapshot {
+            digest: parse_digest(digest)?,
+            size: to_size(size),
+            touched_at,
+        });
+    }
+    Ok(GcSnapshot {
+        repositories,
+        blobs,
+    })
 }
 
 #[cfg(test)]
@@ -721,6 +1283,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
+    use berth_oci::TagPattern;
 
     fn manifest(content: &str) -> NewManifest {
         NewManifest {
@@ -746,7 +1309,13 @@ mod tests {
         let tag = Tag::parse("latest").unwrap();
         let (old, new) = (manifest("one"), manifest("two"));
         store
-            .put_manifest(&repository, old.clone(), Some(&tag))
+            .put_manifest(
+                &repository,
+                old.clone(),
+                Some(&tag),
+                1,
+                WriteRules::default(),
+            )
             .await
             .unwrap();
         let cached = store.resolve_tag(&repository, &tag).await.unwrap().unwrap();
@@ -754,7 +1323,13 @@ mod tests {
 
         // Polled once (the write starts on its blocking thread), then dropped.
         {
-            let mut push = pin!(store.put_manifest(&repository, new.clone(), Some(&tag)));
+            let mut push = pin!(store.put_manifest(
+                &repository,
+                new.clone(),
+                Some(&tag),
+                2,
+                WriteRules::default()
+            ));
             let mut cx = Context::from_waker(Waker::noop());
             assert!(matches!(push.as_mut().poll(&mut cx), Poll::Pending));
         }
@@ -771,5 +1346,347 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    fn open() -> (tempfile::TempDir, SqliteMetadataStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteMetadataStore::open(&dir.path().join("metadata.db")).unwrap();
+        (dir, store)
+    }
+
+    fn name(text: &str) -> RepositoryName {
+        RepositoryName::parse(text).unwrap()
+    }
+
+    fn image(content: &str, blobs: &[&Digest]) -> NewManifest {
+        NewManifest {
+            blobs: blobs.iter().map(|d| (*d).clone()).collect(),
+            ..manifest(content)
+        }
+    }
+
+    async fn bytes_of(store: &SqliteMetadataStore, repository: &str) -> u64 {
+        store
+            .repository_usage(None, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|u| u.name == repository)
+            .map_or(0, |u| u.bytes)
+    }
+
+    #[tokio::test]
+    async fn a_manifest_needs_its_blobs_and_records_nothing_without_them() {
+        let (_dir, store) = open();
+        let app = name("team/app");
+        let layer = Digest::sha256_of(b"layer");
+        let pushed = image("m", &[&layer]);
+        let refused = store
+            .put_manifest(&app, pushed.clone(), None, 10, WriteRules::default())
+            .await;
+        assert!(matches!(refused, Err(StorageError::MissingReferences(d)) if d == layer));
+        assert!(!store.blob_recorded(&pushed.digest).await.unwrap());
+        store.link_blob(&app, &layer, 5, 10, None).await.unwrap();
+        store
+            .put_manifest(&app, pushed.clone(), None, 11, WriteRules::default())
+            .await
+            .unwrap();
+        assert_eq!(bytes_of(&store, "team/app").await, 5 + pushed.size);
+    }
+
+    #[tokio::test]
+    async fn quotas_count_what_repositories_hold_together() {
+        let (_dir, store) = open();
+        let quota = Quota {
+            repositories: RepositoryPattern::parse("team/**").unwrap(),
+            limit: 10,
+        };
+        let (a, b) = (name("team/a"), name("team/b"));
+        let blob = |n: u8| Digest::sha256_of(&[n]);
+        store
+            .link_blob(&a, &blob(1), 6, 1, Some(quota.clone()))
+            .await
+            .unwrap();
+        // Linking the same blob again adds nothing.
+        store
+            .link_blob(&a, &blob(1), 6, 2, Some(quota.clone()))
+            .await
+            .unwrap();
+        let refused = store
+            .link_blob(&b, &blob(2), 5, 3, Some(quota.clone()))
+            .await;
+        match refused {
+            Err(StorageError::QuotaExceeded {
+                pattern,
+                usage,
+                limit,
+                adding,
+            }) => assert_eq!(
+                (pattern.as_str(), usage, limit, adding),
+                ("team/**", 6, 10, 5)
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(store.usage(&quota.repositories).await.unwrap(), 6);
+        assert!(
+            store
+                .blob_in_repository(&b, &blob(2))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // Mounting counts in the repository it goes to.
+        assert!(matches!(
+            store
+                .mount_blob(&a, &b, &blob(1), 4, Some(quota.clone()))
+                .await,
+            Err(StorageError::QuotaExceeded { .. })
+        ));
+        store
+            .link_blob(&b, &blob(2), 4, 5, Some(quota.clone()))
+            .await
+            .unwrap();
+        assert_eq!(store.usage(&quota.repositories).await.unwrap(), 10);
+        // Outside the pattern, nothing counts.
+        store
+            .link_blob(&name("other/x"), &blob(3), 99, 6, None)
+            .await
+            .unwrap();
+        assert_eq!(store.usage(&quota.repositories).await.unwrap(), 10);
+    }
+
+    #[tokio::test]
+    async fn immutable_tags_are_neither_moved_nor_deleted() {
+        let (_dir, store) = open();
+        let app = name("prod/app");
+        let rules = WriteRules {
+            quota: None,
+            immutable: ImmutableTags(vec![TagPattern::parse("v*").unwrap()]),
+        };
+        let (one, two) = (manifest("one"), manifest("two"));
+        let v1 = Tag::parse("v1").unwrap();
+        store
+            .put_manifest(&app, one.clone(), Some(&v1), 1, rules.clone())
+            .await
+            .unwrap();
+        // The same content again is no move.
+        store
+            .put_manifest(&app, one.clone(), Some(&v1), 2, rules.clone())
+            .await
+            .unwrap();
+        let moved = store
+            .put_manifest(&app, two.clone(), Some(&v1), 3, rules.clone())
+            .await;
+        assert!(
+            matches!(moved, Err(StorageError::TagImmutable { tag, pattern })
+            if tag == "v1" && pattern == "v*")
+        );
+        assert_eq!(
+            store.resolve_tag(&app, &v1).await.unwrap().unwrap().digest,
+            one.digest
+        );
+        assert!(store.manifest(&app, &two.digest).await.unwrap().is_none());
+        assert!(matches!(
+            store.delete_tag(&app, &v1, rules.immutable.clone()).await,
+            Err(StorageError::TagImmutable { .. })
+        ));
+        assert!(matches!(
+            store
+                .delete_manifest(&app, &one.digest, rules.immutable.clone())
+                .await,
+            Err(StorageError::TagImmutable { .. })
+        ));
+        // Mutable tags move freely.
+        let latest = Tag::parse("latest").unwrap();
+        for m in [&one, &two] {
+            store
+                .put_manifest(&app, (*m).clone(), Some(&latest), 4, rules.clone())
+                .await
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_blob_a_manifest_uses_is_deleted_only_by_force() {
+        let (_dir, store) = open();
+        let app = name("app");
+        let layer = Digest::sha256_of(b"layer");
+        store.link_blob(&app, &layer, 5, 1, None).await.unwrap();
+        let m = image("m", &[&layer]);
+        store
+            .put_manifest(&app, m.clone(), None, 1, WriteRules::default())
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.unlink_blob(&app, &layer, false).await,
+            Err(StorageError::BlobInUse { manifest }) if manifest == m.digest
+        ));
+        assert!(store.unlink_blob(&app, &layer, true).await.unwrap());
+        assert!(!store.unlink_blob(&app, &layer, true).await.unwrap());
+        assert_eq!(bytes_of(&store, "app").await, m.size);
+    }
+
+    /// Collection deletes only what is unreferenced now and untouched since
+    /// its cutoff, whatever it saw when it planned.
+    #[tokio::test]
+    async fn collection_deletes_only_what_is_still_unused() {
+        let (_dir, store) = open();
+        let app = name("app");
+        let (used, unused) = (Digest::sha256_of(b"used"), Digest::sha256_of(b"unused"));
+        store.link_blob(&app, &used, 4, 10, None).await.unwrap();
+        store.link_blob(&app, &unused, 6, 10, None).await.unwrap();
+        let m = image("m", &[&used]);
+        store
+            .put_manifest(&app, m.clone(), None, 10, WriteRules::default())
+            .await
+            .unwrap();
+        let both = vec![used.clone(), unused.clone()];
+        // Linked at 10: not before a cutoff of 10.
+        assert!(
+            store
+                .delete_links_if_unreferenced("app", both.clone(), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            store
+                .delete_links_if_unreferenced("app", both.clone(), 11)
+                .await
+                .unwrap(),
+            std::slice::from_ref(&unused)
+        );
+        // A blob still linked stays recorded.
+        assert_eq!(
+            store
+                .forget_blobs_if_unused(both.clone(), 11)
+                .await
+                .unwrap(),
+            std::slice::from_ref(&unused)
+        );
+        assert!(store.blob_recorded(&used).await.unwrap());
+        assert!(!store.blob_recorded(&unused).await.unwrap());
+        assert_eq!(bytes_of(&store, "app").await, 4 + m.size);
+
+        // An untagged manifest goes; a tagged one, or one touched since, stays.
+        assert_eq!(
+            store
+                .delete_manifests_if_untouched("app", vec![m.digest.clone()], 11)
+                .await
+                .unwrap(),
+            std::slice::from_ref(&m.digest)
+        );
+        assert_eq!(
+            store
+                .delete_links_if_unreferenced("app", vec![used.clone()], 11)
+                .await
+                .unwrap(),
+            std::slice::from_ref(&used)
+        );
+        assert_eq!(bytes_of(&store, "app").await, 0);
+    }
+
+    #[tokio::test]
+    async fn tagging_refreshes_what_the_tag_makes_reachable() {
+        let (_dir, store) = open();
+        let app = name("app");
+        let rules = WriteRules::default;
+        let child = manifest("child");
+        store
+            .put_manifest(&app, child.clone(), None, 1, rules())
+            .await
+            .unwrap();
+        let index = NewManifest {
+            children: vec![child.digest.clone()],
+            ..manifest("index")
+        };
+        store
+            .put_manifest(&app, index.clone(), None, 1, rules())
+            .await
+            .unwrap();
+        let signature = NewManifest {
+            subject: Some(index.digest.clone()),
+            ..manifest("signature")
+        };
+        store
+            .put_manifest(&app, signature.clone(), None, 1, rules())
+            .await
+            .unwrap();
+        // A collection planned at 5 saw all three unreachable; then the
+        // index was tagged.
+        let tag = Tag::parse("v1").unwrap();
+        store
+            .put_manifest(&app, index.clone(), Some(&tag), 7, rules())
+            .await
+            .unwrap();
+        let all = vec![
+            index.digest.clone(),
+            child.digest.clone(),
+            signature.digest.clone(),
+        ];
+        assert!(
+            store
+                .delete_manifests_if_untouched("app", all.clone(), 6)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // Untagged again, they go together, the index before its child.
+        store
+            .delete_tag(&app, &tag, ImmutableTags::default())
+            .await
+            .unwrap();
+        let deleted = store
+            .delete_manifests_if_untouched("app", all, 8)
+            .await
+            .unwrap();
+        assert_eq!(deleted.len(), 3, "{deleted:?}");
+    }
+
+    #[tokio::test]
+    async fn one_holder_of_a_lease_at_a_time() {
+        let (_dir, store) = open();
+        assert!(store.take_lease("gc", "a", 100, 160).await.unwrap());
+        assert!(!store.take_lease("gc", "b", 150, 210).await.unwrap());
+        assert!(
+            store.take_lease("gc", "a", 150, 210).await.unwrap(),
+            "renewed"
+        );
+        assert!(
+            store.take_lease("gc", "b", 211, 270).await.unwrap(),
+            "expired"
+        );
+        store.release_lease("gc", "b").await.unwrap();
+        assert!(store.take_lease("gc", "a", 212, 270).await.unwrap());
+    }
+
+    /// A store of the first schema upgrades in place: sizes are counted and
+    /// what it held counts as touched at the upgrade.
+    #[tokio::test]
+    async fn a_first_schema_store_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metadata.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(
+                "INSERT INTO repositories (id, name) VALUES (1, 'app');
+                 INSERT INTO blobs (digest, size) VALUES
+                   ('sha256:0000000000000000000000000000000000000000000000000000000000000001', 7);
+                 INSERT INTO repository_blobs (repository_id, digest) VALUES
+                   (1, 'sha256:0000000000000000000000000000000000000000000000000000000000000001');
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        let store = SqliteMetadataStore::open(&path).unwrap();
+        assert_eq!(bytes_of(&store, "app").await, 7);
+        let snapshot = store.gc_snapshot().await.unwrap();
+        let link = &snapshot.repositories[0].links[0];
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        assert!((now - link.linked_at).abs() < 60_000, "{link:?}");
     }
 }

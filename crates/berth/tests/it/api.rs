@@ -1110,16 +1110,24 @@ async fn deleting_tags_manifests_and_blobs() {
         .unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(error_code(r).await, "BLOB_UNKNOWN");
-    // Its bytes are gone from disk: nothing else used them.
+    // Its bytes stay until a collection finds nothing uses them.
     let hex = &blob["sha256:".len()..];
+    let file = server
+        .data_dir
+        .join("blobs/sha256")
+        .join(&hex[..2])
+        .join(hex);
+    assert!(file.exists());
+    let report = api.gc(false, Some(0)).await;
     assert!(
-        !server
-            .data_dir
-            .join("blobs/sha256")
-            .join(&hex[..2])
-            .join(hex)
-            .exists()
+        report["blobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["digest"] == blob.as_str()),
+        "{report}"
     );
+    assert!(!file.exists());
 }
 
 #[tokio::test]

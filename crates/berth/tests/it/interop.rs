@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::common::image::Layout;
-use crate::common::{Server, run_tool, run_tool_failing, sha256, succeed};
+use crate::common::{Server, run_tool_failing, sha256, skopeo, succeed};
 
 /// The manifest digest index.json gives for `tag`.
 fn layout_digest(dir: &Path, tag: &str) -> String {
@@ -28,24 +28,6 @@ fn blob_names(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-/// Runs skopeo logged in to `server` as admin: every skopeo subcommand used here
-/// takes `--creds`, except copy, which takes `--src-creds`/`--dest-creds`.
-fn skopeo(server: &Server, args: &[&str]) -> String {
-    let creds = server.admin_creds();
-    let mut all: Vec<&str> = args.to_vec();
-    let flags = match args[0] {
-        "copy" => vec![
-            format!("--src-creds={creds}"),
-            format!("--dest-creds={creds}"),
-        ],
-        _ => vec![format!("--creds={creds}")],
-    };
-    for flag in &flags {
-        all.insert(1, flag);
-    }
-    run_tool("skopeo", &all)
 }
 
 #[test]

@@ -16,6 +16,7 @@ mod interop;
 mod interop_auth;
 mod interop_containerd;
 mod interop_docker;
+mod lifecycle;
 mod login;
 mod pull_credential;
 mod secret;

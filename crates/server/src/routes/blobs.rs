@@ -2,6 +2,7 @@
 
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
+use berth_auth::Required;
 use berth_registry::ByteRange;
 
 use super::{Request, Result, done};
@@ -48,9 +49,24 @@ fn requested_range(value: &str, size: u64) -> Result<Option<ByteRange>, EdgeErro
     }
 }
 
+/// `DELETE`; `?force=true` (administrators only) deletes a blob that
+/// manifests of the repository still use.
 pub(super) async fn delete(request: &Request<'_>, name: &str, digest: &str) -> Result {
-    request.state.registry.delete_blob(name, digest).await?;
-    request.audit("delete", name, digest);
+    let force = request.query.get("force") == Some("true");
+    if force
+        && !request
+            .principal
+            .as_ref()
+            .is_some_and(|p| request.state.auth.permits(p, &Required::Admin))
+    {
+        return Err(EdgeError::ForceDenied.into());
+    }
+    request
+        .state
+        .registry
+        .delete_blob(name, digest, force)
+        .await?;
+    request.audit(if force { "force_delete" } else { "delete" }, name, digest);
     Ok(done(StatusCode::ACCEPTED))
 }
 

@@ -50,8 +50,9 @@ pub(super) async fn start(request: &Request<'_>, name: &str, body: Body) -> Resu
         });
     }
     if let Some(digest) = request.query.get("digest") {
+        let length = request.content_length();
         let blob = registry
-            .upload_monolithic(name, owner, digest, body::stream(body))
+            .upload_monolithic(name, owner, digest, length, body::stream(body))
             .await?;
         return Ok(BlobCreated {
             repository: name,
@@ -101,6 +102,7 @@ fn chunk(request: &Request<'_>, body: Body) -> Result<Chunk, EdgeError> {
     };
     Ok(Chunk {
         range,
+        length: request.content_length(),
         body: body::stream(body),
     })
 }

@@ -251,6 +251,55 @@ pub fn fail(command: &mut Command) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// Runs skopeo logged in to `server` as admin: every skopeo subcommand used here
+/// takes `--creds`, except copy, which takes `--src-creds`/`--dest-creds`.
+pub fn skopeo(server: &Server, args: &[&str]) -> String {
+    let creds = server.admin_creds();
+    let mut all: Vec<&str> = args.to_vec();
+    let flags = match args[0] {
+        "copy" => vec![
+            format!("--src-creds={creds}"),
+            format!("--dest-creds={creds}"),
+        ],
+        _ => vec![format!("--creds={creds}")],
+    };
+    for flag in &flags {
+        all.insert(1, flag);
+    }
+    run_tool("skopeo", &all)
+}
+
+/// What the files under `dir` hold, in bytes.
+pub fn du(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .map(|e| e.unwrap())
+        .map(|e| {
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() {
+                du(&e.path())
+            } else {
+                meta.len()
+            }
+        })
+        .sum()
+}
+
+/// Runs `berth ARGS --registry BASE -u admin --password-stdin` against `server`.
+pub fn berth_admin(server: &Server, args: &[&str]) -> std::process::Output {
+    let mut all = args.to_vec();
+    all.extend([
+        "--registry",
+        &server.base,
+        "-u",
+        "admin",
+        "--password-stdin",
+    ]);
+    berth(&all, &format!("{}\n", server.admin_password()))
+}
+
 /// A registry HTTP client for tests.
 pub struct Api {
     pub http: reqwest::Client,
@@ -327,6 +376,26 @@ impl Api {
             .send()
             .await
             .unwrap()
+    }
+
+    /// Runs a garbage collection through the API and returns its report.
+    pub async fn gc(&self, dry_run: bool, grace_seconds: Option<u64>) -> serde_json::Value {
+        let mut request = serde_json::json!({ "dry_run": dry_run });
+        if let Some(grace) = grace_seconds {
+            request["grace_seconds"] = grace.into();
+        }
+        let response = self
+            .http
+            .post(self.url("/berth/v1/gc"))
+            .json(&request)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let text = response.text().await.unwrap();
+        let last: serde_json::Value =
+            serde_json::from_str(text.lines().last().expect("a report line")).unwrap();
+        last["report"].clone()
     }
 
     /// Pushes a small image (config + one layer) and tags it; returns the

@@ -1,0 +1,743 @@
+//! Garbage collection, online: pushes, pulls and deletes go on while it runs,
+//! in this process or any other berth sharing the store.
+//!
+//! A run reads one snapshot of the metadata and *plans* from it ([`plan`], a
+//! pure function): tags that retention rules drop; manifests no tag reaches
+//! (through index entries and referrers) that are older than the grace
+//! period (or the rule's `untagged_after`); links of a repository to blobs
+//! no remaining manifest of it references; blobs no remaining link or
+//! manifest needs. Then it *applies* the plan with conditional deletes that
+//! check again, in the metadata store's own transactions, that each thing
+//! is still unused and untouched since the cutoff. Every write that makes
+//! something needed touches it, so whatever changed after the snapshot is
+//! simply left for the next run: correctness comes from the store, not from
+//! a lock. Bytes go last, through the blob store's stash protocol, which a
+//! concurrent upload of the same content can always win.
+//!
+//! Bytes no metadata records (a crash between storing and recording them)
+//! are found by listing the blob store and go after the grace period too.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use berth_oci::Digest;
+use berth_storage::{
+    BlobSnapshot, GcSnapshot, LinkSnapshot, ManifestSnapshot, RepositorySnapshot, Stashed,
+    TagSnapshot, Timestamp,
+};
+
+use crate::error::{RegistryError, Result};
+use crate::registry::{Registry, now};
+use crate::rules::StorageRules;
+
+/// How a collection runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GcOptions {
+    /// Only find out what would go.
+    pub dry_run: bool,
+    /// Nothing younger is collected; the configured grace period when `None`.
+    pub grace: Option<Duration>,
+}
+
+/// The steps of a run, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GcPhase {
+    Tags,
+    Manifests,
+    Links,
+    Blobs,
+    Orphans,
+}
+
+impl GcPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GcPhase::Tags => "tags",
+            GcPhase::Manifests => "manifests",
+            GcPhase::Links => "links",
+            GcPhase::Blobs => "blobs",
+            GcPhase::Orphans => "orphans",
+        }
+    }
+}
+
+/// Where a run stands: `done` of `total` in `phase`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GcProgress {
+    pub phase: GcPhase,
+    pub done: u64,
+    pub total: u64,
+}
+
+/// A tag of a repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagRef {
+    pub repository: String,
+    pub tag: String,
+}
+
+/// A manifest of a repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestRef {
+    pub repository: String,
+    pub digest: Digest,
+    pub size: u64,
+}
+
+/// Stored bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRef {
+    pub digest: Digest,
+    pub size: u64,
+}
+
+/// What a run deleted, or would have (`dry_run`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcReport {
+    pub dry_run: bool,
+    pub tags: Vec<TagRef>,
+    pub manifests: Vec<ManifestRef>,
+    /// Links of repositories to blobs nothing there references.
+    pub links: u64,
+    /// Blobs whose bytes went.
+    pub blobs: Vec<BlobRef>,
+    /// Bytes no metadata recorded.
+    pub orphans: Vec<BlobRef>,
+}
+
+impl GcReport {
+    /// The bytes freed on the blob store.
+    pub fn bytes(&self) -> u64 {
+        self.blobs.iter().chain(&self.orphans).map(|b| b.size).sum()
+    }
+}
+
+/// What a run found unused in one repository.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct RepositoryPlan {
+    name: String,
+    tags: Vec<TagSnapshot>,
+    manifests: Vec<ManifestSnapshot>,
+    /// Manifests go only if untouched since this.
+    manifest_cutoff: Timestamp,
+    links: Vec<LinkSnapshot>,
+}
+
+/// What a run found unused.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Plan {
+    repositories: Vec<RepositoryPlan>,
+    blobs: Vec<BlobSnapshot>,
+}
+
+fn millis(duration: Duration) -> Timestamp {
+    Timestamp::try_from(duration.as_millis()).unwrap_or(Timestamp::MAX)
+}
+
+/// Decides, from one snapshot, what is unused as of `now`: see the module
+/// documentation.
+fn plan(snapshot: &GcSnapshot, rules: &StorageRules, now: Timestamp, grace: Duration) -> Plan {
+    let cutoff = now.saturating_sub(millis(grace));
+    let mut live: HashSet<&Digest> = HashSet::new();
+    let mut repositories = Vec::new();
+    for repository in &snapshot.repositories {
+        let planned = plan_repository(repository, rules, now, grace);
+        let doomed: HashSet<&Digest> = planned.manifests.iter().map(|m| &m.digest).collect();
+        let remaining = repository
+            .manifests
+            .iter()
+            .filter(|m| !doomed.contains(&m.digest));
+        let mut referenced: HashSet<&Digest> = HashSet::new();
+        for manifest in remaining {
+            live.insert(&manifest.digest);
+            referenced.extend(&manifest.references);
+        }
+        let (links, kept): (Vec<&LinkSnapshot>, Vec<&LinkSnapshot>) = repository
+            .links
+            .iter()
+            .partition(|link| !referenced.contains(&link.digest) && link.linked_at < cutoff);
+        live.extend(kept.iter().map(|link| &link.digest));
+        repositories.push(RepositoryPlan {
+            links: links.into_iter().cloned().collect(),
+            ..planned
+        });
+    }
+    let blobs = snapshot
+        .blobs
+        .iter()
+        .filter(|blob| !live.contains(&blob.digest) && blob.touched_at < cutoff)
+        .cloned()
+        .collect();
+    Plan {
+        repositories,
+        blobs,
+    }
+}
+
+/// Tags retention drops and manifests no remaining tag reaches.
+fn plan_repository(
+    repository: &RepositorySnapshot,
+    rules: &StorageRules,
+    now: Timestamp,
+    grace: Duration,
+) -> RepositoryPlan {
+    let rule = rules.retention(&repository.name);
+    let immutable = rules.immutable(&repository.name);
+    let by_digest: HashMap<&Digest, &ManifestSnapshot> = repository
+        .manifests
+        .iter()
+        .map(|m| (&m.digest, m))
+        .collect();
+    let pulled_recently = |manifest: &ManifestSnapshot| {
+        let window = rule.and_then(|r| r.keep_pulled_within);
+        window.is_some_and(|w| {
+            manifest
+                .pulled_at
+                .is_some_and(|at| at >= now.saturating_sub(millis(w)))
+        })
+    };
+    let mut tags = Vec::new();
+    if let Some((rule, keep)) = rule.and_then(|r| r.keep_tags.map(|k| (r, k))) {
+        let mut counted: Vec<&TagSnapshot> = repository
+            .tags
+            .iter()
+            .filter(|t| rule.counts(&t.name))
+            .collect();
+        counted.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then(a.name.cmp(&b.name)));
+        tags = counted
+            .into_iter()
+            .skip(keep)
+            .filter(|t| immutable.pattern_for(&t.name).is_none())
+            .filter(|t| !by_digest.get(&t.digest).is_some_and(|m| pulled_recently(m)))
+            .cloned()
+            .collect();
+    }
+    let dropped: HashSet<&str> = tags.iter().map(|t| t.name.as_str()).collect();
+
+    // Reachable from the remaining tags, through index entries and from a
+    // manifest to the referrers whose subject it is.
+    let mut referrers: HashMap<&Digest, Vec<&Digest>> = HashMap::new();
+    for manifest in &repository.manifests {
+        if let Some(subject) = &manifest.subject {
+            referrers.entry(subject).or_default().push(&manifest.digest);
+        }
+    }
+    let mut reachable: HashSet<&Digest> = HashSet::new();
+    let mut pending: Vec<&Digest> = repository
+        .tags
+        .iter()
+        .filter(|t| !dropped.contains(t.name.as_str()))
+        .map(|t| &t.digest)
+        .collect();
+    while let Some(digest) = pending.pop() {
+        if !reachable.insert(digest) {
+            continue;
+        }
+        if let Some(manifest) = by_digest.get(digest) {
+            pending.extend(
+                manifest
+                    .references
+                    .iter()
+                    .filter(|r| by_digest.contains_key(r)),
+            );
+        }
+        pending.extend(referrers.get(digest).into_iter().flatten().copied());
+    }
+    let untagged_after = rule.and_then(|r| r.untagged_after).unwrap_or(grace);
+    let manifest_cutoff = now.saturating_sub(millis(untagged_after.max(grace)));
+    let manifests = repository
+        .manifests
+        .iter()
+        .filter(|m| !reachable.contains(&m.digest))
+        .filter(|m| m.touched_at < manifest_cutoff && !pulled_recently(m))
+        .cloned()
+        .collect();
+    RepositoryPlan {
+        name: repository.name.clone(),
+        tags,
+        manifests,
+        manifest_cutoff,
+        links: Vec::new(),
+    }
+}
+
+/// How many deletes go into one metadata transaction: short enough that
+/// pushes waiting for the write lock hardly notice.
+const BATCH: usize = 500;
+/// How long a run may hold the collection lease before another berth may
+/// take it.
+const LEASE: Duration = Duration::from_secs(15 * 60);
+const LEASE_NAME: &str = "gc";
+
+/// Reports progress through a phase.
+struct Meter<'a> {
+    progress: &'a (dyn Fn(GcProgress) + Send + Sync),
+    phase: GcPhase,
+    total: u64,
+    done: u64,
+}
+
+impl<'a> Meter<'a> {
+    fn start(
+        progress: &'a (dyn Fn(GcProgress) + Send + Sync),
+        phase: GcPhase,
+        total: usize,
+    ) -> Self {
+        let meter = Meter {
+            progress,
+            phase,
+            total: total as u64,
+            done: 0,
+        };
+        meter.report();
+        meter
+    }
+
+    fn advance(&mut self, by: usize) {
+        self.done += by as u64;
+        self.report();
+    }
+
+    fn report(&self) {
+        (self.progress)(GcProgress {
+            phase: self.phase,
+            done: self.done,
+            total: self.total,
+        });
+    }
+}
+
+impl Registry {
+    /// Runs a collection (or, with `dry_run`, finds out what it would do).
+    /// Fails with [`RegistryError::GcBusy`] while another one runs.
+    pub async fn collect(
+        &self,
+        options: GcOptions,
+        progress: &(dyn Fn(GcProgress) + Send + Sync),
+    ) -> Result<GcReport> {
+        let grace = options.grace.unwrap_or(self.config.gc_grace);
+        let started = now();
+        if options.dry_run {
+            return self.survey(started, grace, progress).await;
+        }
+        let until = started.saturating_add(millis(LEASE));
+        if !self
+            .metadata
+            .take_lease(LEASE_NAME, &self.instance, started, until)
+            .await?
+        {
+            return Err(RegistryError::GcBusy);
+        }
+        let report = self.sweep(started, grace, progress).await;
+        if let Err(e) = self
+            .metadata
+            .release_lease(LEASE_NAME, &self.instance)
+            .await
+        {
+            tracing::warn!(error = %e, "could not release the collection lease");
+        }
+        report
+    }
+
+    /// What a collection at `started` would delete, deleting nothing.
+    async fn survey(
+        &self,
+        started: Timestamp,
+        grace: Duration,
+        progress: &(dyn Fn(GcProgress) + Send + Sync),
+    ) -> Result<GcReport> {
+        let snapshot = self.metadata.gc_snapshot().await?;
+        let plan = plan(&snapshot, &self.config.rules, started, grace);
+        let mut report = GcReport {
+            dry_run: true,
+            ..GcReport::default()
+        };
+        for repository in &plan.repositories {
+            report
+                .tags
+                .extend(repository.tags.iter().map(|t| tag_ref(&repository.name, t)));
+            report.manifests.extend(
+                repository
+                    .manifests
+                    .iter()
+                    .map(|m| manifest_ref(&repository.name, m)),
+            );
+            report.links += repository.links.len() as u64;
+        }
+        report.blobs = plan.blobs.iter().map(blob_ref).collect();
+        report.orphans = self
+            .orphans(started.saturating_sub(millis(grace)), progress)
+            .await?;
+        Ok(report)
+    }
+
+    async fn sweep(
+        &self,
+        started: Timestamp,
+        grace: Duration,
+        progress: &(dyn Fn(GcProgress) + Send + Sync),
+    ) -> Result<GcReport> {
+        let cutoff = started.saturating_sub(millis(grace));
+        let mut report = GcReport::default();
+        // Bytes a run that stopped half-way left aside.
+        for stashed in self.blobs.stashed().await? {
+            self.settle_stash(stashed).await?;
+        }
+        let snapshot = self.metadata.gc_snapshot().await?;
+        let plan = plan(&snapshot, &self.config.rules, started, grace);
+
+        let total = plan.repositories.iter().map(|r| r.tags.len()).sum();
+        let mut meter = Meter::start(progress, GcPhase::Tags, total);
+        for repository in &plan.repositories {
+            for batch in repository.tags.chunks(BATCH) {
+                let deleted = self
+                    .metadata
+                    .delete_tags_if_unchanged(&repository.name, batch.to_vec())
+                    .await?;
+                report.tags.extend(deleted.into_iter().map(|tag| TagRef {
+                    repository: repository.name.clone(),
+                    tag,
+                }));
+                meter.advance(batch.len());
+            }
+        }
+
+        let total = plan.repositories.iter().map(|r| r.manifests.len()).sum();
+        let mut meter = Meter::start(progress, GcPhase::Manifests, total);
+        for repository in &plan.repositories {
+            // One batch per repository: an index and its entries go together.
+            if repository.manifests.is_empty() {
+                continue;
+            }
+            let digests = repository
+                .manifests
+                .iter()
+                .map(|m| m.digest.clone())
+                .collect();
+            let deleted = self
+                .metadata
+                .delete_manifests_if_untouched(
+                    &repository.name,
+                    digests,
+                    repository.manifest_cutoff,
+                )
+                .await?;
+            let deleted: HashSet<Digest> = deleted.into_iter().collect();
+            for manifest in &repository.manifests {
+                if deleted.contains(&manifest.digest) {
+                    self.manifests.remove(&manifest.digest);
+                    report
+                        .manifests
+                        .push(manifest_ref(&repository.name, manifest));
+                }
+            }
+            meter.advance(repository.manifests.len());
+        }
+
+        let total = plan.repositories.iter().map(|r| r.links.len()).sum();
+        let mut meter = Meter::start(progress, GcPhase::Links, total);
+        for repository in &plan.repositories {
+            for batch in repository.links.chunks(BATCH) {
+                let digests = batch.iter().map(|l| l.digest.clone()).collect();
+                let deleted = self
+                    .metadata
+                    .delete_links_if_unreferenced(&repository.name, digests, cutoff)
+                    .await?;
+                report.links += deleted.len() as u64;
+                meter.advance(batch.len());
+            }
+        }
+
+        let mut meter = Meter::start(progress, GcPhase::Blobs, plan.blobs.len());
+        for batch in plan.blobs.chunks(BATCH) {
+            let digests = batch.iter().map(|b| b.digest.clone()).collect();
+            let forgotten: HashSet<Digest> = self
+                .metadata
+                .forget_blobs_if_unused(digests, cutoff)
+                .await?
+                .into_iter()
+                .collect();
+            for blob in batch.iter().filter(|b| forgotten.contains(&b.digest)) {
+                self.remove_bytes(&blob.digest).await?;
+                report.blobs.push(blob_ref(blob));
+            }
+            meter.advance(batch.len());
+        }
+
+        for orphan in self.orphans(cutoff, progress).await? {
+            if self.remove_bytes(&orphan.digest).await? {
+                report.orphans.push(orphan);
+            }
+        }
+        Ok(report)
+    }
+
+    /// Stored bytes no metadata records, last written before `cutoff`.
+    async fn orphans(
+        &self,
+        cutoff: Timestamp,
+        progress: &(dyn Fn(GcProgress) + Send + Sync),
+    ) -> Result<Vec<BlobRef>> {
+        let mut meter = Meter::start(progress, GcPhase::Orphans, 0);
+        let mut orphans = Vec::new();
+        let mut after: Option<Digest> = None;
+        loop {
+            let page = self.blobs.list(after.as_ref(), BATCH).await?;
+            let Some(last) = page.last() else {
+                return Ok(orphans);
+            };
+            after = Some(last.digest.clone());
+            let recorded: HashSet<Digest> = self
+                .metadata
+                .recorded_blobs(page.iter().map(|b| b.digest.clone()).collect())
+                .await?
+                .into_iter()
+                .collect();
+            meter.total += page.len() as u64;
+            orphans.extend(
+                page.iter()
+                    .filter(|b| b.modified < cutoff && !recorded.contains(&b.digest))
+                    .map(|b| BlobRef {
+                        digest: b.digest.clone(),
+                        size: b.size,
+                    }),
+            );
+            meter.advance(page.len());
+        }
+    }
+
+    /// Removes the bytes of a blob the metadata no longer records, unless
+    /// an upload records it again meanwhile; returns whether they went.
+    async fn remove_bytes(&self, digest: &Digest) -> Result<bool> {
+        match self.blobs.stash(digest).await? {
+            Some(stashed) => self.settle_stash(stashed).await,
+            None => Ok(false),
+        }
+    }
+
+    /// Removes the bytes of a refused push, unless something records them:
+    /// they may be another repository's. A failure is left to collection.
+    pub(crate) async fn discard_unrecorded(&self, digest: &Digest) {
+        let removed = match self.metadata.blob_recorded(digest).await {
+            Ok(true) => return,
+            Ok(false) => self.remove_bytes(digest).await,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = removed {
+            tracing::warn!(%digest, error = %e, "could not remove the bytes of a refused push");
+        }
+    }
+
+    /// Restores stashed bytes that something records now, or purges them.
+    async fn settle_stash(&self, stashed: Stashed) -> Result<bool> {
+        if self.metadata.blob_recorded(&stashed.digest).await? {
+            self.blobs.restore(stashed).await?;
+            Ok(false)
+        } else {
+            self.blobs.purge(stashed).await?;
+            Ok(true)
+        }
+    }
+}
+
+fn tag_ref(repository: &str, tag: &TagSnapshot) -> TagRef {
+    TagRef {
+        repository: repository.to_owned(),
+        tag: tag.name.clone(),
+    }
+}
+
+fn manifest_ref(repository: &str, manifest: &ManifestSnapshot) -> ManifestRef {
+    ManifestRef {
+        repository: repository.to_owned(),
+        digest: manifest.digest.clone(),
+        size: manifest.size,
+    }
+}
+
+fn blob_ref(blob: &BlobSnapshot) -> BlobRef {
+    BlobRef {
+        digest: blob.digest.clone(),
+        size: blob.size,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::{ImmutableRule, RetentionRule};
+    use berth_oci::{RepositoryPattern, TagPattern};
+
+    fn d(name: &str) -> Digest {
+        Digest::sha256_of(name.as_bytes())
+    }
+
+    fn manifest(name: &str, touched_at: Timestamp, references: &[&str]) -> ManifestSnapshot {
+        ManifestSnapshot {
+            digest: d(name),
+            size: 10,
+            subject: None,
+            references: references.iter().map(|r| d(r)).collect(),
+            touched_at,
+            pulled_at: None,
+        }
+    }
+
+    fn tag(name: &str, target: &str, updated_at: Timestamp) -> TagSnapshot {
+        TagSnapshot {
+            name: name.into(),
+            digest: d(target),
+            updated_at,
+        }
+    }
+
+    fn link(name: &str, linked_at: Timestamp) -> LinkSnapshot {
+        LinkSnapshot {
+            digest: d(name),
+            size: 100,
+            linked_at,
+        }
+    }
+
+    fn blob(name: &str, touched_at: Timestamp) -> BlobSnapshot {
+        BlobSnapshot {
+            digest: d(name),
+            size: 100,
+            touched_at,
+        }
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+    const NOW: Timestamp = 100_000_000;
+    const OLD: Timestamp = NOW - 7_200_000;
+    const NEW: Timestamp = NOW - 60_000;
+
+    fn names(manifests: &[ManifestSnapshot]) -> HashSet<Digest> {
+        manifests.iter().map(|m| m.digest.clone()).collect()
+    }
+
+    /// One repository: a tagged image, an index with two children and a
+    /// signature of the index (untagged, reachable), an old untagged image,
+    /// a new untagged image (in its grace period), and layers of each.
+    fn snapshot() -> GcSnapshot {
+        let mut signature = manifest("signature", OLD, &["sig-blob"]);
+        signature.subject = Some(d("index"));
+        let repository = RepositorySnapshot {
+            name: "team/app".into(),
+            manifests: vec![
+                manifest("tagged", OLD, &["layer-a"]),
+                manifest("index", OLD, &["child-1", "child-2"]),
+                manifest("child-1", OLD, &["layer-b"]),
+                manifest("child-2", OLD, &["layer-c"]),
+                signature,
+                manifest("old-untagged", OLD, &["layer-d", "layer-a"]),
+                manifest("new-untagged", NEW, &["layer-e"]),
+            ],
+            tags: vec![tag("v1", "tagged", OLD), tag("multi", "index", OLD)],
+            links: [
+                "layer-a", "layer-b", "layer-c", "sig-blob", "layer-d", "layer-e",
+            ]
+            .into_iter()
+            .map(|l| link(l, OLD))
+            .chain([
+                link("pushed-before-its-manifest", NEW),
+                link("abandoned", OLD),
+            ])
+            .collect(),
+        };
+        let blobs = [
+            "layer-a",
+            "layer-b",
+            "layer-c",
+            "sig-blob",
+            "layer-d",
+            "layer-e",
+            "pushed-before-its-manifest",
+            "abandoned",
+        ]
+        .into_iter()
+        .map(|b| blob(b, OLD))
+        .chain(repository.manifests.iter().map(|m| BlobSnapshot {
+            digest: m.digest.clone(),
+            size: m.size,
+            touched_at: m.touched_at,
+        }))
+        .chain([blob("deleted-long-ago", OLD), blob("deleted-just-now", NEW)])
+        .collect();
+        GcSnapshot {
+            repositories: vec![repository],
+            blobs,
+        }
+    }
+
+    #[test]
+    fn what_no_tag_reaches_goes_after_the_grace_period() {
+        let plan = plan(&snapshot(), &StorageRules::default(), NOW, HOUR);
+        let repository = &plan.repositories[0];
+        assert!(repository.tags.is_empty());
+        assert_eq!(
+            names(&repository.manifests),
+            HashSet::from([d("old-untagged")])
+        );
+        let links: HashSet<Digest> = repository.links.iter().map(|l| l.digest.clone()).collect();
+        // layer-a is still used by the tagged image.
+        assert_eq!(links, HashSet::from([d("layer-d"), d("abandoned")]));
+        let blobs: HashSet<Digest> = plan.blobs.iter().map(|b| b.digest.clone()).collect();
+        assert_eq!(
+            blobs,
+            HashSet::from([
+                d("layer-d"),
+                d("abandoned"),
+                d("old-untagged"),
+                d("deleted-long-ago")
+            ])
+        );
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_tags_and_what_was_pulled() {
+        let mut snapshot = snapshot();
+        let repository = &mut snapshot.repositories[0];
+        for (i, name) in ["old-untagged", "new-untagged"].into_iter().enumerate() {
+            repository
+                .tags
+                .push(tag(&format!("build-{i}"), name, OLD + i as Timestamp));
+        }
+        repository.tags.push(tag("build-2", "tagged", OLD + 2));
+        repository.manifests[5].pulled_at = Some(NEW);
+        let rules = StorageRules {
+            retention: vec![RetentionRule {
+                repositories: RepositoryPattern::parse("team/**").unwrap(),
+                tags: vec![TagPattern::parse("build-*").unwrap()],
+                keep_tags: Some(1),
+                untagged_after: Some(Duration::from_secs(30)),
+                keep_pulled_within: Some(HOUR),
+            }],
+            ..StorageRules::default()
+        };
+        let plan = plan(&snapshot, &rules, NOW, Duration::ZERO);
+        let tags: Vec<&str> = plan.repositories[0]
+            .tags
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
+        // build-2 is the newest; build-0's manifest was pulled within the hour.
+        assert_eq!(tags, ["build-1"]);
+        // Untagged now, and older than untagged_after: new-untagged goes.
+        assert_eq!(
+            names(&plan.repositories[0].manifests),
+            HashSet::from([d("new-untagged")])
+        );
+
+        // Immutable tags are never counted out.
+        let rules = StorageRules {
+            immutable: vec![ImmutableRule {
+                repositories: RepositoryPattern::parse("**").unwrap(),
+                tags: vec![TagPattern::parse("build-1").unwrap()],
+            }],
+            ..rules
+        };
+        let plan = super::plan(&snapshot, &rules, NOW, Duration::ZERO);
+        assert!(plan.repositories[0].tags.is_empty());
+    }
+}
