@@ -18,8 +18,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use berth_storage::SqliteMetadataStore;
+use berth_testkit::{noise, sha256};
 use r2d2_sqlite::rusqlite::{Connection, params};
-use sha2::Digest as _;
 
 const REPOSITORIES: usize = 100;
 const MANIFESTS_PER_REPOSITORY: usize = 100;
@@ -30,27 +30,6 @@ const BASELINE_PUSHES: usize = 200;
 /// At most this many pushes, or this long, while the collection runs.
 const MAX_PUSHES_DURING: usize = 5000;
 const MAX_DURING: Duration = Duration::from_secs(300);
-
-fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex(&sha2::Sha256::digest(bytes)))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Distinct pseudo-random bytes for `seed`.
-fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
 
 fn store_file(data: &Path, digest: &str, content: &[u8]) {
     let hex = &digest["sha256:".len()..];
@@ -98,7 +77,7 @@ fn build_store(data: &Path) {
             let mut blobs = Vec::new();
             for _ in 0..BLOBS_PER_MANIFEST {
                 seed += 1;
-                let content = bytes(seed, BLOB_BYTES);
+                let content = noise(BLOB_BYTES, seed);
                 let digest = sha256(&content);
                 store_file(data, &digest, &content);
                 tx.execute(
@@ -207,7 +186,7 @@ async fn push(http: &reqwest::Client, base: &str, seed: u64) -> Duration {
     let started = Instant::now();
     let mut blobs = Vec::new();
     for (i, len) in [(0u64, 512usize), (1, 64 * 1024)] {
-        let content = bytes(1_000_000_000 + seed * 2 + i, len);
+        let content = noise(len, 1_000_000_000 + seed * 2 + i);
         let digest = sha256(&content);
         let r = http
             .post(format!(
@@ -253,6 +232,8 @@ async fn main() {
     eprintln!("   built in {:.1} s", building.elapsed().as_secs_f64());
 
     let berth = Berth::start(&data);
+    // reqwest is built without a crypto provider of its own; berth uses ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let password = std::fs::read_to_string(data.join("admin-password")).unwrap();
     let mut headers = reqwest::header::HeaderMap::new();
     let basic = base64::Engine::encode(
@@ -279,18 +260,32 @@ async fn main() {
         let base = berth.base.clone();
         tokio::spawn(async move {
             let started = Instant::now();
-            let text = http
+            let mut response = http
                 .post(format!("{base}/berth/v1/gc"))
                 .body("{}")
                 .send()
                 .await
-                .unwrap()
-                .text()
-                .await
                 .unwrap();
+            // When each phase began, from the progress lines as they come.
+            let mut phases: Vec<(String, Duration)> = Vec::new();
+            let mut text = Vec::new();
+            while let Some(chunk) = response.chunk().await.unwrap() {
+                text.extend_from_slice(&chunk);
+                for line in String::from_utf8_lossy(&chunk).lines() {
+                    let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+                        continue;
+                    };
+                    if let Some(phase) = event["progress"]["phase"].as_str()
+                        && phases.last().is_none_or(|(p, _)| p != phase)
+                    {
+                        phases.push((phase.to_owned(), started.elapsed()));
+                    }
+                }
+            }
+            let text = String::from_utf8(text).unwrap();
             let report: serde_json::Value =
                 serde_json::from_str(text.lines().last().unwrap()).unwrap();
-            (started.elapsed(), report)
+            (started.elapsed(), phases, report)
         })
     };
     let mut during = Vec::new();
@@ -300,7 +295,7 @@ async fn main() {
         during.push(push(&http, &berth.base, seed).await);
         seed += 1;
     }
-    let (took, report) = gc.await.unwrap();
+    let (took, phases, report) = gc.await.unwrap();
     let report = &report["report"];
     during.sort();
 
@@ -315,6 +310,17 @@ async fn main() {
         report["links"],
         count("blobs"),
         report["bytes"].as_u64().unwrap_or(0) as f64 / 1e6,
+    );
+    let ends = phases.iter().skip(1).map(|(_, at)| *at).chain([took]);
+    let spans: Vec<String> = phases
+        .iter()
+        .zip(ends)
+        .map(|((phase, start), end)| format!("{phase} {:.1} s", (end - *start).as_secs_f64()))
+        .collect();
+    println!(
+        "gc phases: snapshot and plan {:.1} s, {}",
+        phases.first().map_or(took, |(_, at)| *at).as_secs_f64(),
+        spans.join(", ")
     );
     for (name, sample) in [("without gc", &baseline), ("during gc", &during)] {
         println!(

@@ -581,6 +581,14 @@ mod tests {
         file
     }
 
+    fn resolve_file(file: &tempfile::NamedTempFile) -> Result<ServeConfig, ConfigError> {
+        ServeArgs {
+            config: Some(file.path().to_owned()),
+            ..Default::default()
+        }
+        .resolve()
+    }
+
     #[test]
     fn defaults() {
         let c = ServeArgs::default().resolve().unwrap();
@@ -595,14 +603,7 @@ mod tests {
 
     #[test]
     fn pull_credential_ttl() {
-        let resolve = |text: &str| {
-            let file = write(text);
-            ServeArgs {
-                config: Some(file.path().to_owned()),
-                ..Default::default()
-            }
-            .resolve()
-        };
+        let resolve = |text: &str| resolve_file(&write(text));
         let c = resolve("[auth]\npull_credential_ttl = \"90m\"\n").unwrap();
         assert_eq!(c.auth.pull_credential_ttl, Duration::from_secs(5400));
         let err = resolve("[auth]\npull_credential_ttl = \"0s\"\n").unwrap_err();
@@ -717,6 +718,67 @@ mod tests {
         };
         let err = args.resolve().unwrap_err().to_string();
         assert!(err.contains("upload_ttl"), "{err}");
+    }
+
+    #[test]
+    fn storage_rules_and_collection_settings() {
+        let file = write(
+            r#"
+reserve_space = "16MiB"
+
+[gc]
+interval = "30m"
+grace = "2h"
+
+[[quota]]
+repositories = "team-a/**"
+limit = "10GiB"
+
+[[immutable]]
+repositories = ["prod/**", "release/*"]
+tags = ["v*"]
+
+[[retention]]
+repositories = ["ci/**"]
+keep_tags = 5
+keep_pulled_within = "30d"
+"#,
+        );
+        let c = resolve_file(&file).unwrap();
+        assert_eq!(c.reserve_space, 16 << 20);
+        assert_eq!(c.gc_interval, Duration::from_secs(1800));
+        assert_eq!(c.registry.gc_grace, Duration::from_secs(7200));
+        let rules = &c.registry.rules;
+        assert_eq!(rules.quota("team-a/x").unwrap().limit, 10 << 30);
+        assert!(rules.immutable("release/app").pattern_for("v2").is_some());
+        let retention = rules.retention("ci/app").unwrap();
+        assert_eq!(retention.keep_tags, Some(5));
+        assert!(
+            retention.counts("anything"),
+            "all tags count without `tags`"
+        );
+
+        for (text, expected) in [
+            (
+                "[[quota]]\nrepositories = \"a/**\"\nlimit = \"lots\"\n",
+                "quota 1: limit",
+            ),
+            (
+                "[[immutable]]\nrepositories = [\"a\"]\ntags = []\n",
+                "name the tags",
+            ),
+            ("[[retention]]\nrepositories = [\"a\"]\n", "does nothing"),
+            (
+                "[[retention]]\nrepositories = [\"/a\"]\nkeep_tags = 1\n",
+                "retention rule 1",
+            ),
+            ("reserve_space = \"-1\"\n", "reserve_space"),
+        ] {
+            let err = resolve_file(&write(text)).unwrap_err().to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+        assert_eq!(parse_size("1GB"), Ok(1_000_000_000));
+        assert!(parse_size("many").unwrap_err().contains("64MiB"));
     }
 
     #[test]

@@ -144,14 +144,10 @@ async fn serve(config: ServeConfig) -> Result<()> {
     // for HTTP/2; its pings at that interval drop peers that vanished.
     let idle = config.idle_timeout;
     let builder = server.http_builder();
-    // hyper refuses heads past its limits with an empty answer; berth's own
-    // lower limits answer in the spec's format, so hyper must parse more
-    // header fields than berth accepts.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(idle)
-        .max_headers(4 * berth_server::limits::MAX_HEADERS);
+        .header_read_timeout(idle);
     builder
         .http2()
         .timer(TokioTimer::new())

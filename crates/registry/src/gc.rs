@@ -264,10 +264,18 @@ fn plan_repository(
 /// How many deletes go into one metadata transaction: short enough that
 /// pushes waiting for the write lock hardly notice.
 const BATCH: usize = 500;
+/// After each batch a run pauses this many times as long as the batch
+/// took: collection is background work, and pushes and pulls come first.
+const PAUSE_PER_WORK: f64 = 1.5;
 /// How long a run may hold the collection lease before another berth may
 /// take it.
 const LEASE: Duration = Duration::from_secs(15 * 60);
 const LEASE_NAME: &str = "gc";
+
+/// Lets requests have the machine for a while after `work` took its time.
+async fn pause_after(work: std::time::Instant) {
+    tokio::time::sleep(work.elapsed().mul_f64(PAUSE_PER_WORK)).await;
+}
 
 /// Reports progress through a phase.
 struct Meter<'a> {
@@ -380,9 +388,8 @@ impl Registry {
         let cutoff = started.saturating_sub(millis(grace));
         let mut report = GcReport::default();
         // Bytes a run that stopped half-way left aside.
-        for stashed in self.blobs.stashed().await? {
-            self.settle_stash(stashed).await?;
-        }
+        let left = self.blobs.stashed().await?;
+        self.settle_stashes(left).await?;
         let snapshot = self.metadata.gc_snapshot().await?;
         let plan = plan(&snapshot, &self.config.rules, started, grace);
 
@@ -390,6 +397,7 @@ impl Registry {
         let mut meter = Meter::start(progress, GcPhase::Tags, total);
         for repository in &plan.repositories {
             for batch in repository.tags.chunks(BATCH) {
+                let work = std::time::Instant::now();
                 let deleted = self
                     .metadata
                     .delete_tags_if_unchanged(&repository.name, batch.to_vec())
@@ -399,6 +407,7 @@ impl Registry {
                     tag,
                 }));
                 meter.advance(batch.len());
+                pause_after(work).await;
             }
         }
 
@@ -409,6 +418,7 @@ impl Registry {
             if repository.manifests.is_empty() {
                 continue;
             }
+            let work = std::time::Instant::now();
             let digests = repository
                 .manifests
                 .iter()
@@ -432,42 +442,61 @@ impl Registry {
                 }
             }
             meter.advance(repository.manifests.len());
+            pause_after(work).await;
         }
 
         let total = plan.repositories.iter().map(|r| r.links.len()).sum();
         let mut meter = Meter::start(progress, GcPhase::Links, total);
         for repository in &plan.repositories {
             for batch in repository.links.chunks(BATCH) {
-                let digests = batch.iter().map(|l| l.digest.clone()).collect();
+                let work = std::time::Instant::now();
                 let deleted = self
                     .metadata
-                    .delete_links_if_unreferenced(&repository.name, digests, cutoff)
+                    .delete_links_if_unreferenced(&repository.name, batch.to_vec(), cutoff)
                     .await?;
                 report.links += deleted.len() as u64;
                 meter.advance(batch.len());
+                pause_after(work).await;
             }
         }
 
         let mut meter = Meter::start(progress, GcPhase::Blobs, plan.blobs.len());
         for batch in plan.blobs.chunks(BATCH) {
+            let work = std::time::Instant::now();
             let digests = batch.iter().map(|b| b.digest.clone()).collect();
-            let forgotten: HashSet<Digest> = self
+            let forgotten = self
                 .metadata
                 .forget_blobs_if_unused(digests, cutoff)
-                .await?
-                .into_iter()
+                .await?;
+            let forgotten: HashSet<Digest> = forgotten.into_iter().collect();
+            let gone: Vec<Digest> = batch
+                .iter()
+                .filter(|b| forgotten.contains(&b.digest))
+                .map(|b| b.digest.clone())
                 .collect();
-            for blob in batch.iter().filter(|b| forgotten.contains(&b.digest)) {
-                self.remove_bytes(&blob.digest).await?;
-                report.blobs.push(blob_ref(blob));
-            }
+            self.remove_bytes(&gone).await?;
+            report.blobs.extend(
+                batch
+                    .iter()
+                    .filter(|b| forgotten.contains(&b.digest))
+                    .map(blob_ref),
+            );
             meter.advance(batch.len());
+            pause_after(work).await;
         }
 
-        for orphan in self.orphans(cutoff, progress).await? {
-            if self.remove_bytes(&orphan.digest).await? {
-                report.orphans.push(orphan);
-            }
+        let orphans = self.orphans(cutoff, progress).await?;
+        for batch in orphans.chunks(BATCH) {
+            let work = std::time::Instant::now();
+            let digests: Vec<Digest> = batch.iter().map(|o| o.digest.clone()).collect();
+            let removed: HashSet<Digest> = self.remove_bytes(&digests).await?.into_iter().collect();
+            report.orphans.extend(
+                batch
+                    .iter()
+                    .filter(|o| removed.contains(&o.digest))
+                    .cloned(),
+            );
+            pause_after(work).await;
         }
         Ok(report)
     }
@@ -506,13 +535,11 @@ impl Registry {
         }
     }
 
-    /// Removes the bytes of a blob the metadata no longer records, unless
-    /// an upload records it again meanwhile; returns whether they went.
-    async fn remove_bytes(&self, digest: &Digest) -> Result<bool> {
-        match self.blobs.stash(digest).await? {
-            Some(stashed) => self.settle_stash(stashed).await,
-            None => Ok(false),
-        }
+    /// Removes the bytes of blobs the metadata no longer records, unless an
+    /// upload records them again meanwhile; returns those that went.
+    async fn remove_bytes(&self, digests: &[Digest]) -> Result<Vec<Digest>> {
+        let stashed = self.blobs.stash(digests).await?;
+        self.settle_stashes(stashed).await
     }
 
     /// Removes the bytes of a refused push, unless something records them:
@@ -520,7 +547,7 @@ impl Registry {
     pub(crate) async fn discard_unrecorded(&self, digest: &Digest) {
         let removed = match self.metadata.blob_recorded(digest).await {
             Ok(true) => return,
-            Ok(false) => self.remove_bytes(digest).await,
+            Ok(false) => self.remove_bytes(std::slice::from_ref(digest)).await,
             Err(e) => Err(e.into()),
         };
         if let Err(e) = removed {
@@ -528,15 +555,26 @@ impl Registry {
         }
     }
 
-    /// Restores stashed bytes that something records now, or purges them.
-    async fn settle_stash(&self, stashed: Stashed) -> Result<bool> {
-        if self.metadata.blob_recorded(&stashed.digest).await? {
-            self.blobs.restore(stashed).await?;
-            Ok(false)
-        } else {
-            self.blobs.purge(stashed).await?;
-            Ok(true)
+    /// Restores stashed bytes that something records now, and purges the
+    /// rest; returns the digests purged.
+    async fn settle_stashes(&self, stashed: Vec<Stashed>) -> Result<Vec<Digest>> {
+        if stashed.is_empty() {
+            return Ok(Vec::new());
         }
+        let digests = stashed.iter().map(|s| s.digest.clone()).collect();
+        let recorded: HashSet<Digest> = self
+            .metadata
+            .recorded_blobs(digests)
+            .await?
+            .into_iter()
+            .collect();
+        let (restore, purge): (Vec<Stashed>, Vec<Stashed>) = stashed
+            .into_iter()
+            .partition(|s| recorded.contains(&s.digest));
+        self.blobs.restore(restore).await?;
+        let purged = purge.iter().map(|s| s.digest.clone()).collect();
+        self.blobs.purge(purge).await?;
+        Ok(purged)
     }
 }
 

@@ -30,7 +30,7 @@ pub struct RetentionRule {
 
 impl RetentionRule {
     /// Whether `keep_tags` counts (and may delete) `tag`.
-    pub(crate) fn counts(&self, tag: &str) -> bool {
+    pub fn counts(&self, tag: &str) -> bool {
         self.tags.iter().any(|p| p.matches(tag))
     }
 }

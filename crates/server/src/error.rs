@@ -23,7 +23,7 @@ use berth_registry::RegistryError;
 use serde_json::json;
 
 use crate::body::SmallBodyError;
-use crate::limits::{MAX_HEADER_BYTES, MAX_HEADERS};
+use crate::limits::MAX_HEADER_BYTES;
 use crate::response::upload_headers;
 
 /// The error codes of the OCI Distribution Specification v1.1.
@@ -138,11 +138,8 @@ pub enum EdgeError {
     HostInvalid(String),
     #[error("the request target is {length} bytes long; berth accepts at most {limit}")]
     UriTooLong { length: usize, limit: usize },
-    #[error(
-        "the request has {fields} header fields taking {size} bytes; berth accepts at most \
-         {MAX_HEADERS} fields and {MAX_HEADER_BYTES} bytes"
-    )]
-    HeadersTooLarge { fields: usize, size: usize },
+    #[error("the request headers take {size} bytes; berth accepts at most {MAX_HEADER_BYTES}")]
+    HeadersTooLarge { size: usize },
     #[error("not ready: {0}")]
     NotReady(String),
     #[error("{0}")]

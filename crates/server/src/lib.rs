@@ -54,16 +54,16 @@ pub fn app(state: AppState) -> Router {
         .fallback(routes::dispatch)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .with_state(Arc::new(state))
-        .layer(axum::middleware::from_fn(limits::check_head))
         .layer(SetResponseHeaderLayer::overriding(
             HeaderName::from_static("docker-distribution-api-version"),
             HeaderValue::from_static("registry/2.0"),
         ))
         .layer(axum::middleware::from_fn(logging::log_request))
-        // A stalled, trickling or vanished client's body errors out instead
-        // of holding its connection (and upload) open.
+        // Heads past berth's limits are refused; a stalled, trickling or
+        // vanished client's body errors out instead of holding its
+        // connection (and upload) open.
         .layer(axum::middleware::from_fn(move |request, next| {
-            body::guard(pace, request, next)
+            limits::enforce(pace, request, next)
         }))
         // Outermost (layers wrap what is added before them), so it sees
         // hyper's own body, which knows when it is empty or complete.

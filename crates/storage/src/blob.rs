@@ -115,15 +115,16 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Discards upload `id`; discarding an absent upload is not an error.
     async fn delete_upload(&self, id: &str) -> StorageResult<()>;
 
-    /// Moves a blob's bytes aside; `None` if there were none.
-    async fn stash(&self, digest: &Digest) -> StorageResult<Option<Stashed>>;
+    /// Moves blobs' bytes aside; returns those that had bytes. Many at a
+    /// time, since a collection removes thousands.
+    async fn stash(&self, digests: &[Digest]) -> StorageResult<Vec<Stashed>>;
 
-    /// Puts stashed bytes back (or drops them if the blob was stored again
-    /// meanwhile).
-    async fn restore(&self, stashed: Stashed) -> StorageResult<()>;
+    /// Puts stashed bytes back (or drops them where the blob was stored
+    /// again meanwhile).
+    async fn restore(&self, stashed: Vec<Stashed>) -> StorageResult<()>;
 
-    /// Removes stashed bytes for good; returns how many bytes that freed.
-    async fn purge(&self, stashed: Stashed) -> StorageResult<u64>;
+    /// Removes stashed bytes for good.
+    async fn purge(&self, stashed: Vec<Stashed>) -> StorageResult<()>;
 
     /// What is stashed now: left by a collector that stopped between its two
     /// steps, to be settled by the next one.

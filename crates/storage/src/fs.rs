@@ -585,36 +585,64 @@ impl BlobStore for FsBlobStore {
         }
     }
 
-    async fn stash(&self, digest: &Digest) -> StorageResult<Option<Stashed>> {
-        let key = format!(
-            "{}-{}-{}",
-            digest.algorithm().name(),
-            digest.encoded(),
-            self.unique()
-        );
-        let trash = self.root.join("trash").join(&key);
-        match tokio::fs::rename(self.blob_path(digest), trash).await {
-            Ok(()) => Ok(Some(Stashed {
-                digest: digest.clone(),
-                key,
-            })),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    async fn restore(&self, stashed: Stashed) -> StorageResult<()> {
-        let from = self.root.join("trash").join(&stashed.key);
-        let to = self.blob_path(&stashed.digest);
-        blocking(move || Ok(publish(&from, &to)?)).await
-    }
-
-    async fn purge(&self, stashed: Stashed) -> StorageResult<u64> {
-        let path = self.root.join("trash").join(&stashed.key);
+    async fn stash(&self, digests: &[Digest]) -> StorageResult<Vec<Stashed>> {
+        let moves: Vec<(PathBuf, Stashed)> = digests
+            .iter()
+            .map(|digest| {
+                let key = format!(
+                    "{}-{}-{}",
+                    digest.algorithm().name(),
+                    digest.encoded(),
+                    self.unique()
+                );
+                let stashed = Stashed {
+                    digest: digest.clone(),
+                    key,
+                };
+                (self.blob_path(digest), stashed)
+            })
+            .collect();
+        let trash = self.root.join("trash");
         blocking(move || {
-            let size = fs::metadata(&path)?.len();
-            fs::remove_file(&path)?;
-            Ok(size)
+            let mut stashed = Vec::new();
+            for (from, entry) in moves {
+                match fs::rename(&from, trash.join(&entry.key)) {
+                    Ok(()) => stashed.push(entry),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(stashed)
+        })
+        .await
+    }
+
+    async fn restore(&self, stashed: Vec<Stashed>) -> StorageResult<()> {
+        let moves: Vec<(PathBuf, PathBuf)> = stashed
+            .iter()
+            .map(|s| {
+                (
+                    self.root.join("trash").join(&s.key),
+                    self.blob_path(&s.digest),
+                )
+            })
+            .collect();
+        blocking(move || {
+            for (from, to) in moves {
+                publish(&from, &to)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn purge(&self, stashed: Vec<Stashed>) -> StorageResult<()> {
+        let trash = self.root.join("trash");
+        blocking(move || {
+            for entry in stashed {
+                fs::remove_file(trash.join(&entry.key))?;
+            }
+            Ok(())
         })
         .await
     }
@@ -864,13 +892,20 @@ mod tests {
         store.write_all(&digest, content.clone()).await.unwrap();
         store.write_all(&digest, content.clone()).await.unwrap();
         assert_eq!(store.read_all(&digest).await.unwrap(), content);
-        let stashed = store.stash(&digest).await.unwrap().unwrap();
-        assert!(store.stash(&digest).await.unwrap().is_none());
+        let stashed = store.stash(std::slice::from_ref(&digest)).await.unwrap();
+        assert_eq!(stashed.len(), 1);
+        assert!(
+            store
+                .stash(std::slice::from_ref(&digest))
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert!(matches!(
             store.read_all(&digest).await,
             Err(StorageError::BlobNotFound(_))
         ));
-        assert_eq!(store.purge(stashed).await.unwrap(), 2);
+        store.purge(stashed).await.unwrap();
         assert!(store.stashed().await.unwrap().is_empty());
     }
 
@@ -900,7 +935,7 @@ mod tests {
             store.commit_upload("b", &digest).await.unwrap(),
             Committed::AlreadyStored { size: 5 }
         );
-        let stashed = store.stash(&digest).await.unwrap().unwrap();
+        let stashed = store.stash(std::slice::from_ref(&digest)).await.unwrap();
         store.settle_upload("b", &digest).await.unwrap();
         assert_eq!(store.read_all(&digest).await.unwrap(), &b"layer"[..]);
         // The collector saw the blob recorded again: restoring finds it back.
@@ -922,11 +957,8 @@ mod tests {
             Err(StorageError::UploadNotFound(_))
         ));
         // A stash restored after nothing took its place.
-        let stashed = store.stash(&digest).await.unwrap().unwrap();
-        assert_eq!(
-            store.stashed().await.unwrap(),
-            std::slice::from_ref(&stashed)
-        );
+        let stashed = store.stash(std::slice::from_ref(&digest)).await.unwrap();
+        assert_eq!(store.stashed().await.unwrap(), stashed);
         store.restore(stashed).await.unwrap();
         assert_eq!(store.stat(&digest).await.unwrap(), Some(5));
     }

@@ -360,7 +360,7 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn delete_links_if_unreferenced(
         &self,
         repository: &str,
-        digests: Vec<Digest>,
+        links: Vec<LinkSnapshot>,
         before: Timestamp,
     ) -> StorageResult<Vec<Digest>>;
 

@@ -133,8 +133,20 @@ enum Stale {
     Repository(String),
 }
 
+/// How long a write waits for another one to finish before it fails.
+const BUSY_ATTEMPTS: i32 = 10_000;
+
+/// Waits a millisecond for the database to be free, [`BUSY_ATTEMPTS`] times
+/// at most. SQLite's own busy timeout backs off to 100 ms sleeps, so a push
+/// that meets a collection's transaction would wait far longer than the
+/// transaction lasts.
+fn busy_wait(attempt: i32) -> bool {
+    std::thread::sleep(Duration::from_millis(1));
+    attempt < BUSY_ATTEMPTS
+}
+
 fn configure(conn: &mut Connection) -> Result<(), r2d2_sqlite::rusqlite::Error> {
-    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.busy_handler(Some(busy_wait))?;
     // FULL: a transaction reported committed survives a power cut, not just a crash.
     conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
 }
@@ -206,6 +218,15 @@ impl SqliteMetadataStore {
         self.with_conn(move |conn| transact(conn, f)).await
     }
 
+    /// [`Self::write`] for a collection's deletes, with [`deferred`]
+    /// durability.
+    async fn collect<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> StorageResult<T> + Send + 'static,
+    ) -> StorageResult<T> {
+        self.with_conn(move |conn| deferred(conn, f)).await
+    }
+
     /// [`Self::write`] for manifests and tags: then, committed or not, forgets
     /// the `stale` lookups. That happens on the blocking thread with the
     /// write itself, so it is done even when the request that asked for the
@@ -216,9 +237,31 @@ impl SqliteMetadataStore {
         stale: Stale,
         f: impl FnOnce(&Connection) -> StorageResult<T> + Send + 'static,
     ) -> StorageResult<T> {
+        self.change_manifests(stale, transact, f).await
+    }
+
+    /// [`Self::write_manifests`] for a collection's deletes, with
+    /// [`deferred`] durability.
+    async fn collect_manifests<T: Send + 'static>(
+        &self,
+        stale: Stale,
+        f: impl FnOnce(&Connection) -> StorageResult<T> + Send + 'static,
+    ) -> StorageResult<T> {
+        self.change_manifests(stale, deferred, f).await
+    }
+
+    async fn change_manifests<T: Send + 'static, F>(
+        &self,
+        stale: Stale,
+        run: fn(&mut Connection, F) -> StorageResult<T>,
+        f: F,
+    ) -> StorageResult<T>
+    where
+        F: FnOnce(&Connection) -> StorageResult<T> + Send + 'static,
+    {
         let lookups = self.lookups.clone();
         self.with_conn(move |conn| {
-            let outcome = transact(conn, f);
+            let outcome = run(conn, f);
             match stale {
                 Stale::Keys(keys) => lookups.invalidate(keys),
                 Stale::Repository(name) => lookups.invalidate_repository(&name),
@@ -252,6 +295,22 @@ fn migrate(conn: &mut Connection, path: &Path) -> StorageResult<()> {
         tx.commit()?;
     }
     Ok(())
+}
+
+/// [`transact`], durable only by the next full commit or checkpoint: for a
+/// collection's deletes of tags, manifests and links, which a power cut may
+/// undo without harm (the next run makes them again), so they spare pushes
+/// a flush each. Checkpointed at once, so the pages they wrote are not left
+/// for whichever push next crosses the log's checkpoint threshold.
+fn deferred<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&Connection) -> StorageResult<T>,
+) -> StorageResult<T> {
+    conn.execute_batch("PRAGMA synchronous = NORMAL")?;
+    let outcome = transact(conn, f);
+    conn.execute_batch("PRAGMA synchronous = FULL")?;
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+    outcome
 }
 
 /// `f` in an immediate (write-locking) transaction, committed.
@@ -1025,7 +1084,7 @@ impl MetadataStore for SqliteMetadataStore {
         tags: Vec<TagSnapshot>,
     ) -> StorageResult<Vec<String>> {
         let name = repository.to_owned();
-        self.write_manifests(Stale::Repository(name.clone()), move |tx| {
+        self.collect_manifests(Stale::Repository(name.clone()), move |tx| {
             let Some(id) = repository_id(tx, &name)? else {
                 return Ok(Vec::new());
             };
@@ -1052,7 +1111,7 @@ impl MetadataStore for SqliteMetadataStore {
         before: Timestamp,
     ) -> StorageResult<Vec<Digest>> {
         let name = repository.to_owned();
-        self.write_manifests(Stale::Repository(name.clone()), move |tx| {
+        self.collect_manifests(Stale::Repository(name.clone()), move |tx| {
             let Some(id) = repository_id(tx, &name)? else {
                 return Ok(Vec::new());
             };
@@ -1094,11 +1153,11 @@ impl MetadataStore for SqliteMetadataStore {
     async fn delete_links_if_unreferenced(
         &self,
         repository: &str,
-        digests: Vec<Digest>,
+        links: Vec<LinkSnapshot>,
         before: Timestamp,
     ) -> StorageResult<Vec<Digest>> {
         let name = repository.to_owned();
-        self.write(move |tx| {
+        self.collect(move |tx| {
             let Some(id) = repository_id(tx, &name)? else {
                 return Ok(Vec::new());
             };
@@ -1109,12 +1168,15 @@ impl MetadataStore for SqliteMetadataStore {
                                      WHERE r.repository_id = ?1 AND r.child_digest = ?2)",
             )?;
             let mut deleted = Vec::new();
-            for digest in digests {
-                if delete.execute(params![id, digest.as_str(), before])? == 1 {
-                    add_bytes(tx, id, -(blob_size(tx, digest.as_str())? as i64))?;
-                    deleted.push(digest);
+            // Sizes never change under a digest: the snapshot's are right.
+            let mut freed = 0i64;
+            for link in links {
+                if delete.execute(params![id, link.digest.as_str(), before])? == 1 {
+                    freed += link.size as i64;
+                    deleted.push(link.digest);
                 }
             }
+            add_bytes(tx, id, -freed)?;
             Ok(deleted)
         })
         .await
@@ -1125,6 +1187,8 @@ impl MetadataStore for SqliteMetadataStore {
         digests: Vec<Digest>,
         before: Timestamp,
     ) -> StorageResult<Vec<Digest>> {
+        // Durable before the bytes go: a blob recorded again after a power
+        // cut must have them.
         self.write(move |tx| {
             let mut forget = tx.prepare_cached(
                 "DELETE FROM blobs WHERE digest = ?1 AND touched_at < ?2
@@ -1541,17 +1605,27 @@ mod tests {
             .await
             .unwrap();
         let both = vec![used.clone(), unused.clone()];
+        let links = |digests: &[&Digest]| -> Vec<LinkSnapshot> {
+            digests
+                .iter()
+                .map(|d| LinkSnapshot {
+                    digest: (*d).clone(),
+                    size: if *d == &used { 4 } else { 6 },
+                    linked_at: 0,
+                })
+                .collect()
+        };
         // Linked at 10: not before a cutoff of 10.
         assert!(
             store
-                .delete_links_if_unreferenced("app", both.clone(), 10)
+                .delete_links_if_unreferenced("app", links(&[&used, &unused]), 10)
                 .await
                 .unwrap()
                 .is_empty()
         );
         assert_eq!(
             store
-                .delete_links_if_unreferenced("app", both.clone(), 11)
+                .delete_links_if_unreferenced("app", links(&[&used, &unused]), 11)
                 .await
                 .unwrap(),
             std::slice::from_ref(&unused)
@@ -1578,7 +1652,7 @@ mod tests {
         );
         assert_eq!(
             store
-                .delete_links_if_unreferenced("app", vec![used.clone()], 11)
+                .delete_links_if_unreferenced("app", links(&[&used]), 11)
                 .await
                 .unwrap(),
             std::slice::from_ref(&used)

@@ -1,8 +1,33 @@
-//! berth-testkit: what the test suites of several crates share, so each
-//! runs the real tools the same way. Only ever a dev-dependency.
+//! berth-testkit: what the test suites (and benchmarks) of several crates
+//! share, so each runs the real tools the same way and makes its data the
+//! same way. Only ever a dev-dependency.
 
 use std::path::PathBuf;
 use std::process::Command;
+
+use sha2::Digest as _;
+
+/// The OCI digest of `bytes`, `sha256:<hex>`.
+pub fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex(&sha2::Sha256::digest(bytes)))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so tests need no RNG crate.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
 
 /// The machine's real `kubectl` (or `$KUBECTL`), with an empty kubeconfig of
 /// its own so no context namespace leaks into what it prints, and a

@@ -1111,12 +1111,7 @@ async fn deleting_tags_manifests_and_blobs() {
     assert_eq!(r.status(), 404);
     assert_eq!(error_code(r).await, "BLOB_UNKNOWN");
     // Its bytes stay until a collection finds nothing uses them.
-    let hex = &blob["sha256:".len()..];
-    let file = server
-        .data_dir
-        .join("blobs/sha256")
-        .join(&hex[..2])
-        .join(hex);
+    let file = server.blob_file(&blob);
     assert!(file.exists());
     let report = api.gc(false, Some(0)).await;
     assert!(

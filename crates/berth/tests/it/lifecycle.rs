@@ -299,14 +299,8 @@ actions = ["delete"]
         .put_manifest("team/app", "broken", OCI_MANIFEST, missing.as_bytes())
         .await;
     assert_eq!(r.status(), 400);
-    let hex = &sha256(missing.as_bytes())["sha256:".len()..];
     assert!(
-        !f.server
-            .data_dir
-            .join("blobs/sha256")
-            .join(&hex[..2])
-            .join(hex)
-            .exists(),
+        !f.server.blob_file(&sha256(missing.as_bytes())).exists(),
         "a refused manifest leaves no bytes"
     );
 }
@@ -540,15 +534,7 @@ limit = "64KiB"
         .unwrap();
     assert_eq!(r.status(), 403);
     assert_eq!(error_code(r).await, "DENIED");
-    let hex = &digest["sha256:".len()..];
-    assert!(
-        !server
-            .data_dir
-            .join("blobs/sha256")
-            .join(&hex[..2])
-            .join(hex)
-            .exists()
-    );
+    assert!(!server.blob_file(&digest).exists());
     assert_eq!(du(&server.data_dir.join("uploads")), 0);
     // Other repositories are not bound by it.
     api.push_blob("team-b/app", &refused).await;
@@ -573,10 +559,9 @@ async fn unrecorded_bytes_are_found_and_removed() {
     let before = stored(&server);
     let place = |content: &[u8], age: Duration| {
         let digest = sha256(content);
-        let hex = &digest["sha256:".len()..];
-        let dir = server.data_dir.join("blobs/sha256").join(&hex[..2]);
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = std::fs::File::create(dir.join(hex)).unwrap();
+        let path = server.blob_file(&digest);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let file = std::fs::File::create(path).unwrap();
         use std::io::Write as _;
         (&file).write_all(content).unwrap();
         file.set_modified(SystemTime::now() - age).unwrap();

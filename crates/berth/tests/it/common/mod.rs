@@ -9,8 +9,6 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use sha2::Digest as _;
-
 /// A berth server started by a test, killed when dropped.
 pub struct Server {
     child: Child,
@@ -90,6 +88,12 @@ impl Server {
         format!("{}{path}", self.base)
     }
 
+    /// Where the blob store keeps the bytes of `digest` (`sha256:…`).
+    pub fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = &digest["sha256:".len()..];
+        self.data_dir.join("blobs/sha256").join(&hex[..2]).join(hex)
+    }
+
     /// The password of the `admin` user berth created on first start.
     pub fn admin_password(&self) -> String {
         std::fs::read_to_string(self.data_dir.join("admin-password"))
@@ -165,26 +169,7 @@ impl Drop for Server {
     }
 }
 
-pub fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex(&sha2::Sha256::digest(bytes)))
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Deterministic pseudo-random bytes (xorshift), so tests need no RNG crate.
-pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
+pub use berth_testkit::{hex, noise, sha256};
 
 /// Runs an external tool, failing the test with its output when it fails, and
 /// with an install hint when it is missing.
