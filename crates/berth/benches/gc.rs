@@ -149,6 +149,9 @@ impl Berth {
                 "127.0.0.1:0",
                 "--gc-interval",
                 "0s",
+                // The untagged manifests are two hours old.
+                "--gc-untagged-after",
+                "1h",
                 "--data-dir",
             ])
             .arg(data)

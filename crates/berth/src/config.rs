@@ -83,6 +83,12 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_GC_GRACE", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub gc_grace: Option<Duration>,
 
+    /// Garbage collection deletes untagged manifests nothing reaches once this
+    /// old, unless a retention rule says otherwise; never sooner than
+    /// --gc-grace [default: 7d]
+    #[arg(long, env = "BERTH_GC_UNTAGGED_AFTER", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub gc_untagged_after: Option<Duration>,
+
     /// Free space blob data never takes, so the metadata database and garbage
     /// collection keep working on a full disk, e.g. 64MiB or 1GB [default: 64MiB]
     #[arg(long, env = "BERTH_RESERVE_SPACE", value_name = "SIZE", value_parser = parse_size)]
@@ -206,6 +212,7 @@ struct FileConfig {
 struct FileGc {
     interval: Option<String>,
     grace: Option<String>,
+    untagged_after: Option<String>,
 }
 
 /// `[[quota]]`: the repositories a pattern matches hold at most `limit`, together.
@@ -412,6 +419,9 @@ impl ServeArgs {
             .or(duration("gc.interval", &file.gc.interval)?)
             .unwrap_or(DEFAULT_GC_INTERVAL);
         let gc_grace = self.gc_grace.or(duration("gc.grace", &file.gc.grace)?);
+        let gc_untagged_after = self
+            .gc_untagged_after
+            .or(duration("gc.untagged_after", &file.gc.untagged_after)?);
         let reserve_space = match (self.reserve_space, &file.reserve_space) {
             (Some(size), _) => size,
             (None, Some(text)) => {
@@ -484,6 +494,7 @@ impl ServeArgs {
                     .unwrap_or(defaults.max_manifest_bytes),
                 upload_ttl: self.upload_ttl.or(file_ttl).unwrap_or(defaults.upload_ttl),
                 gc_grace: gc_grace.unwrap_or(defaults.gc_grace),
+                gc_untagged_after: gc_untagged_after.unwrap_or(defaults.gc_untagged_after),
                 rules,
                 ..defaults
             },
@@ -521,6 +532,7 @@ fn storage_rules(
         rules.quotas.push(Quota {
             repositories: pattern(&what, &quota.repositories)?,
             limit: parse_size(&quota.limit).map_err(|e| format!("{what}: limit {e}"))?,
+            excluded: Vec::new(),
         });
     }
     for (i, rule) in immutable.iter().enumerate() {
@@ -729,6 +741,7 @@ reserve_space = "16MiB"
 [gc]
 interval = "30m"
 grace = "2h"
+untagged_after = "14d"
 
 [[quota]]
 repositories = "team-a/**"
@@ -748,6 +761,10 @@ keep_pulled_within = "30d"
         assert_eq!(c.reserve_space, 16 << 20);
         assert_eq!(c.gc_interval, Duration::from_secs(1800));
         assert_eq!(c.registry.gc_grace, Duration::from_secs(7200));
+        assert_eq!(
+            c.registry.gc_untagged_after,
+            Duration::from_secs(14 * 24 * 3600)
+        );
         let rules = &c.registry.rules;
         assert_eq!(rules.quota("team-a/x").unwrap().limit, 10 << 30);
         assert!(rules.immutable("release/app").pattern_for("v2").is_some());

@@ -119,6 +119,12 @@ async fn serve(config: ServeConfig) -> Result<()> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%addr, data_dir = %data_dir.display(), "berth listening on {scheme}://{addr}");
 
+    // Bytes a collection stopped between its two steps left aside: back in
+    // place if recorded, before anything asks for them.
+    registry
+        .settle_abandoned_stashes()
+        .await
+        .context("cannot settle the blob store's trash/")?;
     let expiry = tokio::spawn(expire_uploads(registry.clone()));
     let collection = (!config.gc_interval.is_zero())
         .then(|| tokio::spawn(collect(registry.clone(), config.gc_interval)));

@@ -2,9 +2,10 @@
 //! in this process or any other berth sharing the store.
 //!
 //! A run reads one snapshot of the metadata and *plans* from it ([`plan`], a
-//! pure function): tags that retention rules drop; manifests no tag reaches
-//! (through index entries and referrers) that are older than the grace
-//! period (or the rule's `untagged_after`); links of a repository to blobs
+//! pure function): tags that retention rules drop; manifests nothing kept
+//! reaches (a tag, or a manifest pulled within a rule's window, through
+//! index entries and referrers) once older than `untagged_after` (seven days
+//! unless configured, never less than the grace period); links of a repository to blobs
 //! no remaining manifest of it references; blobs no remaining link or
 //! manifest needs. Then it *applies* the plan with conditional deletes that
 //! check again, in the metadata store's own transactions, that each thing
@@ -134,14 +135,24 @@ fn millis(duration: Duration) -> Timestamp {
     Timestamp::try_from(duration.as_millis()).unwrap_or(Timestamp::MAX)
 }
 
+/// How old things must be before a collection takes them.
+#[derive(Debug, Clone, Copy)]
+struct Ages {
+    /// Anything younger is left alone.
+    grace: Duration,
+    /// Untagged manifests nothing reaches go once this old, unless a
+    /// retention rule says otherwise (never sooner than `grace`).
+    untagged_after: Duration,
+}
+
 /// Decides, from one snapshot, what is unused as of `now`: see the module
 /// documentation.
-fn plan(snapshot: &GcSnapshot, rules: &StorageRules, now: Timestamp, grace: Duration) -> Plan {
-    let cutoff = now.saturating_sub(millis(grace));
+fn plan(snapshot: &GcSnapshot, rules: &StorageRules, now: Timestamp, ages: Ages) -> Plan {
+    let cutoff = now.saturating_sub(millis(ages.grace));
     let mut live: HashSet<&Digest> = HashSet::new();
     let mut repositories = Vec::new();
     for repository in &snapshot.repositories {
-        let planned = plan_repository(repository, rules, now, grace);
+        let planned = plan_repository(repository, rules, now, ages);
         let doomed: HashSet<&Digest> = planned.manifests.iter().map(|m| &m.digest).collect();
         let remaining = repository
             .manifests
@@ -174,12 +185,14 @@ fn plan(snapshot: &GcSnapshot, rules: &StorageRules, now: Timestamp, grace: Dura
     }
 }
 
-/// Tags retention drops and manifests no remaining tag reaches.
+/// Tags retention drops, and manifests that nothing kept reaches (a
+/// remaining tag, or a manifest pulled within the rule's window), parents
+/// before what they list.
 fn plan_repository(
     repository: &RepositorySnapshot,
     rules: &StorageRules,
     now: Timestamp,
-    grace: Duration,
+    ages: Ages,
 ) -> RepositoryPlan {
     let rule = rules.retention(&repository.name);
     let immutable = rules.immutable(&repository.name);
@@ -198,16 +211,16 @@ fn plan_repository(
     };
     let mut tags = Vec::new();
     if let Some((rule, keep)) = rule.and_then(|r| r.keep_tags.map(|k| (r, k))) {
+        // Immutable tags are never deleted, so they take none of the slots.
         let mut counted: Vec<&TagSnapshot> = repository
             .tags
             .iter()
-            .filter(|t| rule.counts(&t.name))
+            .filter(|t| rule.counts(&t.name) && immutable.pattern_for(&t.name).is_none())
             .collect();
         counted.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then(a.name.cmp(&b.name)));
         tags = counted
             .into_iter()
             .skip(keep)
-            .filter(|t| immutable.pattern_for(&t.name).is_none())
             .filter(|t| !by_digest.get(&t.digest).is_some_and(|m| pulled_recently(m)))
             .cloned()
             .collect();
@@ -228,6 +241,13 @@ fn plan_repository(
         .iter()
         .filter(|t| !dropped.contains(t.name.as_str()))
         .map(|t| &t.digest)
+        .chain(
+            repository
+                .manifests
+                .iter()
+                .filter(|m| pulled_recently(m))
+                .map(|m| &m.digest),
+        )
         .collect();
     while let Some(digest) = pending.pop() {
         if !reachable.insert(digest) {
@@ -243,15 +263,22 @@ fn plan_repository(
         }
         pending.extend(referrers.get(digest).into_iter().flatten().copied());
     }
-    let untagged_after = rule.and_then(|r| r.untagged_after).unwrap_or(grace);
-    let manifest_cutoff = now.saturating_sub(millis(untagged_after.max(grace)));
-    let manifests = repository
+    let untagged_after = rule
+        .and_then(|r| r.untagged_after)
+        .unwrap_or(ages.untagged_after);
+    let manifest_cutoff = now.saturating_sub(millis(untagged_after.max(ages.grace)));
+    let mut manifests: Vec<ManifestSnapshot> = repository
         .manifests
         .iter()
         .filter(|m| !reachable.contains(&m.digest))
-        .filter(|m| m.touched_at < manifest_cutoff && !pulled_recently(m))
+        .filter(|m| m.touched_at < manifest_cutoff)
         .cloned()
         .collect();
+    // A manifest that another going one lists goes after it: each batch
+    // can then delete what it holds (an entry still listed stays).
+    let listed: HashSet<&Digest> = manifests.iter().flat_map(|m| &m.references).collect();
+    let listed: HashSet<Digest> = listed.into_iter().cloned().collect();
+    manifests.sort_by_key(|m| listed.contains(&m.digest));
     RepositoryPlan {
         name: repository.name.clone(),
         tags,
@@ -271,6 +298,14 @@ const PAUSE_PER_WORK: f64 = 1.5;
 /// take it.
 const LEASE: Duration = Duration::from_secs(15 * 60);
 const LEASE_NAME: &str = "gc";
+/// A stash a remover is still settling is younger than this: its two steps
+/// take milliseconds.
+const STASH_SETTLED_WITHIN: Duration = Duration::from_secs(60);
+
+/// A run's hold on the collection lease.
+struct Lease {
+    holder: String,
+}
 
 /// Lets requests have the machine for a while after `work` took its time.
 async fn pause_after(work: std::time::Instant) {
@@ -323,39 +358,64 @@ impl Registry {
         options: GcOptions,
         progress: &(dyn Fn(GcProgress) + Send + Sync),
     ) -> Result<GcReport> {
-        let grace = options.grace.unwrap_or(self.config.gc_grace);
+        let ages = Ages {
+            grace: options.grace.unwrap_or(self.config.gc_grace),
+            untagged_after: self.config.gc_untagged_after,
+        };
         let started = now();
         if options.dry_run {
-            return self.survey(started, grace, progress).await;
+            return self.survey(started, ages, progress).await;
         }
-        let until = started.saturating_add(millis(LEASE));
-        if !self
-            .metadata
-            .take_lease(LEASE_NAME, &self.instance, started, until)
-            .await?
-        {
+        // A holder per run: a second run, in this process or another, finds
+        // the lease taken.
+        let lease = Lease {
+            holder: format!("{}/{}", self.instance, uuid::Uuid::new_v4()),
+        };
+        if !self.renew(&lease).await? {
             return Err(RegistryError::GcBusy);
         }
-        let report = self.sweep(started, grace, progress).await;
-        if let Err(e) = self
-            .metadata
-            .release_lease(LEASE_NAME, &self.instance)
-            .await
-        {
+        let report = self.sweep(started, ages, &lease, progress).await;
+        if let Err(e) = self.metadata.release_lease(LEASE_NAME, &lease.holder).await {
             tracing::warn!(error = %e, "could not release the collection lease");
         }
         report
+    }
+
+    /// Takes or extends the collection lease; false if another run holds it.
+    async fn renew(&self, lease: &Lease) -> Result<bool> {
+        let at = now();
+        Ok(self
+            .metadata
+            .take_lease(
+                LEASE_NAME,
+                &lease.holder,
+                at,
+                at.saturating_add(millis(LEASE)),
+            )
+            .await?)
+    }
+
+    /// Settles what removers that stopped between their two steps left
+    /// stashed: bytes recorded again are restored, the rest purged. Stashes
+    /// younger than [`STASH_SETTLED_WITHIN`] belong to a remover still at
+    /// work and are left to it.
+    pub async fn settle_abandoned_stashes(&self) -> Result<()> {
+        let before = now().saturating_sub(millis(STASH_SETTLED_WITHIN));
+        let abandoned = self.blobs.stashed().await?;
+        let abandoned = abandoned.into_iter().filter(|s| s.at < before).collect();
+        self.settle_stashes(abandoned).await?;
+        Ok(())
     }
 
     /// What a collection at `started` would delete, deleting nothing.
     async fn survey(
         &self,
         started: Timestamp,
-        grace: Duration,
+        ages: Ages,
         progress: &(dyn Fn(GcProgress) + Send + Sync),
     ) -> Result<GcReport> {
         let snapshot = self.metadata.gc_snapshot().await?;
-        let plan = plan(&snapshot, &self.config.rules, started, grace);
+        let plan = plan(&snapshot, &self.config.rules, started, ages);
         let mut report = GcReport {
             dry_run: true,
             ..GcReport::default()
@@ -374,7 +434,7 @@ impl Registry {
         }
         report.blobs = plan.blobs.iter().map(blob_ref).collect();
         report.orphans = self
-            .orphans(started.saturating_sub(millis(grace)), progress)
+            .orphans(started.saturating_sub(millis(ages.grace)), progress)
             .await?;
         Ok(report)
     }
@@ -382,16 +442,15 @@ impl Registry {
     async fn sweep(
         &self,
         started: Timestamp,
-        grace: Duration,
+        ages: Ages,
+        lease: &Lease,
         progress: &(dyn Fn(GcProgress) + Send + Sync),
     ) -> Result<GcReport> {
-        let cutoff = started.saturating_sub(millis(grace));
+        let cutoff = started.saturating_sub(millis(ages.grace));
         let mut report = GcReport::default();
-        // Bytes a run that stopped half-way left aside.
-        let left = self.blobs.stashed().await?;
-        self.settle_stashes(left).await?;
+        self.settle_abandoned_stashes().await?;
         let snapshot = self.metadata.gc_snapshot().await?;
-        let plan = plan(&snapshot, &self.config.rules, started, grace);
+        let plan = plan(&snapshot, &self.config.rules, started, ages);
 
         let total = plan.repositories.iter().map(|r| r.tags.len()).sum();
         let mut meter = Meter::start(progress, GcPhase::Tags, total);
@@ -411,39 +470,35 @@ impl Registry {
             }
         }
 
+        self.renew(lease).await?;
         let total = plan.repositories.iter().map(|r| r.manifests.len()).sum();
         let mut meter = Meter::start(progress, GcPhase::Manifests, total);
         for repository in &plan.repositories {
-            // One batch per repository: an index and its entries go together.
-            if repository.manifests.is_empty() {
-                continue;
-            }
-            let work = std::time::Instant::now();
-            let digests = repository
-                .manifests
-                .iter()
-                .map(|m| m.digest.clone())
-                .collect();
-            let deleted = self
-                .metadata
-                .delete_manifests_if_untouched(
-                    &repository.name,
-                    digests,
-                    repository.manifest_cutoff,
-                )
-                .await?;
-            let deleted: HashSet<Digest> = deleted.into_iter().collect();
-            for manifest in &repository.manifests {
-                if deleted.contains(&manifest.digest) {
+            // Planned parents first: an entry still listed by a manifest of
+            // a later batch stays, for the next run.
+            for batch in repository.manifests.chunks(BATCH) {
+                let work = std::time::Instant::now();
+                let digests = batch.iter().map(|m| m.digest.clone()).collect();
+                let deleted = self
+                    .metadata
+                    .delete_manifests_if_untouched(
+                        &repository.name,
+                        digests,
+                        repository.manifest_cutoff,
+                    )
+                    .await?;
+                let deleted: HashSet<Digest> = deleted.into_iter().collect();
+                for manifest in batch.iter().filter(|m| deleted.contains(&m.digest)) {
                     self.manifests.remove(&manifest.digest);
                     report
                         .manifests
                         .push(manifest_ref(&repository.name, manifest));
                 }
+                meter.advance(batch.len());
+                pause_after(work).await;
             }
-            meter.advance(repository.manifests.len());
-            pause_after(work).await;
         }
+        self.renew(lease).await?;
 
         let total = plan.repositories.iter().map(|r| r.links.len()).sum();
         let mut meter = Meter::start(progress, GcPhase::Links, total);
@@ -460,6 +515,7 @@ impl Registry {
             }
         }
 
+        self.renew(lease).await?;
         let mut meter = Meter::start(progress, GcPhase::Blobs, plan.blobs.len());
         for batch in plan.blobs.chunks(BATCH) {
             let work = std::time::Instant::now();
@@ -485,6 +541,7 @@ impl Registry {
             pause_after(work).await;
         }
 
+        self.renew(lease).await?;
         let orphans = self.orphans(cutoff, progress).await?;
         for batch in orphans.chunks(BATCH) {
             let work = std::time::Instant::now();
@@ -710,7 +767,11 @@ mod tests {
 
     #[test]
     fn what_no_tag_reaches_goes_after_the_grace_period() {
-        let plan = plan(&snapshot(), &StorageRules::default(), NOW, HOUR);
+        let ages = Ages {
+            grace: HOUR,
+            untagged_after: HOUR,
+        };
+        let plan = plan(&snapshot(), &StorageRules::default(), NOW, ages);
         let repository = &plan.repositories[0];
         assert!(repository.tags.is_empty());
         assert_eq!(
@@ -729,6 +790,41 @@ mod tests {
                 d("old-untagged"),
                 d("deleted-long-ago")
             ])
+        );
+    }
+
+    #[test]
+    fn a_manifest_kept_for_its_pulls_keeps_its_referrers() {
+        let mut pulled = manifest("pinned", OLD, &["layer-a"]);
+        pulled.pulled_at = Some(NEW);
+        let mut signature = manifest("signature", OLD, &["sig-blob"]);
+        signature.subject = Some(d("pinned"));
+        let snapshot = GcSnapshot {
+            repositories: vec![RepositorySnapshot {
+                name: "team/app".into(),
+                manifests: vec![pulled, signature, manifest("forgotten", OLD, &[])],
+                ..RepositorySnapshot::default()
+            }],
+            blobs: vec![],
+        };
+        let rules = StorageRules {
+            retention: vec![RetentionRule {
+                repositories: RepositoryPattern::parse("**").unwrap(),
+                tags: vec![],
+                keep_tags: None,
+                untagged_after: Some(Duration::ZERO),
+                keep_pulled_within: Some(HOUR),
+            }],
+            ..StorageRules::default()
+        };
+        let ages = Ages {
+            grace: Duration::ZERO,
+            untagged_after: HOUR,
+        };
+        let plan = plan(&snapshot, &rules, NOW, ages);
+        assert_eq!(
+            names(&plan.repositories[0].manifests),
+            HashSet::from([d("forgotten")])
         );
     }
 
@@ -753,7 +849,11 @@ mod tests {
             }],
             ..StorageRules::default()
         };
-        let plan = plan(&snapshot, &rules, NOW, Duration::ZERO);
+        let ages = Ages {
+            grace: Duration::ZERO,
+            untagged_after: Duration::from_secs(7 * 24 * 3600),
+        };
+        let plan = plan(&snapshot, &rules, NOW, ages);
         let tags: Vec<&str> = plan.repositories[0]
             .tags
             .iter()
@@ -775,7 +875,7 @@ mod tests {
             }],
             ..rules
         };
-        let plan = super::plan(&snapshot, &rules, NOW, Duration::ZERO);
+        let plan = super::plan(&snapshot, &rules, NOW, ages);
         assert!(plan.repositories[0].tags.is_empty());
     }
 }

@@ -29,6 +29,10 @@ pub struct RegistryConfig {
     /// uploaded for a manifest not pushed yet, the entries of an index not
     /// pushed yet, an untagged push.
     pub gc_grace: Duration,
+    /// Untagged manifests nothing reaches go once this old (a retention
+    /// rule may say otherwise): long enough that a deployment pinned to a
+    /// digest after its tag moved keeps pulling for a while.
+    pub gc_untagged_after: Duration,
     /// Quotas, immutable tags and retention.
     pub rules: StorageRules,
 }
@@ -41,6 +45,7 @@ impl Default for RegistryConfig {
             upload_ttl: Duration::from_secs(24 * 3600),
             manifest_cache_bytes: 64 * 1024 * 1024,
             gc_grace: Duration::from_secs(3600),
+            gc_untagged_after: Duration::from_secs(7 * 24 * 3600),
             rules: StorageRules::default(),
         }
     }

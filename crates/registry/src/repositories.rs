@@ -33,7 +33,7 @@ impl Registry {
                 Some(quota) => Some(QuotaUsage {
                     pattern: quota.repositories.as_str().to_owned(),
                     limit: quota.limit,
-                    used: self.metadata.usage(&quota.repositories).await?,
+                    used: self.metadata.usage(&quota).await?,
                 }),
                 None => None,
             };

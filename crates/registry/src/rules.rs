@@ -45,10 +45,20 @@ pub struct StorageRules {
 }
 
 impl StorageRules {
-    pub fn quota(&self, repository: &str) -> Option<&Quota> {
-        self.quotas
+    /// The quota `repository` counts against: the first that matches, less
+    /// the repositories the quotas before it cover (which count there).
+    pub fn quota(&self, repository: &str) -> Option<Quota> {
+        let at = self
+            .quotas
             .iter()
-            .find(|q| q.repositories.matches(repository))
+            .position(|q| q.repositories.matches(repository))?;
+        Some(Quota {
+            excluded: self.quotas[..at]
+                .iter()
+                .map(|q| q.repositories.clone())
+                .collect(),
+            ..self.quotas[at].clone()
+        })
     }
 
     pub fn immutable(&self, repository: &str) -> ImmutableTags {
@@ -69,7 +79,7 @@ impl StorageRules {
 
     pub(crate) fn write_rules(&self, repository: &str) -> WriteRules {
         WriteRules {
-            quota: self.quota(repository).cloned(),
+            quota: self.quota(repository),
             immutable: self.immutable(repository),
         }
     }
@@ -90,10 +100,12 @@ mod tests {
                 Quota {
                     repositories: pattern("team-a/big"),
                     limit: 100,
+                    excluded: vec![],
                 },
                 Quota {
                     repositories: pattern("team-a/**"),
                     limit: 10,
+                    excluded: vec![],
                 },
             ],
             immutable: vec![
@@ -109,7 +121,10 @@ mod tests {
             retention: vec![],
         };
         assert_eq!(rules.quota("team-a/big").unwrap().limit, 100);
-        assert_eq!(rules.quota("team-a/app").unwrap().limit, 10);
+        let team = rules.quota("team-a/app").unwrap();
+        assert_eq!(team.limit, 10);
+        // team-a/big counts against its own quota, not the team's.
+        assert!(team.counts("team-a/app") && !team.counts("team-a/big"));
         assert!(rules.quota("team-b/app").is_none());
         let immutable = rules.immutable("team-a/app");
         assert!(immutable.pattern_for("v1").is_some());

@@ -5,7 +5,7 @@
 //! read its state or write to it, however it learned the id.
 
 use berth_oci::{Digest, RepositoryName};
-use berth_storage::{ByteStream, Committed, StorageError};
+use berth_storage::{ByteStream, StorageError};
 
 use crate::blobs::Blob;
 use crate::error::{RegistryError, Result};
@@ -85,7 +85,7 @@ impl Registry {
         let Some(quota) = self.config.rules.quota(repository.as_str()) else {
             return Ok(());
         };
-        let usage = self.metadata.usage(&quota.repositories).await?;
+        let usage = self.metadata.usage(&quota).await?;
         if usage.saturating_add(adding) > quota.limit || usage >= quota.limit {
             return Err(RegistryError::QuotaExceeded {
                 pattern: quota.repositories.as_str().to_owned(),
@@ -124,7 +124,7 @@ impl Registry {
         let repository = parse_name(repository)?;
         let digest = Digest::parse(digest)?;
         if let Some(from) = from.and_then(|f| RepositoryName::parse(f).ok()) {
-            let quota = self.config.rules.quota(repository.as_str()).cloned();
+            let quota = self.config.rules.quota(repository.as_str());
             if let Some(size) = self
                 .metadata
                 .mount_blob(&from, &repository, &digest, now(), quota)
@@ -281,30 +281,43 @@ impl Registry {
             };
             self.write_chunk(status, chunk).await?;
         }
-        let committed = self.blobs.commit_upload(id, &digest).await;
-        if matches!(committed, Err(StorageError::DigestMismatch { .. })) {
-            // The store discarded the bytes; forget the session too.
-            self.metadata.delete_upload(id).await?;
-        }
-        let committed = committed?;
-        let quota = self.config.rules.quota(repository.as_str()).cloned();
+        let size = match self.blobs.commit_upload(id, &digest).await {
+            Ok(size) => size,
+            Err(e) => {
+                // Wrong bytes (discarded by the store) or no room to make
+                // them durable: the session goes with them.
+                if matches!(
+                    e,
+                    StorageError::DigestMismatch { .. } | StorageError::Full(_)
+                ) {
+                    self.discard_upload(id).await;
+                }
+                return Err(e.into());
+            }
+        };
+        // Recorded first, made the blob second: whoever removes bytes that
+        // nothing records (a collection, a refused push of the same
+        // content) never removes bytes this record relies on.
+        let quota = self.config.rules.quota(repository.as_str());
         let linked = self
             .metadata
-            .link_blob(&repository, &digest, committed.size(), now(), quota)
+            .link_blob(&repository, &digest, size, now(), quota)
             .await;
         if let Err(e) = linked {
             // Refused (over quota) or failed: nothing of this upload stays.
-            if let Committed::Published { .. } = committed {
-                self.discard_unrecorded(&digest).await;
+            self.discard_upload(id).await;
+            return Err(e.into());
+        }
+        if let Err(e) = self.blobs.settle_upload(id, &digest).await {
+            // A record without bytes must not stay; a client retries the push.
+            if let Err(undo) = self.metadata.unlink_blob(&repository, &digest, true).await {
+                tracing::error!(%digest, error = %undo, "a blob is recorded without its bytes");
             }
             self.discard_upload(id).await;
             return Err(e.into());
         }
-        if let Committed::AlreadyStored { .. } = committed {
-            self.blobs.settle_upload(id, &digest).await?;
-        }
         self.metadata.delete_upload(id).await?;
-        Ok(Blob::new(digest, committed.size()))
+        Ok(Blob::new(digest, size))
     }
 
     pub async fn cancel_upload(&self, upload: UploadRef<'_>) -> Result<()> {

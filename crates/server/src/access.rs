@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use axum::http::uri::Authority;
-use axum::http::{HeaderMap, Method, header};
+use axum::http::{HeaderMap, Method, Uri, header};
 use berth_auth::{Action, AuthError, Authenticator, Credentials, Decision, Principal, Required};
 use berth_registry::Registry;
 
@@ -60,17 +60,21 @@ pub fn required(route: Route<'_>, method: &Method) -> Option<Required> {
     })
 }
 
-/// The host a client reached berth by, from `Host`, when it is one: it goes
-/// into the challenge's realm, inside quotes, so anything but a DNS name or
-/// an IP address with an optional port (a quote, a comma, user info) is
-/// refused rather than echoed.
-fn request_host(headers: &HeaderMap) -> Result<&str, EdgeError> {
-    let Some(value) = headers.get(header::HOST) else {
-        return Ok("localhost");
+/// The host a client reached berth by: `Host`, or the request target's
+/// authority (HTTP/2 sends `:authority` and no `Host`). It goes into the
+/// challenge's realm, inside quotes, so anything but a DNS name or an IP
+/// address with an optional port (a quote, a comma, user info) is refused
+/// rather than echoed.
+fn request_host<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> Result<&'a str, EdgeError> {
+    let text = match headers.get(header::HOST) {
+        Some(value) => value.to_str().map_err(|_| {
+            EdgeError::HostInvalid(String::from_utf8_lossy(value.as_bytes()).into())
+        })?,
+        None => match uri.authority() {
+            Some(authority) => authority.as_str(),
+            None => return Ok("localhost"),
+        },
     };
-    let text = value
-        .to_str()
-        .map_err(|_| EdgeError::HostInvalid(String::from_utf8_lossy(value.as_bytes()).into()))?;
     let is_host = |host: &str| match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         Some(ipv6) => ipv6.parse::<std::net::Ipv6Addr>().is_ok(),
         None => {
@@ -87,18 +91,27 @@ fn request_host(headers: &HeaderMap) -> Result<&str, EdgeError> {
 }
 
 impl AppState {
-    fn realm(&self, headers: &HeaderMap, client: ClientAddr) -> Result<String, EdgeError> {
+    fn realm(
+        &self,
+        headers: &HeaderMap,
+        uri: &Uri,
+        client: ClientAddr,
+    ) -> Result<String, EdgeError> {
         if let Some(realm) = &self.realm {
             return Ok(realm.clone());
         }
-        let host = request_host(headers)?;
+        let host = request_host(headers, uri)?;
         // Behind an ingress that terminates TLS, the client used https; only
-        // a trusted proxy is believed, as for X-Forwarded-For.
+        // a trusted proxy is believed, as for X-Forwarded-For, and only the
+        // value it added last (a proxy that appends keeps the client's own
+        // value first).
         let forwarded = client
             .via_trusted_proxy
-            .then(|| headers.get("x-forwarded-proto"))
+            .then(|| headers.get_all("x-forwarded-proto").iter().next_back())
             .flatten()
             .and_then(|h| h.to_str().ok())
+            .and_then(|value| value.rsplit(',').next())
+            .map(str::trim)
             .filter(|p| *p == "https" || *p == "http");
         let scheme = forwarded.unwrap_or(if self.tls { "https" } else { "http" });
         Ok(format!("{scheme}://{host}/token"))
@@ -107,11 +120,12 @@ impl AppState {
     fn challenge(
         &self,
         headers: &HeaderMap,
+        uri: &Uri,
         client: ClientAddr,
         required: &Required,
         error: Option<&str>,
     ) -> ApiError {
-        let realm = match self.realm(headers, client) {
+        let realm = match self.realm(headers, uri, client) {
             Ok(realm) => realm,
             Err(e) => return e.into(),
         };
@@ -169,6 +183,7 @@ impl AppState {
     pub async fn check(
         &self,
         headers: &HeaderMap,
+        uri: &Uri,
         client: ClientAddr,
         required: &Required,
     ) -> Result<Principal, ApiError> {
@@ -176,7 +191,7 @@ impl AppState {
             .get(header::AUTHORIZATION)
             .and_then(|h| h.to_str().ok());
         let Ok(credentials) = Credentials::from_header(authorization) else {
-            return Err(self.challenge(headers, client, required, Some("invalid_token")));
+            return Err(self.challenge(headers, uri, client, required, Some("invalid_token")));
         };
         let needed = required.clone();
         let ip = client.ip;
@@ -187,7 +202,9 @@ impl AppState {
             .await;
         match decision {
             Decision::Allow(principal) => Ok(principal),
-            Decision::Challenge { error } => Err(self.challenge(headers, client, required, error)),
+            Decision::Challenge { error } => {
+                Err(self.challenge(headers, uri, client, required, error))
+            }
             Decision::Deny(subject) => Err(AccessError::Denied(subject).into()),
             Decision::Throttled(wait) => Err(AccessError::Throttled(wait).into()),
         }
@@ -233,10 +250,11 @@ mod tests {
 
     #[test]
     fn only_a_host_goes_into_the_realm() {
+        let origin = Uri::from_static("/v2/");
         let host = |value: &str| {
             let mut headers = HeaderMap::new();
             headers.insert(header::HOST, value.parse().unwrap());
-            request_host(&headers).map(str::to_owned)
+            request_host(&headers, &origin).map(str::to_owned)
         };
         for good in [
             "registry.example.com",
@@ -249,6 +267,15 @@ mod tests {
         for bad in ["a\"b", "a,b=c", "user@host", "a b", "", "host/path"] {
             assert!(host(bad).is_err(), "{bad}");
         }
-        assert_eq!(request_host(&HeaderMap::new()).unwrap(), "localhost");
+        assert_eq!(
+            request_host(&HeaderMap::new(), &origin).unwrap(),
+            "localhost"
+        );
+        // HTTP/2: the authority of the target, checked the same way.
+        let h2 = Uri::from_static("https://registry.example.com:5000/v2/");
+        assert_eq!(
+            request_host(&HeaderMap::new(), &h2).unwrap(),
+            "registry.example.com:5000"
+        );
     }
 }

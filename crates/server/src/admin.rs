@@ -129,8 +129,9 @@ async fn start_gc(
                 );
                 GcEvent::Report(wire_report(&report))
             }
+            // As any answer: a fault inside berth is logged, not sent.
             Err(e) => GcEvent::Error {
-                message: e.to_string(),
+                message: ApiError::from(e).message().to_owned(),
             },
         };
         let _ = lines.send(last).await;
@@ -212,9 +213,11 @@ async fn list(
     };
     let n = match get("n") {
         None => PAGE,
-        Some(n) => n
-            .parse::<usize>()
-            .map_err(|_| EdgeError::AdminRequestInvalid(format!("n={n:?} is not a page size")))?,
+        Some(n) => n.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+            EdgeError::AdminRequestInvalid(format!(
+                "n={n:?} is not a page size: give a whole number from 1, e.g. n=100"
+            ))
+        })?,
     };
     let mut infos = state
         .registry

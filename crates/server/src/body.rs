@@ -63,6 +63,8 @@ struct PacedBody {
     inner: Body,
     pace: BodyPace,
     timer: Pin<Box<Sleep>>,
+    /// When berth last asked for more of the body.
+    last_poll: Instant,
     last_data: Instant,
     window_start: Instant,
     window_bytes: u64,
@@ -75,6 +77,7 @@ impl PacedBody {
             inner,
             pace,
             timer: Box::pin(tokio::time::sleep_until(now + pace.idle)),
+            last_poll: now,
             last_data: now,
             window_start: now,
             window_bytes: 0,
@@ -127,6 +130,17 @@ impl HttpBody for PacedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let this = &mut *self;
+        // While waiting for the client this is polled at least once a
+        // window (the timer sees to it); a longer gap means berth itself did
+        // not read (its disk stalled), which is not the client's doing.
+        let now = Instant::now();
+        if now - this.last_poll > 2 * this.pace.idle {
+            this.last_data = now;
+            this.window_start = now;
+            this.window_bytes = 0;
+            this.arm();
+        }
+        this.last_poll = now;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -242,6 +256,24 @@ mod tests {
         // Without a rate, only the idle timeout applies: it passes.
         let chunks = vec![(1500, &b"x"[..]); 10];
         assert_eq!(read(paced(timed(chunks), 2, 0)).await, Ok(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn time_berth_spends_not_reading_is_not_the_clients() {
+        // The client sent everything at once; berth reads it slowly, with a
+        // gap of three windows, as a stalled disk would make it.
+        let pace = BodyPace {
+            idle: Duration::from_secs(2),
+            min_rate: 100,
+        };
+        let chunks = [&[1u8; 300][..], &[2u8; 300][..]]
+            .map(|c| Ok::<_, std::io::Error>(Bytes::from_static(c)));
+        let mut body = PacedBody::new(Body::from_stream(stream::iter(chunks)), pace);
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap().len(), 300);
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let second = body.frame().await.unwrap();
+        assert!(second.is_ok(), "{second:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -140,8 +140,8 @@ pub enum EdgeError {
     UriTooLong { length: usize, limit: usize },
     #[error("the request headers take {size} bytes; berth accepts at most {MAX_HEADER_BYTES}")]
     HeadersTooLarge { size: usize },
-    #[error("not ready: {0}")]
-    NotReady(String),
+    #[error("not ready: the metadata store does not answer; the cause is in the log")]
+    NotReady,
     #[error("{0}")]
     AdminRequestInvalid(String),
     /// `?force=true` on a blob delete by someone who is no administrator.
@@ -238,7 +238,7 @@ impl From<EdgeError> for ApiError {
             E::BasicLoginRequired(_) => (StatusCode::UNAUTHORIZED, Unauthorized),
             E::UriTooLong { .. } => (StatusCode::URI_TOO_LONG, Unsupported),
             E::HeadersTooLarge { .. } => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, Unsupported),
-            E::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, Unsupported),
+            E::NotReady => (StatusCode::SERVICE_UNAVAILABLE, Unsupported),
             E::AdminRequestInvalid(_) => (StatusCode::BAD_REQUEST, Unsupported),
             E::ForceDenied => (StatusCode::FORBIDDEN, Denied),
         };
@@ -311,6 +311,13 @@ impl From<PullCredentialError> for ApiError {
 
 fn basic_challenge(api: ApiError) -> ApiError {
     api.with_header(header::WWW_AUTHENTICATE, "Basic realm=\"berth\"")
+}
+
+impl ApiError {
+    /// What the client is told (a server fault says only that).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 impl IntoResponse for ApiError {

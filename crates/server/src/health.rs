@@ -13,9 +13,13 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// Unauthenticated, so the cause goes to the log, not into the answer.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     match state.registry.ping().await {
         Ok(()) => "ready\n".into_response(),
-        Err(e) => ApiError::from(EdgeError::NotReady(e.to_string())).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready: the metadata store does not answer");
+            ApiError::from(EdgeError::NotReady).into_response()
+        }
     }
 }

@@ -11,30 +11,13 @@ use crate::metadata::Timestamp;
 /// A stream of bytes in (an upload body) or out (a blob being served).
 pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
 
-/// What committing an upload did with its bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Committed {
-    /// They are now the blob.
-    Published { size: u64 },
-    /// The blob was stored already; the upload's verified bytes are kept
-    /// until [`BlobStore::settle_upload`], in case the stored copy is being
-    /// collected right now.
-    AlreadyStored { size: u64 },
-}
-
-impl Committed {
-    pub fn size(self) -> u64 {
-        match self {
-            Committed::Published { size } | Committed::AlreadyStored { size } => size,
-        }
-    }
-}
-
 /// A blob's bytes moved aside by [`BlobStore::stash`]: gone from reads until
 /// restored, and not yet gone from the disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stashed {
     pub digest: Digest,
+    /// When it was stashed.
+    pub at: Timestamp,
     /// Where the store keeps it, for [`BlobStore::restore`] and
     /// [`BlobStore::purge`].
     pub key: String,
@@ -60,8 +43,9 @@ pub struct StoredBlob {
 /// its bytes, asks the metadata again, and then
 /// [`restore`](BlobStore::restore)s them if an upload recorded the blob
 /// meanwhile, or [`purge`](BlobStore::purge)s them. An upload records the
-/// blob in the metadata before it relies on stored bytes
-/// ([`Committed::AlreadyStored`], [`BlobStore::settle_upload`]).
+/// blob in the metadata *before* its bytes become the blob
+/// ([`BlobStore::commit_upload`], then [`BlobStore::settle_upload`]), so
+/// whoever removes unrecorded bytes never removes bytes a record relies on.
 #[async_trait]
 pub trait BlobStore: Send + Sync + 'static {
     /// The size of a stored blob, if it is stored.
@@ -102,14 +86,15 @@ pub trait BlobStore: Send + Sync + 'static {
         body: ByteStream,
     ) -> StorageResult<u64>;
 
-    /// Verifies that upload `id` has digest `expected` and makes it the blob
-    /// `expected` durably, or keeps it aside when the blob is stored already.
-    /// On a mismatch the upload is discarded and nothing becomes visible.
-    async fn commit_upload(&self, id: &str, expected: &Digest) -> StorageResult<Committed>;
+    /// Verifies that upload `id` has digest `expected` and makes its bytes
+    /// durable; returns its size. It is not the blob yet: that is
+    /// [`BlobStore::settle_upload`], once the metadata records it. On a
+    /// mismatch the upload is discarded.
+    async fn commit_upload(&self, id: &str, expected: &Digest) -> StorageResult<u64>;
 
-    /// After the metadata recorded a blob whose upload was
-    /// [`Committed::AlreadyStored`]: drops the upload if the blob is still
-    /// stored, or makes the upload the blob if a collector took it meanwhile.
+    /// After the metadata recorded the blob of a committed upload: makes the
+    /// upload the blob, or drops it if the blob's bytes are stored already
+    /// (the same digest, the same bytes).
     async fn settle_upload(&self, id: &str, digest: &Digest) -> StorageResult<()>;
 
     /// Discards upload `id`; discarding an absent upload is not an error.
@@ -120,14 +105,15 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn stash(&self, digests: &[Digest]) -> StorageResult<Vec<Stashed>>;
 
     /// Puts stashed bytes back (or drops them where the blob was stored
-    /// again meanwhile).
+    /// again meanwhile). One another remover settled already is skipped.
     async fn restore(&self, stashed: Vec<Stashed>) -> StorageResult<()>;
 
-    /// Removes stashed bytes for good.
+    /// Removes stashed bytes for good. One another remover settled already
+    /// is skipped.
     async fn purge(&self, stashed: Vec<Stashed>) -> StorageResult<()>;
 
-    /// What is stashed now: left by a collector that stopped between its two
-    /// steps, to be settled by the next one.
+    /// What is stashed now: by a remover still at work (a moment ago), or left
+    /// by one that stopped between its two steps, to be settled by the next.
     async fn stashed(&self) -> StorageResult<Vec<Stashed>>;
 
     /// Up to `limit` stored blobs after `after`, in digest order.

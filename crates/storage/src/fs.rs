@@ -21,8 +21,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -32,7 +32,7 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
-use crate::blob::{BlobStore, ByteStream, Committed, Stashed, StoredBlob};
+use crate::blob::{BlobStore, ByteStream, Stashed, StoredBlob};
 use crate::metadata::Timestamp;
 use crate::{Received, StorageError, StorageResult};
 
@@ -67,8 +67,9 @@ struct UploadHash {
 
 pub struct FsBlobStore {
     root: PathBuf,
-    /// Free bytes blob data leaves on the file system.
-    reserve: u64,
+    /// Free bytes blob data leaves on the file system, and what writers
+    /// have claimed.
+    space: SpaceCheck,
     hashes: Mutex<HashMap<String, UploadHash>>,
     /// Distinguishes concurrent writes of the same small content, and
     /// stashes of the same blob.
@@ -97,7 +98,11 @@ impl FsBlobStore {
         }
         Ok(FsBlobStore {
             root: root.to_owned(),
-            reserve,
+            space: SpaceCheck {
+                root: root.to_owned(),
+                reserve,
+                claimed: Arc::default(),
+            },
             hashes: Mutex::default(),
             serial: AtomicU64::new(0),
         })
@@ -113,10 +118,7 @@ impl FsBlobStore {
     }
 
     fn space(&self) -> SpaceCheck {
-        SpaceCheck {
-            root: self.root.clone(),
-            reserve: self.reserve,
-        }
+        self.space.clone()
     }
 
     fn blob_path(&self, digest: &Digest) -> PathBuf {
@@ -170,27 +172,50 @@ fn write_error(e: io::Error) -> StorageError {
     }
 }
 
-/// Whether blob data may take `more` bytes without eating into the reserve.
+/// Whether blob data may take more bytes without eating into the reserve.
+/// Writers claim the room they are about to fill, so concurrent uploads
+/// that each checked the free space cannot together write past it.
 #[derive(Clone)]
 struct SpaceCheck {
     root: PathBuf,
     reserve: u64,
+    /// Bytes claimed by writers and not written yet.
+    claimed: Arc<AtomicU64>,
+}
+
+/// Room claimed for writing; given back when dropped.
+struct Claim {
+    claimed: Arc<AtomicU64>,
+    bytes: u64,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.claimed.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 impl SpaceCheck {
-    fn allows(&self, more: u64) -> StorageResult<()> {
+    /// Claims room for `bytes` more, or fails when the free space less what
+    /// others claimed would not keep the reserve.
+    fn claim(&self, bytes: u64) -> StorageResult<Claim> {
+        let claimed = self.claimed.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let claim = Claim {
+            claimed: self.claimed.clone(),
+            bytes,
+        };
         if self.reserve == 0 {
-            return Ok(());
+            return Ok(claim);
         }
         let stat = rustix::fs::statvfs(&self.root).map_err(io::Error::from)?;
         let free = stat.f_bavail.saturating_mul(stat.f_frsize);
-        if free < self.reserve.saturating_add(more) {
+        if free < self.reserve.saturating_add(claimed) {
             return Err(StorageError::Full(format!(
                 "{free} bytes free, {} kept in reserve for the metadata",
                 self.reserve
             )));
         }
-        Ok(())
+        Ok(claim)
     }
 }
 
@@ -285,9 +310,12 @@ fn write_chunks(
     let mut out = BufWriter::with_capacity(IO_CHUNK, file);
     let mut size = size;
     let mut unchecked = SPACE_CHECK_EVERY;
+    let mut claim = None;
     while let Some(chunk) = chunks.blocking_recv() {
         if unchecked >= SPACE_CHECK_EVERY {
-            space.allows(SPACE_CHECK_EVERY)?;
+            // The previous slice is written: give its room back first.
+            drop(claim.take());
+            claim = Some(space.claim(SPACE_CHECK_EVERY)?);
             unchecked = 0;
         }
         out.write_all(&chunk).map_err(write_error)?;
@@ -299,11 +327,19 @@ fn write_chunks(
     Ok(UploadHash { size, hasher })
 }
 
-/// The digest a stash file holds: `<algorithm>-<hex>-<unique>`.
-fn stashed_digest(name: &str) -> Option<Digest> {
-    let (algorithm, rest) = name.split_once('-')?;
-    let (hex, _) = rest.split_once('-')?;
-    Digest::parse(&format!("{algorithm}:{hex}")).ok()
+/// The digest a stash file holds and when it was stashed:
+/// `<algorithm>-<hex>-<millis>-<unique>`.
+fn parse_stash_key(name: &str) -> Option<(Digest, Timestamp)> {
+    let mut parts = name.splitn(4, '-');
+    let (algorithm, hex, at) = (parts.next()?, parts.next()?, parts.next()?);
+    let digest = Digest::parse(&format!("{algorithm}:{hex}")).ok()?;
+    Some((digest, at.parse().ok()?))
+}
+
+fn now_millis() -> Timestamp {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as Timestamp)
 }
 
 /// The blobs under `blobs/<algorithm>/` after `after`, in order, at most
@@ -406,7 +442,7 @@ impl BlobStore for FsBlobStore {
             if dest.exists() {
                 return Ok(());
             }
-            space.allows(content.len() as u64)?;
+            let _claim = space.claim(content.len() as u64)?;
             let written = File::create(&temp).and_then(|mut file| {
                 file.write_all(&content)?;
                 file.sync_all()?;
@@ -530,9 +566,8 @@ impl BlobStore for FsBlobStore {
         }
     }
 
-    async fn commit_upload(&self, id: &str, expected: &Digest) -> StorageResult<Committed> {
+    async fn commit_upload(&self, id: &str, expected: &Digest) -> StorageResult<u64> {
         let path = self.upload_path(id)?;
-        let dest = self.blob_path(expected);
         let known = self.take_hash(id);
         let expected = expected.clone();
         let owned_id = id.to_owned();
@@ -550,12 +585,8 @@ impl BlobStore for FsBlobStore {
                 fs::remove_file(&path)?;
                 return Err(StorageError::DigestMismatch { expected, actual });
             }
-            file.sync_all()?;
-            if dest.exists() {
-                return Ok(Committed::AlreadyStored { size });
-            }
-            publish(&path, &dest)?;
-            Ok(Committed::Published { size })
+            file.sync_all().map_err(write_error)?;
+            Ok(size)
         })
         .await
     }
@@ -565,13 +596,10 @@ impl BlobStore for FsBlobStore {
         let dest = self.blob_path(digest);
         let owned_id = id.to_owned();
         blocking(move || {
-            if !path.exists() {
-                return match dest.exists() {
-                    true => Ok(()),
-                    false => Err(StorageError::UploadNotFound(owned_id)),
-                };
-            }
-            Ok(publish(&path, &dest)?)
+            publish(&path, &dest).map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound if !path.exists() => StorageError::UploadNotFound(owned_id),
+                _ => write_error(e),
+            })
         })
         .await
     }
@@ -586,17 +614,19 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn stash(&self, digests: &[Digest]) -> StorageResult<Vec<Stashed>> {
+        let at = now_millis();
         let moves: Vec<(PathBuf, Stashed)> = digests
             .iter()
             .map(|digest| {
                 let key = format!(
-                    "{}-{}-{}",
+                    "{}-{}-{at}-{}",
                     digest.algorithm().name(),
                     digest.encoded(),
                     self.unique()
                 );
                 let stashed = Stashed {
                     digest: digest.clone(),
+                    at,
                     key,
                 };
                 (self.blob_path(digest), stashed)
@@ -629,7 +659,10 @@ impl BlobStore for FsBlobStore {
             .collect();
         blocking(move || {
             for (from, to) in moves {
-                publish(&from, &to)?;
+                match publish(&from, &to) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && !from.exists() => {}
+                    other => other?,
+                }
             }
             Ok(())
         })
@@ -640,7 +673,10 @@ impl BlobStore for FsBlobStore {
         let trash = self.root.join("trash");
         blocking(move || {
             for entry in stashed {
-                fs::remove_file(trash.join(&entry.key))?;
+                match fs::remove_file(trash.join(&entry.key)) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    other => other?,
+                }
             }
             Ok(())
         })
@@ -653,8 +689,8 @@ impl BlobStore for FsBlobStore {
             let mut stashed = Vec::new();
             for entry in fs::read_dir(trash)? {
                 let key = entry?.file_name().to_string_lossy().into_owned();
-                if let Some(digest) = stashed_digest(&key) {
-                    stashed.push(Stashed { digest, key });
+                if let Some((digest, at)) = parse_stash_key(&key) {
+                    stashed.push(Stashed { digest, at, key });
                 }
             }
             Ok(stashed)
@@ -738,10 +774,9 @@ mod tests {
         );
         let digest = Digest::sha256_of(b"hello world");
         assert_eq!(store.stat(&digest).await.unwrap(), None);
-        assert_eq!(
-            store.commit_upload("u1", &digest).await.unwrap(),
-            Committed::Published { size: 11 }
-        );
+        assert_eq!(store.commit_upload("u1", &digest).await.unwrap(), 11);
+        assert_eq!(store.stat(&digest).await.unwrap(), None, "not the blob yet");
+        store.settle_upload("u1", &digest).await.unwrap();
         assert_eq!(store.stat(&digest).await.unwrap(), Some(11));
         assert_eq!(
             collect(store.read(&digest, None).await.unwrap()).await,
@@ -772,10 +807,7 @@ mod tests {
             .await
             .unwrap();
         let digest = Digest::sha256_of(b"abcdef");
-        assert_eq!(
-            reopened.commit_upload("u", &digest).await.unwrap().size(),
-            6
-        );
+        assert_eq!(reopened.commit_upload("u", &digest).await.unwrap(), 6);
     }
 
     #[tokio::test]
@@ -808,7 +840,8 @@ mod tests {
         let mut h = Hasher::new(Algorithm::Sha512);
         h.update(b"abc");
         let digest = h.finish();
-        assert_eq!(store.commit_upload("u", &digest).await.unwrap().size(), 3);
+        assert_eq!(store.commit_upload("u", &digest).await.unwrap(), 3);
+        store.settle_upload("u", &digest).await.unwrap();
         assert_eq!(store.read_all(&digest).await.unwrap(), &b"abc"[..]);
     }
 
@@ -868,7 +901,7 @@ mod tests {
             .await
             .unwrap();
         let digest = Digest::sha256_of(b"abcdef");
-        assert_eq!(store.commit_upload("u", &digest).await.unwrap().size(), 6);
+        assert_eq!(store.commit_upload("u", &digest).await.unwrap(), 6);
     }
 
     #[tokio::test]
@@ -917,30 +950,32 @@ mod tests {
             .unwrap();
     }
 
-    /// The two-step protocol that keeps a collector from deleting bytes an
-    /// upload of the same content relies on.
+    /// An upload becomes the blob only when settled (after the metadata
+    /// recorded it); a collector's stash taken meanwhile is restored over it
+    /// or dropped, never lost.
     #[tokio::test]
-    async fn an_upload_of_stored_content_keeps_its_bytes_until_settled() {
+    async fn an_upload_becomes_the_blob_only_when_settled() {
         let dir = tempfile::tempdir().unwrap();
         let store = FsBlobStore::open(dir.path(), 0).unwrap();
         let digest = Digest::sha256_of(b"layer");
         upload(&store, "a", b"layer").await;
-        assert_eq!(
-            store.commit_upload("a", &digest).await.unwrap(),
-            Committed::Published { size: 5 }
-        );
+        assert_eq!(store.commit_upload("a", &digest).await.unwrap(), 5);
+        assert_eq!(store.stat(&digest).await.unwrap(), None);
+        store.settle_upload("a", &digest).await.unwrap();
+        assert_eq!(store.read_all(&digest).await.unwrap(), &b"layer"[..]);
+
         // A second upload of the same bytes while a collector stashes them.
         upload(&store, "b", b"layer").await;
-        assert_eq!(
-            store.commit_upload("b", &digest).await.unwrap(),
-            Committed::AlreadyStored { size: 5 }
-        );
+        store.commit_upload("b", &digest).await.unwrap();
         let stashed = store.stash(std::slice::from_ref(&digest)).await.unwrap();
         store.settle_upload("b", &digest).await.unwrap();
         assert_eq!(store.read_all(&digest).await.unwrap(), &b"layer"[..]);
         // The collector saw the blob recorded again: restoring finds it back.
-        store.restore(stashed).await.unwrap();
+        store.restore(stashed.clone()).await.unwrap();
         assert_eq!(store.read_all(&digest).await.unwrap(), &b"layer"[..]);
+        // Settling a stash twice (two collectors) is no error.
+        store.restore(stashed.clone()).await.unwrap();
+        store.purge(stashed).await.unwrap();
         assert!(store.stashed().await.unwrap().is_empty());
         assert_eq!(
             std::fs::read_dir(dir.path().join("uploads"))
@@ -948,7 +983,8 @@ mod tests {
                 .count(),
             0
         );
-        // Settled while the stored copy is still there: the upload goes.
+
+        // Settled while the blob is stored: the upload goes, the blob stays.
         upload(&store, "c", b"layer").await;
         store.commit_upload("c", &digest).await.unwrap();
         store.settle_upload("c", &digest).await.unwrap();
@@ -956,9 +992,10 @@ mod tests {
             store.upload_size("c").await,
             Err(StorageError::UploadNotFound(_))
         ));
-        // A stash restored after nothing took its place.
+        // A stash, listed with its time, and restored.
         let stashed = store.stash(std::slice::from_ref(&digest)).await.unwrap();
         assert_eq!(store.stashed().await.unwrap(), stashed);
+        assert!(stashed[0].at > 0);
         store.restore(stashed).await.unwrap();
         assert_eq!(store.stat(&digest).await.unwrap(), Some(5));
     }

@@ -60,6 +60,17 @@ pub struct UploadRecord {
 pub struct Quota {
     pub repositories: RepositoryPattern,
     pub limit: u64,
+    /// Repositories a more specific quota covers: they count there, not
+    /// here (a `team-a/big` quota carved out of `team-a/**`).
+    pub excluded: Vec<RepositoryPattern>,
+}
+
+impl Quota {
+    /// Whether `repository`'s bytes count against this quota.
+    pub fn counts(&self, repository: &str) -> bool {
+        self.repositories.matches(repository)
+            && !self.excluded.iter().any(|e| e.matches(repository))
+    }
 }
 
 /// Tags of a repository that may never be moved or deleted.
@@ -287,8 +298,8 @@ pub trait MetadataStore: Send + Sync + 'static {
         limit: usize,
     ) -> StorageResult<Vec<RepositoryUsage>>;
 
-    /// The bytes held by the repositories `pattern` matches, together.
-    async fn usage(&self, pattern: &RepositoryPattern) -> StorageResult<u64>;
+    /// The bytes held by the repositories that count against `quota`.
+    async fn usage(&self, quota: &Quota) -> StorageResult<u64>;
 
     /// Manifests of `repository` whose subject is `subject` and, when given,
     /// whose artifact type is `artifact_type`: at most `limit`, in digest

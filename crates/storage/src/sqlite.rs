@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use berth_oci::{Digest, RepositoryName, RepositoryPattern, Tag};
+use berth_oci::{Digest, RepositoryName, Tag};
 use r2d2::Pool;
 use r2d2_sqlite::SqliteConnectionManager;
 use r2d2_sqlite::rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -95,7 +95,12 @@ const MIGRATIONS: &[&str] = &[
     UPDATE blobs SET touched_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000;
     UPDATE repository_blobs SET linked_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000;
     UPDATE manifests SET touched_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000;
-    UPDATE tags SET updated_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000;
+    -- Tags in the order they were first pushed, the best known, so that
+    -- retention's newest-first never falls back to name order; and every
+    -- manifest counts as pulled at the upgrade, so keep_pulled_within
+    -- protects from the start rather than nothing.
+    UPDATE tags SET updated_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000 + rowid;
+    UPDATE manifests SET pulled_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000;
     -- Timestamps are milliseconds from now on.
     UPDATE uploads SET updated_at = updated_at * 1000;
     UPDATE repositories SET bytes =
@@ -308,8 +313,11 @@ fn deferred<T>(
 ) -> StorageResult<T> {
     conn.execute_batch("PRAGMA synchronous = NORMAL")?;
     let outcome = transact(conn, f);
+    // Before anything else uses this pooled connection.
     conn.execute_batch("PRAGMA synchronous = FULL")?;
-    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        tracing::debug!(error = %e, "checkpoint after a collection's deletes failed");
+    }
     outcome
 }
 
@@ -407,11 +415,11 @@ fn add_bytes(conn: &Connection, id: i64, delta: i64) -> StorageResult<()> {
     Ok(())
 }
 
-/// What the repositories `pattern` matches hold together.
-fn usage_of(conn: &Connection, pattern: &RepositoryPattern) -> StorageResult<u64> {
+/// What the repositories that count against `quota` hold together.
+fn usage_of(conn: &Connection, quota: &Quota) -> StorageResult<u64> {
     // Names are lowercase ASCII, all below '~': the prefix's range is
     // [prefix, prefix + "~"].
-    let prefix = pattern.literal_prefix();
+    let prefix = quota.repositories.literal_prefix();
     let mut statement = conn.prepare_cached(
         "SELECT name, bytes FROM repositories WHERE name >= ?1 AND name <= ?1 || '~'",
     )?;
@@ -421,7 +429,7 @@ fn usage_of(conn: &Connection, pattern: &RepositoryPattern) -> StorageResult<u64
     let mut total = 0u64;
     for row in rows {
         let (name, bytes) = row?;
-        if pattern.matches(&name) {
+        if quota.counts(&name) {
             total += to_size(bytes);
         }
     }
@@ -435,7 +443,7 @@ fn check_quota(conn: &Connection, quota: Option<&Quota>, adding: u64) -> Storage
     if adding == 0 {
         return Ok(());
     }
-    let usage = usage_of(conn, &quota.repositories)?;
+    let usage = usage_of(conn, quota)?;
     if usage > quota.limit {
         return Err(StorageError::QuotaExceeded {
             pattern: quota.repositories.as_str().to_owned(),
@@ -930,9 +938,9 @@ impl MetadataStore for SqliteMetadataStore {
         .await
     }
 
-    async fn usage(&self, pattern: &RepositoryPattern) -> StorageResult<u64> {
-        let pattern = pattern.clone();
-        self.with_conn(move |conn| usage_of(conn, &pattern)).await
+    async fn usage(&self, quota: &Quota) -> StorageResult<u64> {
+        let quota = quota.clone();
+        self.with_conn(move |conn| usage_of(conn, &quota)).await
     }
 
     async fn referrers(
@@ -1347,7 +1355,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use berth_oci::TagPattern;
+    use berth_oci::{RepositoryPattern, TagPattern};
 
     fn manifest(content: &str) -> NewManifest {
         NewManifest {
@@ -1464,6 +1472,7 @@ mod tests {
         let quota = Quota {
             repositories: RepositoryPattern::parse("team/**").unwrap(),
             limit: 10,
+            excluded: vec![],
         };
         let (a, b) = (name("team/a"), name("team/b"));
         let blob = |n: u8| Digest::sha256_of(&[n]);
@@ -1491,7 +1500,7 @@ mod tests {
             ),
             other => panic!("{other:?}"),
         }
-        assert_eq!(store.usage(&quota.repositories).await.unwrap(), 6);
+        assert_eq!(store.usage(&quota).await.unwrap(), 6);
         assert!(
             store
                 .blob_in_repository(&b, &blob(2))
@@ -1510,13 +1519,13 @@ mod tests {
             .link_blob(&b, &blob(2), 4, 5, Some(quota.clone()))
             .await
             .unwrap();
-        assert_eq!(store.usage(&quota.repositories).await.unwrap(), 10);
+        assert_eq!(store.usage(&quota).await.unwrap(), 10);
         // Outside the pattern, nothing counts.
         store
             .link_blob(&name("other/x"), &blob(3), 99, 6, None)
             .await
             .unwrap();
-        assert_eq!(store.usage(&quota.repositories).await.unwrap(), 10);
+        assert_eq!(store.usage(&quota).await.unwrap(), 10);
     }
 
     #[tokio::test]

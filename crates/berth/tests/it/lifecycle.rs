@@ -377,6 +377,7 @@ async fn retention_keeps_the_newest_tags_and_what_was_pulled() {
 repositories = ["ret/**"]
 tags = ["build-*"]
 keep_tags = 2
+untagged_after = "0s"
 keep_pulled_within = "1h"
 "#,
     );
@@ -742,4 +743,46 @@ async fn a_full_disk_refuses_the_push_releases_its_space_and_recovers() {
     assert!(tmpfs.free() > 60 << 20);
     let r = push_whole(&api, "team/next", noise(5 << 20, 99)).await;
     assert_eq!(r.status(), 201);
+}
+
+/// A collection stopped between moving a blob's bytes aside and settling
+/// them: the next start puts back what is still recorded.
+#[tokio::test]
+async fn bytes_left_aside_by_a_stopped_collection_are_put_back_at_start() {
+    let data = tempfile::tempdir().unwrap();
+    let mut server = Server::start_in(data.path(), &[]);
+    let api = Api::new(&server);
+    let (manifest, _) = api.push_image("team/app", "v1", 1).await;
+    let layer =
+        serde_json::from_slice::<serde_json::Value>(&manifest).unwrap()["layers"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let stashed_at = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        - 5 * 60 * 1000;
+    let key = format!("sha256-{}-{stashed_at}-1.1.1", &layer["sha256:".len()..]);
+    std::fs::rename(
+        server.blob_file(&layer),
+        data.path().join("trash").join(key),
+    )
+    .unwrap();
+    let path = format!("/v2/team/app/blobs/{layer}");
+    assert_eq!(status(&api, reqwest::Method::GET, &path).await, 500);
+    server.kill9();
+    let server = Server::start_in(data.path(), &[]);
+    let api = Api::new(&server);
+    let body = api
+        .http
+        .get(api.url(&path))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(sha256(&body), layer);
+    assert_eq!(du(&data.path().join("trash")), 0);
 }

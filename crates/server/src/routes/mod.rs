@@ -122,7 +122,7 @@ async fn handle(
         return Err(EdgeError::NotAnEndpoint(uri.path().to_owned()).into());
     };
     let principal = match access::required(route, &method) {
-        Some(required) => Some(state.check(headers, client, &required).await?),
+        Some(required) => Some(state.check(headers, uri, client, &required).await?),
         None => None,
     };
     let request = Request {
