@@ -96,10 +96,6 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.status
     }
-
-    pub fn code(&self) -> ErrorCode {
-        self.code
-    }
 }
 
 /// What the HTTP edge finds wrong with a request itself.
