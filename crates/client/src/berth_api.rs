@@ -91,6 +91,23 @@ impl RegistryClient {
         })
     }
 
+    /// `POST`s `request` as JSON to `url` (see [`Self::call`]).
+    async fn post_json(
+        &self,
+        url: &str,
+        request: &impl serde::Serialize,
+        credentials: &Credentials,
+        hint: fn(u16) -> &'static str,
+    ) -> Result<Response, BerthApiError> {
+        let body = serde_json::to_string(request).expect("request serialises");
+        let post = self
+            .http
+            .post(url)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body);
+        self.call(post, url, credentials, hint).await
+    }
+
     async fn json<T: DeserializeOwned>(response: Response, url: &str) -> Result<T, BerthApiError> {
         let text = read_small(response).await.unwrap_or_default();
         serde_json::from_str(&text).map_err(|e| BerthApiError::BadAnswer {
@@ -107,13 +124,9 @@ impl RegistryClient {
         request: &PullCredentialRequest,
     ) -> Result<IssuedPullCredential, BerthApiError> {
         let url = api_url(base_url, pull_credentials::PATH);
-        let body = serde_json::to_string(request).expect("request serialises");
-        let post = self
-            .http
-            .post(&url)
-            .header(CONTENT_TYPE, "application/json")
-            .body(body);
-        let response = self.call(post, &url, credentials, exchange_hint).await?;
+        let response = self
+            .post_json(&url, request, credentials, exchange_hint)
+            .await?;
         let issued: IssuedPullCredential = Self::json(response, &url).await?;
         if issued.username.is_empty() || issued.password.is_empty() {
             return Err(BerthApiError::BadAnswer {
@@ -134,13 +147,9 @@ impl RegistryClient {
         mut on_event: impl FnMut(&GcEvent),
     ) -> Result<GcReport, BerthApiError> {
         let url = api_url(base_url, GC_PATH);
-        let body = serde_json::to_string(request).expect("request serialises");
-        let post = self
-            .http
-            .post(&url)
-            .header(CONTENT_TYPE, "application/json")
-            .body(body);
-        let response = self.call(post, &url, credentials, admin_hint).await?;
+        let response = self
+            .post_json(&url, request, credentials, admin_hint)
+            .await?;
         let bad = |detail: String| BerthApiError::BadAnswer {
             url: url.clone(),
             detail,

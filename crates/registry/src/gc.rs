@@ -524,13 +524,8 @@ impl Registry {
                 .metadata
                 .forget_blobs_if_unused(digests, cutoff)
                 .await?;
+            self.remove_bytes(&forgotten).await?;
             let forgotten: HashSet<Digest> = forgotten.into_iter().collect();
-            let gone: Vec<Digest> = batch
-                .iter()
-                .filter(|b| forgotten.contains(&b.digest))
-                .map(|b| b.digest.clone())
-                .collect();
-            self.remove_bytes(&gone).await?;
             report.blobs.extend(
                 batch
                     .iter()

@@ -20,9 +20,10 @@ use berth_registry::{BlobRef, GcOptions, GcProgress};
 use futures_util::StreamExt;
 
 use crate::access::AppState;
-use crate::body::read_small;
+use crate::body::{json_or_default, read_small};
 use crate::client_addr::ClientAddr;
 use crate::error::{AccessError, ApiError, EdgeError};
+use crate::query::Query;
 
 pub use berth_api::admin::{GC_PATH, REPOSITORIES_PATH};
 
@@ -72,32 +73,17 @@ pub async fn gc(
     client: ClientAddr,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    start_gc(state, client, &headers, body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
-}
-
-async fn start_gc(
-    state: Arc<AppState>,
-    client: ClientAddr,
-    headers: &HeaderMap,
-    body: Body,
 ) -> Result<Response, ApiError> {
-    let subject = administrator(&state, headers, client).await?;
+    let subject = administrator(&state, &headers, client).await?;
     let bytes = read_small(body, BODY_LIMIT, BODY_DEADLINE)
         .await
         .map_err(|e| EdgeError::AdminRequestInvalid(e.to_string()))?;
-    let request: GcRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
-        GcRequest::default()
-    } else {
-        serde_json::from_slice(&bytes).map_err(|e| {
-            EdgeError::AdminRequestInvalid(format!(
-                "the body is not a collection request ({e}); send e.g. {{\"dry_run\":true}} or \
-                 nothing"
-            ))
-        })?
-    };
+    let request: GcRequest = json_or_default(&bytes).map_err(|e| {
+        EdgeError::AdminRequestInvalid(format!(
+            "the body is not a collection request ({e}); send e.g. {{\"dry_run\":true}} or \
+             nothing"
+        ))
+    })?;
     let options = GcOptions {
         dry_run: request.dry_run,
         grace: request.grace_seconds.map(Duration::from_secs),
@@ -189,29 +175,10 @@ pub async fn repositories(
     client: ClientAddr,
     uri: Uri,
     headers: HeaderMap,
-) -> Response {
-    list(&state, client, &uri, &headers)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
-}
-
-async fn list(
-    state: &AppState,
-    client: ClientAddr,
-    uri: &Uri,
-    headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    administrator(state, headers, client).await?;
-    let query: Vec<(String, String)> = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-        .into_owned()
-        .collect();
-    let get = |key: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    };
-    let n = match get("n") {
+    administrator(&state, &headers, client).await?;
+    let query = Query::parse(uri.query());
+    let n = match query.get("n") {
         None => PAGE,
         Some(n) => n.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
             EdgeError::AdminRequestInvalid(format!(
@@ -221,17 +188,12 @@ async fn list(
     };
     let mut infos = state
         .registry
-        .repository_usage(get("last"), n.saturating_add(1))
+        .repository_usage(query.get("last"), n.saturating_add(1))
         .await?;
     let more = infos.len() > n;
     infos.truncate(n);
-    let link = more.then(|| {
-        let last = infos.last().map_or("", |i| i.usage.name.as_str());
-        let mut next = form_urlencoded::Serializer::new(String::new());
-        next.append_pair("n", &n.to_string())
-            .append_pair("last", last);
-        format!("<{REPOSITORIES_PATH}?{}>; rel=\"next\"", next.finish())
-    });
+    let last = infos.last().filter(|_| more).map(|i| i.usage.name.as_str());
+    let link = query.next_link(REPOSITORIES_PATH, "n", last);
     let list = RepositoryList {
         repositories: infos
             .into_iter()
@@ -266,12 +228,9 @@ pub async fn delete_repository(
     client: ClientAddr,
     Path(name): Path<String>,
     headers: HeaderMap,
-) -> Response {
-    let deleted = async {
-        let subject = administrator(&state, &headers, client).await?;
-        state.registry.delete_repository(&name).await?;
-        audit(&subject, client, "delete_repository", &name);
-        Ok::<_, ApiError>(StatusCode::ACCEPTED.into_response())
-    };
-    deleted.await.unwrap_or_else(IntoResponse::into_response)
+) -> Result<Response, ApiError> {
+    let subject = administrator(&state, &headers, client).await?;
+    state.registry.delete_repository(&name).await?;
+    audit(&subject, client, "delete_repository", &name);
+    Ok(StatusCode::ACCEPTED.into_response())
 }

@@ -190,6 +190,17 @@ pub enum SmallBodyError {
     Broken(String),
 }
 
+/// A small JSON request body whose fields are all optional: none at all
+/// (only whitespace) is the default request.
+pub fn json_or_default<T: serde::de::DeserializeOwned + Default>(
+    bytes: &[u8],
+) -> Result<T, serde_json::Error> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes)
+}
+
 /// Reads a body of at most `limit` bytes that must arrive within `deadline`.
 pub async fn read_small(
     body: Body,

@@ -19,6 +19,7 @@ mod health;
 pub mod limits;
 mod logging;
 mod pull_credentials;
+mod query;
 mod response;
 pub mod route;
 mod routes;

@@ -16,7 +16,7 @@ use berth_api::pull_credentials::PullCredentialRequest;
 use berth_auth::Credentials;
 
 use crate::access::AppState;
-use crate::body::read_small;
+use crate::body::{json_or_default, read_small};
 use crate::client_addr::ClientAddr;
 use crate::error::{ApiError, EdgeError};
 
@@ -28,10 +28,7 @@ const BODY_LIMIT: usize = 64 * 1024;
 const BODY_DEADLINE: Duration = Duration::from_secs(10);
 
 fn parse_request(bytes: &[u8]) -> Result<PullCredentialRequest, EdgeError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(PullCredentialRequest::default());
-    }
-    serde_json::from_slice(bytes).map_err(|e| {
+    json_or_default(bytes).map_err(|e| {
         EdgeError::PullCredentialRequestInvalid(format!(
             "the request body is not a pull credential request ({e}); send JSON like \
              {{\"repositories\":[\"team/*\"],\"ttl_seconds\":3600}} or no body"
@@ -43,17 +40,6 @@ pub async fn exchange(
     State(state): State<Arc<AppState>>,
     client: ClientAddr,
     headers: HeaderMap,
-    body: Body,
-) -> Response {
-    issue(&state, client, &headers, body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
-}
-
-async fn issue(
-    state: &AppState,
-    client: ClientAddr,
-    headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let authorization = headers

@@ -15,6 +15,7 @@ use crate::access::AppState;
 use crate::body::read_small;
 use crate::client_addr::ClientAddr;
 use crate::error::{ApiError, EdgeError};
+use crate::query::Query;
 
 /// The largest token request body read.
 const TOKEN_BODY_LIMIT: usize = 64 * 1024;
@@ -38,29 +39,10 @@ pub async fn get(
     client: ClientAddr,
     uri: Uri,
     headers: HeaderMap,
-) -> Response {
-    token_get(&state, client, &uri, &headers)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
-}
-
-async fn token_get(
-    state: &AppState,
-    client: ClientAddr,
-    uri: &Uri,
-    headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let query: Vec<(String, String)> = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-        .into_owned()
-        .collect();
-    let scopes: Vec<String> = query
-        .iter()
-        .filter(|(k, _)| k == "scope")
-        .map(|(_, v)| v.clone())
-        .collect();
-    let offline = query
-        .iter()
-        .any(|(k, v)| k == "offline_token" && v == "true");
+    let query = Query::parse(uri.query());
+    let scopes: Vec<String> = query.all("scope").map(str::to_owned).collect();
+    let offline = query.all("offline_token").any(|v| v == "true");
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok());
@@ -85,26 +67,16 @@ async fn token_get(
 }
 
 /// `POST /token`: the OAuth2 form (`grant_type=password` or `refresh_token`).
-pub async fn post(State(state): State<Arc<AppState>>, client: ClientAddr, body: Body) -> Response {
-    token_post(&state, client, body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
-}
-
-async fn token_post(
-    state: &AppState,
+pub async fn post(
+    State(state): State<Arc<AppState>>,
     client: ClientAddr,
     body: Body,
 ) -> Result<Response, ApiError> {
     let bytes = read_small(body, TOKEN_BODY_LIMIT, TOKEN_BODY_DEADLINE)
         .await
         .map_err(|e| EdgeError::TokenRequestInvalid(e.to_string()))?;
-    let form: Vec<(String, String)> = form_urlencoded::parse(&bytes).into_owned().collect();
-    let field = |name: &str| {
-        form.iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let form = Query::from_form(&bytes);
+    let field = |name| form.get(name);
     let invalid = |message: String| ApiError::from(EdgeError::TokenRequestInvalid(message));
     let scopes: Vec<String> = field("scope")
         .map(|s| vec![s.to_owned()])

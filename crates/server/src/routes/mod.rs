@@ -20,6 +20,7 @@ use berth_auth::Principal;
 use crate::access::{self, AppState};
 use crate::client_addr::ClientAddr;
 use crate::error::{ApiError, EdgeError};
+use crate::query::Query;
 use crate::response::Json;
 use crate::route::Route;
 
@@ -63,39 +64,6 @@ impl Request<'_> {
     }
 }
 
-/// The query parameters of a request, in order.
-struct Query(Vec<(String, String)>);
-
-impl Query {
-    fn parse(query: Option<&str>) -> Self {
-        Query(
-            form_urlencoded::parse(query.unwrap_or("").as_bytes())
-                .into_owned()
-                .collect(),
-        )
-    }
-
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The `Link` header of a paginated listing, when there is a next page:
-    /// `path` with this request's `kept` parameter (the page size, the
-    /// filter) and the next page's `last`.
-    fn next_link(&self, path: &str, kept: &str, last: Option<&str>) -> Option<String> {
-        let last = last?;
-        let mut next = form_urlencoded::Serializer::new(String::new());
-        if let Some(value) = self.get(kept) {
-            next.append_pair(kept, value);
-        }
-        next.append_pair("last", last);
-        Some(format!("<{path}?{}>; rel=\"next\"", next.finish()))
-    }
-}
-
 /// Every `/v2/…` request lands here.
 pub async fn dispatch(
     State(state): State<Arc<AppState>>,
@@ -104,20 +72,8 @@ pub async fn dispatch(
     uri: Uri,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    handle(&state, client, method, &uri, &headers, body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
-}
-
-async fn handle(
-    state: &AppState,
-    client: ClientAddr,
-    method: Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: Body,
 ) -> Result {
+    let (state, uri, headers) = (&*state, &uri, &headers);
     let Some(route) = Route::parse(uri.path()) else {
         return Err(EdgeError::NotAnEndpoint(uri.path().to_owned()).into());
     };
