@@ -7,8 +7,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use berth_auth::{Policy, PolicyConfig, RuleConfig};
-use berth_oci::{RepositoryPattern, TagPattern};
-use berth_registry::{ImmutableRule, Quota, RegistryConfig, RetentionRule, StorageRules};
+use berth_cache::RouteRule;
+use berth_cache::route::canonical_host;
+use berth_oci::{RepositoryName, RepositoryPattern, TagPattern};
+use berth_registry::{
+    CacheRule, ImmutableRule, Quota, RegistryConfig, RetentionRule, StorageRules,
+};
 use berth_server::TrustedProxies;
 use berth_server::body::BodyPace;
 use clap::{Args, ValueEnum};
@@ -205,6 +209,37 @@ struct FileConfig {
     immutable: Vec<FileImmutable>,
     #[serde(default)]
     retention: Vec<FileRetention>,
+    #[serde(default)]
+    cache: FileCache,
+    #[serde(default)]
+    upstream: Vec<FileUpstream>,
+}
+
+/// `[cache]`: how the pull-through cache behaves.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCache {
+    max_size: Option<String>,
+    revalidate_after: Option<String>,
+    timeout: Option<String>,
+    stall_timeout: Option<String>,
+    outage_backoff: Option<String>,
+}
+
+/// `[[upstream]]`: a registry served through the pull-through cache.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileUpstream {
+    prefix: String,
+    url: String,
+    #[serde(default)]
+    hosts: Vec<String>,
+    default_namespace: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    password_file: Option<PathBuf>,
+    docker_config: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -286,6 +321,72 @@ pub enum TlsSettings {
     SelfSigned { hosts: Vec<String> },
 }
 
+/// Where an upstream's credentials come from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum UpstreamCredentials {
+    Anonymous,
+    Password {
+        username: String,
+        password: String,
+    },
+    /// Read again at each login, so a rotated mounted Secret is picked up.
+    PasswordFile {
+        username: String,
+        path: PathBuf,
+    },
+    /// The entry for the upstream's first host in a docker `config.json`
+    /// (credential helpers included), read at each login.
+    DockerConfig(PathBuf),
+}
+
+impl std::fmt::Debug for UpstreamCredentials {
+    /// Never prints a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamCredentials::Anonymous => f.write_str("Anonymous"),
+            UpstreamCredentials::Password { username, .. } => {
+                write!(f, "Password {{ username: {username:?} }}")
+            }
+            UpstreamCredentials::PasswordFile { username, path } => {
+                write!(
+                    f,
+                    "PasswordFile {{ username: {username:?}, path: {path:?} }}"
+                )
+            }
+            UpstreamCredentials::DockerConfig(path) => write!(f, "DockerConfig({path:?})"),
+        }
+    }
+}
+
+/// One upstream of the pull-through cache.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub rule: RouteRule,
+    pub url: String,
+    pub credentials: UpstreamCredentials,
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The pull-through cache's settings (its size limit is a storage rule).
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    pub upstreams: Vec<UpstreamConfig>,
+    pub revalidate_after: Duration,
+    pub timeout: Duration,
+    pub stall_timeout: Duration,
+    pub outage_backoff: Duration,
+}
+
+/// Cached tags are checked upstream at most this often: a moved tag is
+/// seen within a minute, and a busy tag costs the upstream one HEAD a
+/// minute (which Docker Hub does not count).
+const DEFAULT_REVALIDATE_AFTER: Duration = Duration::from_secs(60);
+/// Seconds, not minutes: long enough for a distant registry, short enough
+/// that a pull falls back to the cache before containerd gives up.
+const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_OUTAGE_BACKOFF: Duration = Duration::from_secs(30);
+
 /// Everything `berth serve` needs, resolved.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -304,6 +405,8 @@ pub struct ServeConfig {
     pub registry: RegistryConfig,
     pub auth: AuthSettings,
     pub tls: TlsSettings,
+    /// The pull-through cache, when upstreams are configured.
+    pub cache: Option<CacheConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -412,8 +515,9 @@ impl ServeArgs {
                     .into(),
             ));
         }
-        let rules =
+        let mut rules =
             storage_rules(&file.quota, &file.immutable, &file.retention).map_err(invalid)?;
+        let cache = cache_config(&file.cache, &file.upstream, &mut rules).map_err(invalid)?;
         let gc_interval = self
             .gc_interval
             .or(duration("gc.interval", &file.gc.interval)?)
@@ -508,8 +612,136 @@ impl ServeArgs {
                 policy,
             },
             tls,
+            cache,
         })
     }
+}
+
+/// The pull-through cache of the file, checked; adds its size limit to
+/// `rules`.
+fn cache_config(
+    cache: &FileCache,
+    upstreams: &[FileUpstream],
+    rules: &mut StorageRules,
+) -> Result<Option<CacheConfig>, String> {
+    let duration = |key: &str, text: &Option<String>, default: Duration| {
+        let value = match text {
+            Some(t) => humantime::parse_duration(t)
+                .map_err(|e| format!("cache.{key} = {t:?}: {e} (write e.g. \"30s\")"))?,
+            None => default,
+        };
+        if value.is_zero() && key != "revalidate_after" {
+            return Err(format!("cache.{key} must be longer than 0s"));
+        }
+        Ok(value)
+    };
+    let settings = CacheConfig {
+        upstreams: Vec::new(),
+        revalidate_after: duration(
+            "revalidate_after",
+            &cache.revalidate_after,
+            DEFAULT_REVALIDATE_AFTER,
+        )?,
+        timeout: duration("timeout", &cache.timeout, DEFAULT_UPSTREAM_TIMEOUT)?,
+        stall_timeout: duration("stall_timeout", &cache.stall_timeout, DEFAULT_STALL_TIMEOUT)?,
+        outage_backoff: duration(
+            "outage_backoff",
+            &cache.outage_backoff,
+            DEFAULT_OUTAGE_BACKOFF,
+        )?,
+    };
+    if upstreams.is_empty() {
+        if cache.max_size.is_some() {
+            return Err("cache.max_size is set but no [[upstream]] is configured".into());
+        }
+        return Ok(None);
+    }
+    let mut resolved = Vec::new();
+    for (i, upstream) in upstreams.iter().enumerate() {
+        let what = format!("upstream {} ({})", i + 1, upstream.prefix);
+        resolved.push(upstream_config(upstream).map_err(|e| format!("{what}: {e}"))?);
+    }
+    for (i, a) in resolved.iter().enumerate() {
+        if resolved[..i].iter().any(|b| b.rule.prefix == a.rule.prefix) {
+            return Err(format!("two upstreams have the prefix {:?}", a.rule.prefix));
+        }
+    }
+    if let Some(size) = &cache.max_size {
+        rules.cache = Some(CacheRule {
+            repositories: resolved
+                .iter()
+                .map(|u| RepositoryPattern::parse(&format!("{}/**", u.rule.prefix)))
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("cache: {e}"))?,
+            limit: parse_size(size).map_err(|e| format!("cache.max_size: {e}"))?,
+        });
+    }
+    Ok(Some(CacheConfig {
+        upstreams: resolved,
+        ..settings
+    }))
+}
+
+fn upstream_config(upstream: &FileUpstream) -> Result<UpstreamConfig, String> {
+    RepositoryName::parse(&upstream.prefix).map_err(|e| {
+        format!("prefix: {e} (it starts the names of the cached repositories, e.g. \"hub\")")
+    })?;
+    let url = upstream.url.trim_end_matches('/');
+    let host = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .filter(|h| !h.is_empty() && !h.contains('/'))
+        .ok_or_else(|| {
+            format!(
+                "url = {:?} is not http(s)://host[:port] (e.g. \"https://registry-1.docker.io\")",
+                upstream.url
+            )
+        })?;
+    let hosts = if upstream.hosts.is_empty() {
+        vec![host.to_owned()]
+    } else {
+        upstream.hosts.clone()
+    };
+    let docker_hub = canonical_host(host) == "docker.io";
+    let default_namespace = match &upstream.default_namespace {
+        Some(namespace) if namespace.is_empty() => None,
+        Some(namespace) => Some(namespace.clone()),
+        None => docker_hub.then(|| "library".to_owned()),
+    };
+    let credentials = match (
+        &upstream.username,
+        &upstream.password,
+        &upstream.password_file,
+        &upstream.docker_config,
+    ) {
+        (None, None, None, None) => UpstreamCredentials::Anonymous,
+        (Some(username), Some(password), None, None) => UpstreamCredentials::Password {
+            username: username.clone(),
+            password: password.clone(),
+        },
+        (Some(username), None, Some(path), None) => UpstreamCredentials::PasswordFile {
+            username: username.clone(),
+            path: path.clone(),
+        },
+        (None, None, None, Some(path)) => UpstreamCredentials::DockerConfig(path.clone()),
+        _ => {
+            return Err(
+                "give username with password or password_file, or docker_config \
+                        alone, or none of them (anonymous)"
+                    .into(),
+            );
+        }
+    };
+    Ok(UpstreamConfig {
+        rule: RouteRule {
+            prefix: upstream.prefix.clone(),
+            hosts,
+            default_namespace,
+        },
+        url: url.to_owned(),
+        credentials,
+        ca_file: upstream.ca_file.clone(),
+    })
 }
 
 /// The storage rules of the file, checked: one rule per repository pattern.
@@ -806,5 +1038,77 @@ keep_pulled_within = "30d"
             ..Default::default()
         };
         args.resolve().unwrap();
+    }
+
+    #[test]
+    fn upstreams_and_the_cache() {
+        let c = resolve_file(&write(
+            r#"
+[cache]
+max_size = "10GiB"
+revalidate_after = "0s"
+
+[[upstream]]
+prefix = "hub"
+url = "https://registry-1.docker.io/"
+username = "mirror"
+password_file = "/run/secrets/hub"
+
+[[upstream]]
+prefix = "mirrors/ghcr"
+url = "https://ghcr.io"
+docker_config = "/etc/berth/config.json"
+"#,
+        ))
+        .unwrap();
+        let cache = c.cache.unwrap();
+        assert_eq!(cache.revalidate_after, Duration::ZERO);
+        assert_eq!(cache.timeout, DEFAULT_UPSTREAM_TIMEOUT);
+        let (hub, ghcr) = (&cache.upstreams[0], &cache.upstreams[1]);
+        assert_eq!(hub.url, "https://registry-1.docker.io");
+        // Docker Hub: its own host, and library/ for one-segment names.
+        assert_eq!(hub.rule.hosts, ["registry-1.docker.io"]);
+        assert_eq!(hub.rule.default_namespace.as_deref(), Some("library"));
+        assert_eq!(
+            hub.credentials,
+            UpstreamCredentials::PasswordFile {
+                username: "mirror".into(),
+                path: "/run/secrets/hub".into()
+            }
+        );
+        assert_eq!(ghcr.rule.hosts, ["ghcr.io"]);
+        assert_eq!(ghcr.rule.default_namespace, None);
+        let rule = c.registry.rules.cache.unwrap();
+        assert_eq!(rule.limit, 10 << 30);
+        assert!(rule.covers("hub/library/nginx") && rule.covers("mirrors/ghcr/org/app"));
+        assert!(!rule.covers("team/app"));
+        assert!(ServeArgs::default().resolve().unwrap().cache.is_none());
+
+        for (text, expected) in [
+            (
+                "[[upstream]]\nprefix = \"hub\"\nurl = \"registry-1.docker.io\"\n",
+                "is not http(s)://",
+            ),
+            (
+                "[[upstream]]\nprefix = \"Hub\"\nurl = \"https://x\"\n",
+                "upstream 1 (Hub): prefix",
+            ),
+            (
+                "[[upstream]]\nprefix = \"hub\"\nurl = \"https://x\"\npassword = \"p\"\n",
+                "give username with password",
+            ),
+            (
+                "[[upstream]]\nprefix = \"a\"\nurl = \"https://x\"\n[[upstream]]\nprefix = \"a\"\nurl = \"https://y\"\n",
+                "two upstreams have the prefix \"a\"",
+            ),
+            ("[cache]\nmax_size = \"1GB\"\n", "no [[upstream]]"),
+            (
+                "[cache]\ntimeout = \"0s\"\n[[upstream]]\nprefix = \"a\"\nurl = \"https://x\"\n",
+                "cache.timeout must be longer than 0s",
+            ),
+        ] {
+            let err = resolve_file(&write(text)).unwrap_err().to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
     }
 }

@@ -11,6 +11,7 @@ mod docker_helper;
 mod doctor;
 mod first_byte;
 mod login;
+mod mirror;
 mod robot;
 mod secret;
 mod serve;
@@ -59,6 +60,8 @@ enum Command {
     Gc(admin::GcArgs),
     /// List repositories with their sizes and quotas, or delete one whole
     Repo(admin::RepoArgs),
+    /// Configure nodes to pull through berth's pull-through cache
+    Mirror(mirror::MirrorArgs),
 }
 
 /// Runs `future` to completion on a one-off single-threaded runtime: the
@@ -84,6 +87,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Logout(args) => login::logout(args).map(|()| ExitCode::SUCCESS),
         Command::Gc(args) => admin::gc(args).map(|()| ExitCode::SUCCESS),
         Command::Repo(args) => admin::repo(args).map(|()| ExitCode::SUCCESS),
+        Command::Mirror(args) => mirror::run(args).map(|()| ExitCode::SUCCESS),
     }
 }
 

@@ -245,7 +245,7 @@ fn default_docker_config() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(home).join(".docker").join("config.json"))
 }
 
-fn from_docker_config(
+pub(crate) fn from_docker_config(
     path: Option<PathBuf>,
     servers: &[String],
     email: Option<&str>,

@@ -14,13 +14,19 @@ use axum_server::tls_rustls::RustlsAcceptor;
 use berth_auth::files::write_private;
 use berth_auth::htpasswd::{BCRYPT_COST, Htpasswd};
 use berth_auth::{AuthConfig, Authenticator, Policy};
+use berth_cache::route::canonical_host;
+use berth_cache::{CacheSettings, CredentialSource, PullThroughCache, UpstreamSettings};
+use berth_client::Credentials;
 use berth_registry::{GcOptions, Registry, RegistryError};
 use berth_server::AppState;
 use berth_storage::{FsBlobStore, SqliteMetadataStore};
 use hyper_util::rt::TokioTimer;
 use tokio::net::TcpListener;
 
-use crate::config::{LogFormat, ServeArgs, ServeConfig, TlsSettings};
+use crate::config::{
+    CacheConfig, LogFormat, ServeArgs, ServeConfig, TlsSettings, UpstreamConfig,
+    UpstreamCredentials,
+};
 use crate::first_byte::FirstByteAcceptor;
 use crate::tls;
 
@@ -92,6 +98,10 @@ async fn serve(config: ServeConfig) -> Result<()> {
         config.registry.clone(),
     ));
     let auth = Arc::new(open_authenticator(&config)?);
+    let cache = match &config.cache {
+        Some(cache) => Some(Arc::new(open_cache(registry.clone(), cache, data_dir)?)),
+        None => None,
+    };
 
     let listener = TcpListener::bind(config.addr).await.with_context(|| {
         format!(
@@ -130,6 +140,7 @@ async fn serve(config: ServeConfig) -> Result<()> {
         .then(|| tokio::spawn(collect(registry.clone(), config.gc_interval)));
     let app = berth_server::app(AppState {
         registry,
+        cache,
         auth,
         realm: config.auth.realm.clone(),
         tls: tls.is_some(),
@@ -181,6 +192,80 @@ async fn serve(config: ServeConfig) -> Result<()> {
     }
     tracing::info!("berth stopped");
     Ok(())
+}
+
+/// The pull-through cache, spooling downloads under the data directory.
+fn open_cache(
+    registry: Arc<Registry>,
+    config: &CacheConfig,
+    data_dir: &Path,
+) -> Result<PullThroughCache> {
+    let upstreams = config
+        .upstreams
+        .iter()
+        .map(|upstream| {
+            tracing::info!(
+                prefix = %upstream.rule.prefix,
+                url = %upstream.url,
+                hosts = %upstream.rule.hosts.join(","),
+                "caching an upstream registry"
+            );
+            UpstreamSettings {
+                rule: upstream.rule.clone(),
+                url: upstream.url.clone(),
+                credentials: credential_source(upstream),
+                ca_files: upstream.ca_file.iter().cloned().collect(),
+            }
+        })
+        .collect();
+    let settings = CacheSettings {
+        upstreams,
+        revalidate_after: config.revalidate_after,
+        timeout: config.timeout,
+        stall_timeout: config.stall_timeout,
+        outage_backoff: config.outage_backoff,
+        spool_dir: data_dir.join("spool"),
+    };
+    Ok(PullThroughCache::new(registry, settings)?)
+}
+
+/// Where an upstream's credentials are read from at each login.
+fn credential_source(upstream: &UpstreamConfig) -> CredentialSource {
+    match upstream.credentials.clone() {
+        UpstreamCredentials::Anonymous => Arc::new(|| Ok(None)),
+        UpstreamCredentials::Password { username, password } => {
+            Arc::new(move || Ok(Some(Credentials::new(&username, &password))))
+        }
+        UpstreamCredentials::PasswordFile { username, path } => Arc::new(move || {
+            let password = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read the password file {}: {e}", path.display()))?;
+            Ok(Some(Credentials::new(
+                &username,
+                password.trim_end_matches(['\n', '\r']),
+            )))
+        }),
+        UpstreamCredentials::DockerConfig(path) => {
+            let host = upstream.rule.hosts.first().cloned().unwrap_or_default();
+            // Docker Hub's key in config.json is its v1 URL.
+            let server = if canonical_host(&host) == "docker.io" {
+                "https://index.docker.io/v1/".to_owned()
+            } else {
+                host
+            };
+            Arc::new(move || {
+                let found = crate::secret::from_docker_config(
+                    Some(path.clone()),
+                    std::slice::from_ref(&server),
+                    None,
+                )
+                .map_err(|e| format!("{e:#}"))?;
+                Ok(found
+                    .into_iter()
+                    .next()
+                    .map(|c| Credentials::new(c.username, c.password)))
+            })
+        }
+    }
 }
 
 /// The user file, robots and token key, creating an `admin` user with a random

@@ -9,15 +9,18 @@
 //! containerd asks — the retry) and `Basic` challenges, bounded
 //! timeouts, a custom CA file, plain-HTTP registries, and the classification
 //! of every failure into an [`Outcome`] ([`classify`] holds that logic as
-//! plain functions). It downloads no blobs.
+//! plain functions).
 //!
-//! `berth doctor --probe` and `berth login` use it; [`berth_api`] is the
+//! `berth doctor --probe` and `berth login` use it; [`upstream`] is the
+//! pulling side of the same wire (manifests and blobs, tokens cached) for
+//! the pull-through cache; [`berth_api`] is the
 //! client of berth's own API (the pull credential exchange for `berth
 //! credential-provider`, administration for `berth gc` and `berth repo`).
 
 pub mod berth_api;
 pub mod challenge;
 pub mod classify;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -194,34 +197,40 @@ fn read_ca(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>
     Ok(certs)
 }
 
+/// An HTTP client set up as the node's runtime would be: the system roots
+/// plus `config`'s CA files, names resolved so that DNS failures are
+/// recognisable, bounded connects, no proxy from the environment (it would
+/// change what is being talked to). Callers add their request timeouts.
+pub(crate) fn http_builder(config: &ClientConfig) -> Result<reqwest::ClientBuilder, ClientError> {
+    let mut extra = Vec::new();
+    for path in &config.ca_files {
+        extra.extend(read_ca(path)?);
+    }
+    // ring keeps the build free of aws-lc.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    Ok(reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .dns_resolver(Arc::new(Resolver {
+            timeout: config.connect_timeout,
+        }))
+        .connect_timeout(config.connect_timeout)
+        .user_agent(config.user_agent.clone())
+        .no_proxy())
+}
+
 impl RegistryClient {
     pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
-        let mut extra = Vec::new();
-        for path in &config.ca_files {
-            extra.extend(read_ca(path)?);
-        }
-        // The system roots plus the CA files, as a node's containerd trusts
-        // them; ring keeps the build free of aws-lc.
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier =
-            rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
-                .map_err(|e| ClientError::Tls(e.to_string()))?;
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| ClientError::Tls(e.to_string()))?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth();
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .dns_resolver(Arc::new(Resolver {
-                timeout: config.connect_timeout,
-            }))
-            .connect_timeout(config.connect_timeout)
+        let http = http_builder(&config)?
             .timeout(config.timeout)
-            .user_agent(config.user_agent.clone())
-            // Proxies from the environment would change what is being probed.
-            .no_proxy()
             .build()
             .map_err(ClientError::Http)?;
         Ok(RegistryClient {
@@ -309,7 +318,7 @@ impl RegistryClient {
             .or_else(|| challenges.iter().find(|c| c.scheme == "basic"));
         let (auth_header, scheme) = if let Some(b) = bearer {
             match self.fetch_token(b, scope, credentials).await {
-                Ok(token) => (format!("Bearer {token}"), "bearer"),
+                Ok(token) => (format!("Bearer {}", token.value), "bearer"),
                 Err(p) => return p,
             }
         } else if let (Some(_), Some(c)) = (basic, credentials) {
@@ -467,12 +476,12 @@ impl RegistryClient {
     /// Artifactory and ACR answer so), `GET realm?service=…&scope=…` with
     /// Basic credentials; without credentials, that `GET` anonymously.
     /// Returns the token or the probe explaining why there is none.
-    async fn fetch_token(
+    pub(crate) async fn fetch_token(
         &self,
         challenge: &challenge::Challenge,
         scope: Option<&str>,
         credentials: Option<&Credentials>,
-    ) -> Result<String, Probe> {
+    ) -> Result<Token, Probe> {
         let Some(realm) = challenge.param("realm") else {
             return Err(simple_probe(
                 Outcome::RegistryError,
@@ -548,13 +557,21 @@ impl RegistryClient {
 /// The `client_id` of OAuth2 token requests.
 const CLIENT_ID: &str = "berth";
 
+/// A bearer token and how long it is good for.
+#[derive(Debug, Clone)]
+pub(crate) struct Token {
+    pub value: String,
+    /// `expires_in`; the token spec has clients assume 60 s when absent.
+    pub lifetime: Duration,
+}
+
 /// The token in a token endpoint's answer, or the probe saying why there is
 /// none, with the HTTP status when there was an answer.
 async fn token_answer(
     sent: Result<reqwest::Response, reqwest::Error>,
     realm: &str,
     credentials_sent: bool,
-) -> Result<String, (Option<u16>, Probe)> {
+) -> Result<Token, (Option<u16>, Probe)> {
     let resp = sent.map_err(|e| (None, transport_probe(&e, realm.to_owned())))?;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
@@ -563,15 +580,19 @@ async fn token_answer(
         // GET answers `token` (and often `access_token`); OAuth2 answers
         // `access_token`, which containerd takes first when both are there.
         #[derive(serde::Deserialize)]
-        struct Token {
+        struct Answer {
             token: Option<String>,
             access_token: Option<String>,
+            expires_in: Option<u64>,
         }
         let token = body
             .as_deref()
-            .and_then(|b| serde_json::from_str::<Token>(b).ok())
-            .and_then(|t| t.access_token.or(t.token))
-            .filter(|t| !t.is_empty());
+            .and_then(|b| serde_json::from_str::<Answer>(b).ok())
+            .and_then(|t| {
+                let lifetime = Duration::from_secs(t.expires_in.unwrap_or(60).max(1));
+                let value = t.access_token.or(t.token).filter(|t| !t.is_empty())?;
+                Some(Token { value, lifetime })
+            });
         return token.ok_or_else(|| {
             (
                 Some(status),

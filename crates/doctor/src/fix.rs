@@ -71,9 +71,10 @@ pub fn for_reason(reason: Reason, image: Option<&ImageRef>, namespace: &str) -> 
         Outcome::RepositoryUnknown => {
             "check the repository path in the image name, or push the image".into()
         }
-        Outcome::RateLimited => {
-            "wait for Retry-After, authenticate the pulls, or mirror the image".into()
-        }
+        Outcome::RateLimited => "wait for Retry-After, authenticate the pulls, or pull through \
+             a cache: an [[upstream]] for the registry in berth's configuration, and `berth mirror \
+             hosts-toml` for the nodes' containerd"
+            .into(),
         Outcome::DnsFailure => {
             format!("make {host} resolvable from the nodes, or fix the host name")
         }

@@ -1,10 +1,12 @@
 //! Reading and deleting blobs.
 
+use std::path::Path;
+
 use berth_oci::Digest;
 use berth_storage::{ByteStream, StorageError};
 
 use crate::error::{RegistryError, Result};
-use crate::registry::{Registry, parse_name};
+use crate::registry::{Registry, now, parse_name};
 
 /// A byte range of a blob, end exclusive, within the blob.
 pub type ByteRange = std::ops::Range<u64>;
@@ -44,6 +46,68 @@ impl Registry {
             Some(size) => Ok(Blob::new(digest, size)),
             None => Err(RegistryError::BlobUnknown(digest)),
         }
+    }
+
+    /// Stores a local file whose bytes the caller verified have `digest`
+    /// (a pull-through cache's download) as that blob of `repository`:
+    /// recorded first, the file made the blob second, as an upload is.
+    pub async fn store_verified_blob(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        size: u64,
+        file: &Path,
+    ) -> Result<Blob> {
+        let repository = parse_name(repository)?;
+        let quota = self.config.rules.quota(repository.as_str());
+        self.metadata
+            .link_blob(&repository, digest, size, now(), quota)
+            .await?;
+        if let Err(e) = self.blobs.import(digest, file).await {
+            // A record without bytes must not stay.
+            if let Err(undo) = self.metadata.unlink_blob(&repository, digest, true).await {
+                tracing::error!(%digest, error = %undo, "a blob is recorded without its bytes");
+            }
+            return Err(e.into());
+        }
+        Ok(Blob::new(digest.clone(), size))
+    }
+
+    /// Fails with [`RegistryError::StorageFull`] unless `bytes` more fit in
+    /// the blob store beside its reserve.
+    pub async fn check_room(&self, bytes: u64) -> Result<()> {
+        Ok(self.blobs.check_room(bytes).await?)
+    }
+
+    /// Whether the bytes of `digest` are stored (for any repository).
+    pub async fn blob_stored(&self, digest: &Digest) -> Result<bool> {
+        Ok(self.blobs.stat(digest).await?.is_some())
+    }
+
+    /// Lets `repository` read `digest` if its bytes are stored already (for
+    /// another repository): a pull-through cache then need not download
+    /// them again once the upstream confirmed the repository has them.
+    pub async fn link_stored_blob(
+        &self,
+        repository: &str,
+        digest: &Digest,
+    ) -> Result<Option<Blob>> {
+        let repository = parse_name(repository)?;
+        let Some(size) = self.blobs.stat(digest).await? else {
+            return Ok(None);
+        };
+        let quota = self.config.rules.quota(repository.as_str());
+        self.metadata
+            .link_blob(&repository, digest, size, now(), quota)
+            .await?;
+        // A collector moves bytes aside before it asks the metadata a last
+        // time: bytes still in place after the link are kept for it; bytes
+        // gone may be purged, so the link must not stay.
+        if self.blobs.stat(digest).await?.is_none() {
+            self.metadata.unlink_blob(&repository, digest, true).await?;
+            return Ok(None);
+        }
+        Ok(Some(Blob::new(digest.clone(), size)))
     }
 
     /// Streams a blob, or the byte `range` of it (which must lie within it).

@@ -29,7 +29,7 @@ use berth_storage::{
 
 use crate::error::{RegistryError, Result};
 use crate::registry::{Registry, now};
-use crate::rules::StorageRules;
+use crate::rules::{CacheRule, StorageRules};
 
 /// How a collection runs.
 #[derive(Debug, Clone, Copy, Default)]
@@ -149,17 +149,18 @@ struct Ages {
 /// documentation.
 fn plan(snapshot: &GcSnapshot, rules: &StorageRules, now: Timestamp, ages: Ages) -> Plan {
     let cutoff = now.saturating_sub(millis(ages.grace));
+    let mut planned: Vec<RepositoryPlan> = snapshot
+        .repositories
+        .iter()
+        .map(|repository| plan_repository(repository, rules, now, ages))
+        .collect();
+    if let Some(cache) = &rules.cache {
+        evict(snapshot, &mut planned, cache, cutoff);
+    }
     let mut live: HashSet<&Digest> = HashSet::new();
-    let mut repositories = Vec::new();
-    for repository in &snapshot.repositories {
-        let planned = plan_repository(repository, rules, now, ages);
-        let doomed: HashSet<&Digest> = planned.manifests.iter().map(|m| &m.digest).collect();
-        let remaining = repository
-            .manifests
-            .iter()
-            .filter(|m| !doomed.contains(&m.digest));
+    for (repository, planned) in snapshot.repositories.iter().zip(&mut planned) {
         let mut referenced: HashSet<&Digest> = HashSet::new();
-        for manifest in remaining {
+        for manifest in remaining(repository, planned) {
             live.insert(&manifest.digest);
             referenced.extend(&manifest.references);
         }
@@ -168,10 +169,18 @@ fn plan(snapshot: &GcSnapshot, rules: &StorageRules, now: Timestamp, ages: Ages)
             .iter()
             .partition(|link| !referenced.contains(&link.digest) && link.linked_at < cutoff);
         live.extend(kept.iter().map(|link| &link.digest));
-        repositories.push(RepositoryPlan {
-            links: links.into_iter().cloned().collect(),
-            ..planned
-        });
+        planned.links = links.into_iter().cloned().collect();
+        // A manifest that another going one lists goes after it: each
+        // batch can then delete what it holds (an entry still listed stays).
+        let listed: HashSet<Digest> = planned
+            .manifests
+            .iter()
+            .flat_map(|m| &m.references)
+            .cloned()
+            .collect();
+        planned
+            .manifests
+            .sort_by_key(|m| listed.contains(&m.digest));
     }
     let blobs = snapshot
         .blobs
@@ -180,8 +189,111 @@ fn plan(snapshot: &GcSnapshot, rules: &StorageRules, now: Timestamp, ages: Ages)
         .cloned()
         .collect();
     Plan {
-        repositories,
+        repositories: planned,
         blobs,
+    }
+}
+
+/// The manifests of `repository` that stay when `plan` is carried out.
+fn remaining<'a>(
+    repository: &'a RepositorySnapshot,
+    plan: &RepositoryPlan,
+) -> Vec<&'a ManifestSnapshot> {
+    let doomed: HashSet<&Digest> = plan.manifests.iter().map(|m| &m.digest).collect();
+    repository
+        .manifests
+        .iter()
+        .filter(|m| !doomed.contains(&m.digest))
+        .collect()
+}
+
+/// Evicts from a pull-through cache's repositories the least recently
+/// pulled manifests (with their tags) while what only they hold weighs more
+/// than the cache's limit. Bytes a pushed repository also holds cost the
+/// cache nothing and free nothing; nothing used within the grace period
+/// goes (a pull in progress keeps its image).
+fn evict(
+    snapshot: &GcSnapshot,
+    planned: &mut [RepositoryPlan],
+    cache: &CacheRule,
+    cutoff: Timestamp,
+) {
+    let mut pinned: HashSet<&Digest> = HashSet::new();
+    let mut sizes: HashMap<&Digest, u64> = HashMap::new();
+    // How many remaining cached manifests hold each digest (as themselves
+    // or what they reference); loose links count once.
+    let mut holders: HashMap<&Digest, usize> = HashMap::new();
+    let mut candidates: Vec<(Timestamp, usize, &ManifestSnapshot)> = Vec::new();
+    for (index, (repository, plan)) in snapshot.repositories.iter().zip(&*planned).enumerate() {
+        let cached = cache.covers(&repository.name);
+        let mut referenced: HashSet<&Digest> = HashSet::new();
+        for manifest in remaining(repository, plan) {
+            referenced.extend(&manifest.references);
+            if !cached {
+                pinned.insert(&manifest.digest);
+                pinned.extend(&manifest.references);
+                continue;
+            }
+            sizes.insert(&manifest.digest, manifest.size);
+            for digest in std::iter::once(&manifest.digest).chain(&manifest.references) {
+                *holders.entry(digest).or_default() += 1;
+            }
+            let used = manifest.pulled_at.unwrap_or(0).max(manifest.touched_at);
+            if used < cutoff {
+                candidates.push((used, index, manifest));
+            }
+        }
+        for link in &repository.links {
+            if !cached {
+                pinned.insert(&link.digest);
+                continue;
+            }
+            sizes.insert(&link.digest, link.size);
+            // A link nothing references goes anyway once old enough.
+            if !referenced.contains(&link.digest) && link.linked_at >= cutoff {
+                *holders.entry(&link.digest).or_default() += 1;
+            }
+        }
+    }
+    let cost = |digest: &Digest| {
+        if pinned.contains(digest) {
+            0
+        } else {
+            sizes.get(digest).copied().unwrap_or(0)
+        }
+    };
+    let mut held: u64 = holders.keys().map(|d| cost(d)).sum();
+    if held <= cache.limit {
+        return;
+    }
+    candidates.sort_by(|a, b| a.0.cmp(&b.0).then(a.2.digest.cmp(&b.2.digest)));
+    for (_, index, manifest) in candidates {
+        if held <= cache.limit {
+            break;
+        }
+        for digest in std::iter::once(&manifest.digest).chain(&manifest.references) {
+            if let Some(count) = holders.get_mut(digest) {
+                *count -= 1;
+                if *count == 0 {
+                    held -= cost(digest);
+                }
+            }
+        }
+        let repository = &snapshot.repositories[index];
+        let plan = &mut planned[index];
+        for tag in repository
+            .tags
+            .iter()
+            .filter(|t| t.digest == manifest.digest)
+        {
+            if !plan.tags.contains(tag) {
+                plan.tags.push(tag.clone());
+            }
+        }
+        plan.manifests.push(manifest.clone());
+        // Evicted manifests are younger than the untagged cutoff: checked
+        // against the grace period's instead.
+        plan.manifest_cutoff = plan.manifest_cutoff.max(cutoff);
     }
 }
 
@@ -267,18 +379,13 @@ fn plan_repository(
         .and_then(|r| r.untagged_after)
         .unwrap_or(ages.untagged_after);
     let manifest_cutoff = now.saturating_sub(millis(untagged_after.max(ages.grace)));
-    let mut manifests: Vec<ManifestSnapshot> = repository
+    let manifests: Vec<ManifestSnapshot> = repository
         .manifests
         .iter()
         .filter(|m| !reachable.contains(&m.digest))
         .filter(|m| m.touched_at < manifest_cutoff)
         .cloned()
         .collect();
-    // A manifest that another going one lists goes after it: each batch
-    // can then delete what it holds (an entry still listed stays).
-    let listed: HashSet<&Digest> = manifests.iter().flat_map(|m| &m.references).collect();
-    let listed: HashSet<Digest> = listed.into_iter().cloned().collect();
-    manifests.sort_by_key(|m| listed.contains(&m.digest));
     RepositoryPlan {
         name: repository.name.clone(),
         tags,
@@ -872,5 +979,82 @@ mod tests {
         };
         let plan = super::plan(&snapshot, &rules, NOW, ages);
         assert!(plan.repositories[0].tags.is_empty());
+    }
+
+    /// A cache of three images (100-byte layers, 10-byte manifests) pulled
+    /// at different times, sharing one layer with a pushed repository.
+    fn cache_snapshot() -> GcSnapshot {
+        let pulled = |name: &str, at: Timestamp, layers: &[&str]| ManifestSnapshot {
+            pulled_at: Some(at),
+            ..manifest(name, OLD - 1_000, layers)
+        };
+        let cached = RepositorySnapshot {
+            name: "hub/library/app".into(),
+            manifests: vec![
+                pulled("first", OLD, &["layer-1", "shared"]),
+                pulled("second", OLD + 10, &["layer-2"]),
+                pulled("recent", NEW, &["layer-3"]),
+            ],
+            tags: vec![
+                tag("a", "first", OLD),
+                tag("b", "second", OLD),
+                tag("c", "recent", OLD),
+            ],
+            links: ["layer-1", "layer-2", "layer-3", "shared"]
+                .into_iter()
+                .map(|l| link(l, OLD))
+                .collect(),
+        };
+        let pushed = RepositorySnapshot {
+            name: "team/app".into(),
+            manifests: vec![manifest("pushed", OLD - 5_000, &["shared"])],
+            tags: vec![tag("v1", "pushed", OLD)],
+            links: vec![link("shared", OLD)],
+        };
+        GcSnapshot {
+            repositories: vec![cached, pushed],
+            blobs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_full_cache_evicts_the_least_recently_pulled() {
+        let ages = Ages {
+            grace: HOUR,
+            untagged_after: 7 * 24 * HOUR,
+        };
+        let rules = |limit| StorageRules {
+            cache: Some(CacheRule {
+                repositories: vec![RepositoryPattern::parse("hub/**").unwrap()],
+                limit,
+            }),
+            ..StorageRules::default()
+        };
+        // Three layers and three manifests: 330 bytes; the shared layer
+        // costs the cache nothing.
+        let plan_with = |limit| plan(&cache_snapshot(), &rules(limit), NOW, ages);
+        assert!(plan_with(330).repositories[0].manifests.is_empty());
+        let plan = plan_with(300);
+        let cached = &plan.repositories[0];
+        assert_eq!(names(&cached.manifests), HashSet::from([d("first")]));
+        assert_eq!(cached.tags, vec![tag("a", "first", OLD)]);
+        let links: HashSet<Digest> = cached.links.iter().map(|l| l.digest.clone()).collect();
+        assert_eq!(links, HashSet::from([d("layer-1"), d("shared")]));
+        // The pushed repository keeps everything, its shared layer included.
+        assert_eq!(
+            plan.repositories[1],
+            RepositoryPlan {
+                name: "team/app".into(),
+                manifest_cutoff: plan.repositories[1].manifest_cutoff,
+                ..RepositoryPlan::default()
+            }
+        );
+        // Even with no room at all, what was pulled within the grace
+        // period stays.
+        let plan = plan_with(0);
+        assert_eq!(
+            names(&plan.repositories[0].manifests),
+            HashSet::from([d("first"), d("second")])
+        );
     }
 }

@@ -5,8 +5,8 @@
 //! their reference checks, tags, catalog, referrers, deletion) on top of any
 //! [`berth_storage::BlobStore`] and [`berth_storage::MetadataStore`], one
 //! module per resource, and what keeps storage in bounds: online garbage
-//! collection ([`Registry::collect`]), retention, quotas and immutable tags
-//! ([`StorageRules`]). Its inputs are typed (names, digests, byte ranges,
+//! collection ([`Registry::collect`]), retention, quotas, immutable tags and
+//! the size of a pull-through cache ([`StorageRules`]). Its inputs are typed (names, digests, byte ranges,
 //! chunk ranges: the HTTP layer parses headers), and its errors
 //! ([`RegistryError`]) say what went wrong in registry terms; the HTTP layer
 //! maps each to the spec's status code and error code exactly once.
@@ -32,5 +32,5 @@ pub use manifests::{PushedManifest, StoredManifest};
 pub use page::Page;
 pub use registry::{Registry, RegistryConfig};
 pub use repositories::{QuotaUsage, RepositoryInfo};
-pub use rules::{ImmutableRule, RetentionRule, StorageRules};
+pub use rules::{CacheRule, ImmutableRule, RetentionRule, StorageRules};
 pub use uploads::{Chunk, ChunkRange, Mount, UploadRef, UploadStatus};

@@ -11,8 +11,10 @@ use bytes::Bytes;
 use crate::error::{RegistryError, Result};
 use crate::registry::{Registry, now, parse_name, parse_reference};
 
-/// How often a manifest's last pull is written, at most.
-const PULL_RECORD_INTERVAL: Duration = Duration::from_secs(3600);
+/// How often a manifest's last pull is written, at most: fine enough to
+/// order a pull-through cache's least recently pulled images, one small
+/// write a minute for the most pulled.
+const PULL_RECORD_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A manifest and the headers it is served with.
 #[derive(Debug, Clone)]
@@ -109,6 +111,44 @@ impl Registry {
         content_type: Option<&str>,
         content: Bytes,
     ) -> Result<PushedManifest> {
+        self.store_manifest(repository, reference, content_type, content, false)
+            .await
+    }
+
+    /// Stores a manifest a pull-through cache got from its upstream, byte
+    /// for byte, under a tag or its digest: checked as a push is, except
+    /// that what it references may come later (when first pulled).
+    pub async fn put_cached_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+        content_type: Option<&str>,
+        content: Bytes,
+    ) -> Result<PushedManifest> {
+        self.store_manifest(repository, reference, content_type, content, true)
+            .await
+    }
+
+    /// Makes `tag` name no manifest any more (the upstream of a cached
+    /// repository no longer has it); its manifest is collected later.
+    pub async fn forget_tag(&self, repository: &str, tag: &str) -> Result<()> {
+        let repository = parse_name(repository)?;
+        let tag = Tag::parse(tag).map_err(RegistryError::TagInvalid)?;
+        let immutable = self.config.rules.immutable(repository.as_str());
+        self.metadata
+            .delete_tag(&repository, &tag, immutable)
+            .await?;
+        Ok(())
+    }
+
+    async fn store_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+        content_type: Option<&str>,
+        content: Bytes,
+        references_follow: bool,
+    ) -> Result<PushedManifest> {
         let repository = parse_name(repository)?;
         let reference = parse_reference(reference)?;
         if content.len() > self.config.max_manifest_bytes {
@@ -162,7 +202,8 @@ impl Registry {
         // Bytes first, so a recorded manifest always has them; a refused
         // push leaves none behind, unless something else records them.
         self.blobs.write_all(&digest, content.clone()).await?;
-        let rules = self.config.rules.write_rules(repository.as_str());
+        let mut rules = self.config.rules.write_rules(repository.as_str());
+        rules.references_follow = references_follow;
         let recorded = self
             .metadata
             .put_manifest(&repository, record, tag, now(), rules)

@@ -35,6 +35,20 @@ impl RetentionRule {
     }
 }
 
+/// The repositories of a pull-through cache and how many bytes they may
+/// hold together before collection evicts the least recently pulled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheRule {
+    pub repositories: Vec<RepositoryPattern>,
+    pub limit: u64,
+}
+
+impl CacheRule {
+    pub fn covers(&self, repository: &str) -> bool {
+        self.repositories.iter().any(|p| p.matches(repository))
+    }
+}
+
 /// Every storage rule; for each kind, the first rule whose pattern matches a
 /// repository applies to it (immutability: every matching rule).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -42,6 +56,7 @@ pub struct StorageRules {
     pub quotas: Vec<Quota>,
     pub immutable: Vec<ImmutableRule>,
     pub retention: Vec<RetentionRule>,
+    pub cache: Option<CacheRule>,
 }
 
 impl StorageRules {
@@ -81,6 +96,7 @@ impl StorageRules {
         WriteRules {
             quota: self.quota(repository),
             immutable: self.immutable(repository),
+            references_follow: false,
         }
     }
 }
@@ -119,6 +135,7 @@ mod tests {
                 },
             ],
             retention: vec![],
+            cache: None,
         };
         assert_eq!(rules.quota("team-a/big").unwrap().limit, 100);
         let team = rules.quota("team-a/app").unwrap();

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use axum::http::uri::Authority;
 use axum::http::{HeaderMap, Method, Uri, header};
 use berth_auth::{Action, AuthError, Authenticator, Credentials, Decision, Principal, Required};
+use berth_cache::PullThroughCache;
 use berth_registry::Registry;
 
 use crate::body::BodyPace;
@@ -18,6 +19,8 @@ use crate::route::Route;
 /// What every handler shares.
 pub struct AppState {
     pub registry: Arc<Registry>,
+    /// The pull-through cache, when upstreams are configured.
+    pub cache: Option<Arc<PullThroughCache>>,
     pub auth: Arc<Authenticator>,
     /// The token endpoint's URL for challenges; derived from each request's
     /// Host when not configured.

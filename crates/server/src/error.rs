@@ -19,6 +19,7 @@ use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_auth::AuthError;
 use berth_auth::pull_credential::PullCredentialError;
+use berth_cache::{CacheError, UpstreamError};
 use berth_registry::RegistryError;
 use serde_json::json;
 
@@ -143,6 +144,14 @@ pub enum EdgeError {
     /// `?force=true` on a blob delete by someone who is no administrator.
     #[error("only an administrator may force the delete of a blob in use")]
     ForceDenied,
+    #[error(
+        "{repository} is a pull-through cache of {upstream}: it is read-only; push to the \
+         upstream, or to a repository outside the cache's prefix"
+    )]
+    CacheReadOnly {
+        repository: String,
+        upstream: String,
+    },
 }
 
 /// An access decision that refuses the request.
@@ -193,22 +202,63 @@ const SERVER_FAULT: &str = "the registry could not complete the request; the cau
 
 impl From<RegistryError> for ApiError {
     fn from(error: RegistryError) -> Self {
-        let (status, code) = classify(&error);
-        if status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!(error = %error, "the request failed inside berth");
-            return ApiError::new(status, code, SERVER_FAULT);
-        }
-        if let RegistryError::StorageFull(why) = &error {
-            tracing::warn!(cause = %why, "a write was refused: storage is full");
-        }
-        let api = ApiError::new(status, code, error.to_string());
+        registry_error(&error)
+    }
+}
+
+fn registry_error(error: &RegistryError) -> ApiError {
+    let (status, code) = classify(error);
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::error!(error = %error, "the request failed inside berth");
+        return ApiError::new(status, code, SERVER_FAULT);
+    }
+    if let RegistryError::StorageFull(why) = error {
+        tracing::warn!(cause = %why, "a write was refused: storage is full");
+    }
+    let api = ApiError::new(status, code, error.to_string());
+    match error {
+        // Where the upload stands, so the client can go on from there.
+        RegistryError::UploadOutOfOrder { upload, .. }
+        | RegistryError::ChunkLength { upload, .. } => upload_headers(upload)
+            .into_iter()
+            .fold(api, |api, (name, value)| api.with_header(name, &value)),
+        _ => api,
+    }
+}
+
+/// A cache miss the upstream could not fill: 429 with the upstream's
+/// `Retry-After` when it throttles berth, 503 when it cannot be reached or
+/// fails, 502 when it answers wrongly (bad bytes, refused credentials). The
+/// message names the upstream: the fix is there or in berth's settings.
+impl From<CacheError> for ApiError {
+    fn from(error: CacheError) -> Self {
+        use ErrorCode::*;
+        let message = error.to_string();
         match &error {
-            // Where the upload stands, so the client can go on from there.
-            RegistryError::UploadOutOfOrder { upload, .. }
-            | RegistryError::ChunkLength { upload, .. } => upload_headers(upload)
-                .into_iter()
-                .fold(api, |api, (name, value)| api.with_header(name, &value)),
-            _ => api,
+            CacheError::Registry(e) => registry_error(e),
+            CacheError::UnknownNamespace(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, NameUnknown, message)
+            }
+            CacheError::Upstream(UpstreamError::RateLimited { retry_after, .. }) => {
+                let api = ApiError::new(StatusCode::TOO_MANY_REQUESTS, TooManyRequests, message);
+                match retry_after {
+                    Some(after) => {
+                        api.with_header(header::RETRY_AFTER, &after.as_secs().max(1).to_string())
+                    }
+                    None => api,
+                }
+            }
+            CacheError::Upstream(
+                UpstreamError::Unavailable { .. } | UpstreamError::NotFound { .. },
+            ) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, Unsupported, message),
+            CacheError::Upstream(UpstreamError::Denied { .. } | UpstreamError::Invalid { .. })
+            | CacheError::Corrupt { .. } => {
+                ApiError::new(StatusCode::BAD_GATEWAY, Unsupported, message)
+            }
+            CacheError::Spool(_) => {
+                tracing::error!(error = %error, "the request failed inside berth");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, Unsupported, SERVER_FAULT)
+            }
         }
     }
 }
@@ -237,6 +287,7 @@ impl From<EdgeError> for ApiError {
             E::NotReady => (StatusCode::SERVICE_UNAVAILABLE, Unsupported),
             E::AdminRequestInvalid(_) => (StatusCode::BAD_REQUEST, Unsupported),
             E::ForceDenied => (StatusCode::FORBIDDEN, Denied),
+            E::CacheReadOnly { .. } => (StatusCode::METHOD_NOT_ALLOWED, Unsupported),
         };
         let api = ApiError::new(status, code, error.to_string());
         match error {

@@ -4,7 +4,7 @@ use axum::body::Body;
 use axum::http::{HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_oci::Digest;
-use berth_registry::{Blob, ByteRange, ByteStream, StoredManifest, UploadStatus};
+use berth_registry::{ByteRange, ByteStream, StoredManifest, UploadStatus};
 
 pub const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 const DOCKER_UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
@@ -60,7 +60,8 @@ impl IntoResponse for ManifestContent {
 
 /// A blob, a range of it (206), or only its headers (`HEAD`).
 pub struct BlobContent {
-    pub blob: Blob,
+    pub digest: Digest,
+    pub size: u64,
     pub range: Option<ByteRange>,
     /// `None` for `HEAD`.
     pub body: Option<ByteStream>,
@@ -68,7 +69,7 @@ pub struct BlobContent {
 
 impl IntoResponse for BlobContent {
     fn into_response(self) -> Response {
-        let digest = self.blob.digest().to_string();
+        let digest = self.digest.to_string();
         let mut headers = vec![
             (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
             (header::ACCEPT_RANGES, "bytes".to_owned()),
@@ -80,12 +81,12 @@ impl IntoResponse for BlobContent {
                 headers.push((header::CONTENT_LENGTH, (r.end - r.start).to_string()));
                 headers.push((
                     header::CONTENT_RANGE,
-                    format!("bytes {}-{}/{}", r.start, r.end - 1, self.blob.size()),
+                    format!("bytes {}-{}/{}", r.start, r.end - 1, self.size),
                 ));
                 StatusCode::PARTIAL_CONTENT
             }
             None => {
-                headers.push((header::CONTENT_LENGTH, self.blob.size().to_string()));
+                headers.push((header::CONTENT_LENGTH, self.size.to_string()));
                 StatusCode::OK
             }
         };

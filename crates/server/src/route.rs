@@ -25,6 +25,37 @@ pub enum Route<'a> {
 }
 
 impl<'a> Route<'a> {
+    /// The repository it names, if it names one.
+    pub fn name(self) -> Option<&'a str> {
+        match self {
+            Route::Base | Route::Catalog => None,
+            Route::Tags { name }
+            | Route::Manifest { name, .. }
+            | Route::Blob { name, .. }
+            | Route::Uploads { name }
+            | Route::Upload { name, .. }
+            | Route::Referrers { name, .. } => Some(name),
+        }
+    }
+
+    /// The same endpoint of repository `name` (a pull-through cache keeps
+    /// a mirrored repository under another name).
+    pub fn renamed<'b>(self, name: &'b str) -> Route<'b>
+    where
+        'a: 'b,
+    {
+        match self {
+            Route::Base => Route::Base,
+            Route::Catalog => Route::Catalog,
+            Route::Tags { .. } => Route::Tags { name },
+            Route::Manifest { reference, .. } => Route::Manifest { name, reference },
+            Route::Blob { digest, .. } => Route::Blob { name, digest },
+            Route::Uploads { .. } => Route::Uploads { name },
+            Route::Upload { id, .. } => Route::Upload { name, id },
+            Route::Referrers { digest, .. } => Route::Referrers { name, digest },
+        }
+    }
+
     pub fn parse(path: &'a str) -> Option<Self> {
         let rest = path.strip_prefix("/v2")?;
         if rest.is_empty() || rest == "/" {
@@ -110,6 +141,21 @@ mod tests {
                 digest: "sha256:00"
             })
         );
+    }
+
+    #[test]
+    fn renaming_keeps_the_endpoint() {
+        let route = r("/v2/library/nginx/manifests/1").unwrap();
+        assert_eq!(route.name(), Some("library/nginx"));
+        assert_eq!(
+            route.renamed("hub/library/nginx"),
+            Manifest {
+                name: "hub/library/nginx",
+                reference: "1"
+            }
+        );
+        assert_eq!(Catalog.renamed("x"), Catalog);
+        assert_eq!(Catalog.name(), None);
     }
 
     #[test]

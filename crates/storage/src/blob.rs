@@ -1,4 +1,5 @@
 use std::ops::Range;
+use std::path::Path;
 
 use async_trait::async_trait;
 use berth_oci::Digest;
@@ -96,6 +97,18 @@ pub trait BlobStore: Send + Sync + 'static {
     /// upload the blob, or drops it if the blob's bytes are stored already
     /// (the same digest, the same bytes).
     async fn settle_upload(&self, id: &str, digest: &Digest) -> StorageResult<()>;
+
+    /// Makes `file`, a local file whose bytes the caller verified have
+    /// digest `digest`, that blob's bytes, once the metadata recorded the
+    /// blob (as [`BlobStore::settle_upload`] does for an upload): moved
+    /// where the store can, so a pull-through cache's download is not
+    /// written twice, and durable. The file is gone afterwards.
+    async fn import(&self, digest: &Digest, file: &Path) -> StorageResult<()>;
+
+    /// Fails with [`crate::StorageError::Full`] unless `bytes` more fit
+    /// beside the store's reserve: checked before downloading what
+    /// [`BlobStore::import`] will take.
+    async fn check_room(&self, bytes: u64) -> StorageResult<()>;
 
     /// Discards upload `id`; discarding an absent upload is not an error.
     async fn delete_upload(&self, id: &str) -> StorageResult<()>;

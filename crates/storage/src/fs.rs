@@ -604,6 +604,39 @@ impl BlobStore for FsBlobStore {
         .await
     }
 
+    async fn import(&self, digest: &Digest, file: &Path) -> StorageResult<()> {
+        let dest = self.blob_path(digest);
+        let from = file.to_owned();
+        let staging = self
+            .root
+            .join("uploads")
+            .join(format!("import.{}{PARTIAL}", self.unique()));
+        blocking(move || {
+            File::open(&from)?.sync_all().map_err(write_error)?;
+            match publish(&from, &dest) {
+                // Kept on another file system: copied into this one first.
+                Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
+                    let copied = fs::copy(&from, &staging)
+                        .and_then(|_| File::open(&staging)?.sync_all())
+                        .and_then(|()| publish(&staging, &dest));
+                    if copied.is_err() {
+                        let _ = fs::remove_file(&staging);
+                    }
+                    copied.map_err(write_error)?;
+                    fs::remove_file(&from)?;
+                    Ok(())
+                }
+                other => other.map_err(write_error),
+            }
+        })
+        .await
+    }
+
+    async fn check_room(&self, bytes: u64) -> StorageResult<()> {
+        let space = self.space();
+        blocking(move || space.claim(bytes).map(drop)).await
+    }
+
     async fn delete_upload(&self, id: &str) -> StorageResult<()> {
         let path = self.upload_path(id)?;
         self.take_hash(id);
@@ -789,6 +822,32 @@ mod tests {
         assert!(matches!(
             store.upload_size("u1").await,
             Err(StorageError::UploadNotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_imported_file_becomes_the_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(&dir.path().join("store"), 0).unwrap();
+        let digest = Digest::sha256_of(b"downloaded");
+        for _ in 0..2 {
+            // The second time the blob is stored already: the file just goes.
+            let file = dir.path().join("spool-file");
+            std::fs::write(&file, b"downloaded").unwrap();
+            let kept_open = File::open(&file).unwrap();
+            store.import(&digest, &file).await.unwrap();
+            assert!(!file.exists());
+            assert_eq!(kept_open.metadata().unwrap().len(), 10);
+        }
+        assert_eq!(
+            collect(store.read(&digest, None).await.unwrap()).await,
+            b"downloaded"
+        );
+        store.check_room(1 << 20).await.unwrap();
+        let reserved = FsBlobStore::open(&dir.path().join("store"), u64::MAX / 2).unwrap();
+        assert!(matches!(
+            reserved.check_room(1).await,
+            Err(StorageError::Full(_))
         ));
     }
 

@@ -90,6 +90,10 @@ pub struct WriteRules {
     /// The quota the repository counts against, if any.
     pub quota: Option<Quota>,
     pub immutable: ImmutableTags,
+    /// The manifest's blobs and index entries may come later: a
+    /// pull-through cache stores a manifest as the upstream serves it, and
+    /// what it references when that is first pulled.
+    pub references_follow: bool,
 }
 
 /// What a repository holds.

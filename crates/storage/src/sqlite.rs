@@ -679,7 +679,7 @@ impl MetadataStore for SqliteMetadataStore {
             // Refreshing what it references both checks that it is there
             // and keeps a concurrent collection from taking it.
             for blob in &manifest.blobs {
-                if !touch_link(tx, id, blob.as_str(), now)? {
+                if !touch_link(tx, id, blob.as_str(), now)? && !rules.references_follow {
                     return Err(StorageError::MissingReferences(blob.clone()));
                 }
             }
@@ -692,6 +692,7 @@ impl MetadataStore for SqliteMetadataStore {
             for child in &manifest.children {
                 if touch_manifest.execute(params![id, child.as_str(), now])? == 0
                     && !touch_link(tx, id, child.as_str(), now)?
+                    && !rules.references_follow
                 {
                     return Err(StorageError::MissingReferences(child.clone()));
                 }
@@ -1535,6 +1536,7 @@ mod tests {
         let rules = WriteRules {
             quota: None,
             immutable: ImmutableTags(vec![TagPattern::parse("v*").unwrap()]),
+            references_follow: false,
         };
         let (one, two) = (manifest("one"), manifest("two"));
         let v1 = Tag::parse("v1").unwrap();

@@ -8,6 +8,7 @@ mod common;
 
 mod api;
 mod auth;
+mod cache;
 mod conformance;
 mod crash;
 mod doctor;

@@ -3,6 +3,7 @@
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use berth_auth::Required;
+use berth_cache::CachedBlob;
 use berth_registry::ByteRange;
 
 use super::{Request, Result, done};
@@ -11,26 +12,58 @@ use crate::response::BlobContent;
 
 pub(super) async fn get(request: &Request<'_>, name: &str, digest: &str, head: bool) -> Result {
     let registry = &request.state.registry;
-    let blob = registry.blob(name, digest).await?;
-    if head {
-        return Ok(BlobContent {
-            blob,
-            range: None,
-            body: None,
+    let blob = match request.cached() {
+        Some((cache, route)) if head => {
+            let (digest, size) = cache.blob_size(route, digest).await?;
+            return Ok(BlobContent {
+                digest,
+                size,
+                range: None,
+                body: None,
+            }
+            .into_response());
         }
-        .into_response());
-    }
-    let range = match request.header(header::RANGE) {
-        Some(value) => requested_range(value, blob.size())?,
-        None => None,
+        Some((cache, route)) => match cache.blob(route, digest).await? {
+            CachedBlob::Stored(blob) => blob,
+            CachedBlob::Arriving(arriving) => {
+                let (digest, size) = (arriving.digest.clone(), arriving.size);
+                let range = range(request, size)?;
+                let body = arriving.read(range.clone());
+                return Ok(BlobContent {
+                    digest,
+                    size,
+                    range,
+                    body: Some(body),
+                }
+                .into_response());
+            }
+        },
+        None => registry.blob(name, digest).await?,
     };
-    let body = registry.read_blob(&blob, range.clone()).await?;
+    let range = if head {
+        None
+    } else {
+        range(request, blob.size())?
+    };
+    let body = match head {
+        true => None,
+        false => Some(registry.read_blob(&blob, range.clone()).await?),
+    };
     Ok(BlobContent {
-        blob,
+        digest: blob.digest().clone(),
+        size: blob.size(),
         range,
-        body: Some(body),
+        body,
     }
     .into_response())
+}
+
+/// The range the request's `Range` header asks for, if any.
+fn range(request: &Request<'_>, size: u64) -> Result<Option<ByteRange>, EdgeError> {
+    match request.header(header::RANGE) {
+        Some(value) => requested_range(value, size),
+        None => Ok(None),
+    }
 }
 
 /// The part of a blob of `size` bytes that a `Range` header asks for

@@ -18,19 +18,15 @@ const MANIFEST_BODY_DEADLINE: Duration = Duration::from_secs(30);
 
 pub(super) async fn get(request: &Request<'_>, name: &str, reference: &str, head: bool) -> Result {
     let registry = &request.state.registry;
-    let content = if head {
-        ManifestContent {
-            info: registry.manifest_info(name, reference).await?,
-            body: None,
-        }
-    } else {
-        let (info, body) = registry.manifest(name, reference).await?;
-        ManifestContent {
-            info,
-            body: Some(body),
+    let (info, body) = match request.cached() {
+        Some((cache, route)) => cache.manifest(route, reference, head).await?,
+        None if head => (registry.manifest_info(name, reference).await?, None),
+        None => {
+            let (info, body) = registry.manifest(name, reference).await?;
+            (info, Some(body))
         }
     };
-    Ok(content.into_response())
+    Ok(ManifestContent { info, body }.into_response())
 }
 
 pub(super) async fn put(request: &Request<'_>, name: &str, reference: &str, body: Body) -> Result {

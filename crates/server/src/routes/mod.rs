@@ -16,6 +16,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use berth_auth::Principal;
+use berth_cache::{CacheError, CacheRoute, PullThroughCache, UnknownNamespace};
 
 use crate::access::{self, AppState};
 use crate::client_addr::ClientAddr;
@@ -29,6 +30,8 @@ type Result<T = Response, E = ApiError> = std::result::Result<T, E>;
 /// The request as the handlers see it, once access is granted.
 struct Request<'a> {
     state: &'a AppState,
+    /// Where the repository's content comes from when it is a cached one.
+    cache: Option<&'a CacheRoute>,
     principal: Option<Principal>,
     client: IpAddr,
     headers: &'a HeaderMap,
@@ -36,6 +39,11 @@ struct Request<'a> {
 }
 
 impl Request<'_> {
+    /// The cache and the route of a cached repository's request.
+    fn cached(&self) -> Option<(&PullThroughCache, &CacheRoute)> {
+        Some((self.state.cache.as_deref()?, self.cache?))
+    }
+
     /// Who is asking, as upload sessions record their owner: empty for
     /// anonymous.
     fn subject(&self) -> &str {
@@ -77,16 +85,44 @@ pub async fn dispatch(
     let Some(route) = Route::parse(uri.path()) else {
         return Err(EdgeError::NotAnEndpoint(uri.path().to_owned()).into());
     };
-    let principal = match access::required(route, &method) {
+    let query = Query::parse(uri.query());
+    // A cached repository is checked under the name the client asked for
+    // (whose token scope it requested), and stored under its local name.
+    let cached = match (&state.cache, route.name(), query.get("ns")) {
+        (Some(cache), Some(name), ns) => cache.route(name, ns).map_err(CacheError::from)?,
+        (None, Some(_), Some(ns)) => {
+            return Err(CacheError::from(UnknownNamespace(ns.to_owned())).into());
+        }
+        _ => None,
+    };
+    let checked = match &cached {
+        Some(cached) => route.renamed(&cached.access),
+        None => route,
+    };
+    let route = match &cached {
+        Some(cached) => route.renamed(&cached.local),
+        None => route,
+    };
+    let principal = match access::required(checked, &method) {
         Some(required) => Some(state.check(headers, uri, client, &required).await?),
         None => None,
     };
+    if let (Some(cached), Some(cache)) = (&cached, &state.cache)
+        && !matches!(method, Method::GET | Method::HEAD)
+    {
+        return Err(EdgeError::CacheReadOnly {
+            repository: cached.local.clone(),
+            upstream: cache.upstream_url(cached).to_owned(),
+        }
+        .into());
+    }
     let request = Request {
         state,
+        cache: cached.as_ref(),
         principal,
         client: client.ip,
         headers,
-        query: Query::parse(uri.query()),
+        query,
     };
     let head = method == Method::HEAD;
     match (route, method) {

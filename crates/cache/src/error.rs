@@ -1,0 +1,39 @@
+use std::sync::Arc;
+
+use berth_client::upstream::UpstreamError;
+use berth_oci::Digest;
+use berth_registry::RegistryError;
+
+use crate::route::UnknownNamespace;
+
+/// Why the cache could not serve a request. Clonable, since one upstream
+/// fetch answers every request waiting for it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CacheError {
+    /// Not cached, and the upstream could not be asked (or refused).
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The upstream sent other bytes than the digest names: nothing was kept.
+    #[error("{url} sent content whose digest is {actual}, not {expected}; nothing of it was kept")]
+    Corrupt {
+        url: String,
+        expected: Digest,
+        actual: Digest,
+    },
+    #[error(transparent)]
+    UnknownNamespace(#[from] UnknownNamespace),
+    /// The local spool file a download goes through failed.
+    #[error("the cache's spool file failed: {0}")]
+    Spool(String),
+    /// What the registry says (an unknown manifest or blob, a storage failure).
+    #[error(transparent)]
+    Registry(Arc<RegistryError>),
+}
+
+impl From<RegistryError> for CacheError {
+    fn from(error: RegistryError) -> Self {
+        CacheError::Registry(Arc::new(error))
+    }
+}
+
+pub type Result<T, E = CacheError> = std::result::Result<T, E>;
