@@ -81,13 +81,19 @@ struct UpstreamState {
 }
 
 impl UpstreamState {
-    /// Whether the upstream is being left alone after a failure.
+    /// Whether the upstream is being left alone after a failure: the
+    /// failure, a throttling one with the wait that remains.
     fn quiet(&self) -> Option<UpstreamError> {
         let quiet = self.quiet.lock().expect("not poisoned");
-        quiet
-            .as_ref()
-            .filter(|(until, _)| Instant::now() < *until)
-            .map(|(_, e)| e.clone())
+        let (until, error) = quiet.as_ref()?;
+        let left = until.checked_duration_since(Instant::now())?;
+        Some(match error {
+            UpstreamError::RateLimited { url, .. } => UpstreamError::RateLimited {
+                url: url.clone(),
+                retry_after: Some(left),
+            },
+            other => other.clone(),
+        })
     }
 
     fn note_failure(&self, error: &UpstreamError, backoff: Duration) {

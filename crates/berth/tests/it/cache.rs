@@ -63,7 +63,8 @@ async fn push(api: &Api, repo: &str, tag: &str, sizes: &[usize], seed: u64) -> I
 /// pull `hub/*` and `hub/library/*`, its own admin does everything.
 struct Cache {
     server: Server,
-    _dir: tempfile::TempDir,
+    args: Vec<String>,
+    dir: tempfile::TempDir,
 }
 
 impl Cache {
@@ -104,12 +105,22 @@ password_file = "{}"
             ),
         )
         .unwrap();
-        let mut all = vec!["--config", config.to_str().unwrap()];
-        all.extend_from_slice(args);
+        let mut all = vec!["--config".to_owned(), config.display().to_string()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = all.iter().map(String::as_str).collect();
         Cache {
-            server: Server::start(&all),
-            _dir: dir,
+            server: Server::start_in(&dir.path().join("data"), &args),
+            args: all,
+            dir,
         }
+    }
+
+    /// A new process on the same data: what it cached stays, what it kept
+    /// in memory (upstream tokens, tag checks) does not.
+    fn restart(&mut self) {
+        self.server.kill9();
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        self.server = Server::start_in(&self.dir.path().join("data"), &args);
     }
 
     fn of(upstream: &Server, extra: &str) -> Self {
@@ -145,21 +156,26 @@ async fn pull(http: &reqwest::Client, base: &str, repo: &str, reference: &str) -
     sha256(&manifest)
 }
 
-/// The upstream's access-log lines for `method path` answered `status`.
-fn requests(upstream: &Server, method: &str, path: &str, status: u16) -> usize {
+/// The upstream's access-log lines for `method path` answered `status`,
+/// once there is at least `expected` of them (the log is read as it is
+/// written), or however many there are when none are expected.
+fn requests(upstream: &Server, method: &str, path: &str, status: u16, expected: usize) -> usize {
     let wanted = format!("method={method} path=\"{path}\" status={status} ");
-    upstream
-        .log()
-        .iter()
-        .filter(|l| l.contains("berth::access") && l.contains(&wanted))
-        .count()
+    let count = |lines: &[String]| {
+        lines
+            .iter()
+            .filter(|l| l.contains("berth::access") && l.contains(&wanted))
+            .count()
+    };
+    upstream.wait_for_log(|lines| Some(count(lines)).filter(|&n| n >= expected))
 }
 
 /// What the test proxy does with connections.
 const FORWARD: u8 = 0;
 /// Forwards, upstream bytes at about 3 MB/s.
 const THROTTLE: u8 = 1;
-/// Accepts and never answers: an upstream that hangs.
+/// Accepts and never answers (an upstream that hangs); stops forwarding
+/// midway on connections already open.
 const STALL: u8 = 2;
 
 /// A TCP proxy between the cache and its upstream.
@@ -187,9 +203,8 @@ impl Proxy {
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 connections.fetch_add(1, Ordering::SeqCst);
-                let mode = mode.load(Ordering::SeqCst);
                 let target = *target.lock().unwrap();
-                tokio::spawn(relay(client, target, mode));
+                tokio::spawn(relay(client, target, mode.clone()));
             }
         });
         proxy
@@ -204,8 +219,8 @@ impl Proxy {
     }
 }
 
-async fn relay(client: TcpStream, target: SocketAddr, mode: u8) {
-    if mode == STALL {
+async fn relay(client: TcpStream, target: SocketAddr, mode: Arc<AtomicU8>) {
+    if mode.load(Ordering::SeqCst) == STALL {
         // Held open, unanswered, for longer than any test waits.
         tokio::time::sleep(Duration::from_secs(120)).await;
         drop(client);
@@ -225,8 +240,11 @@ async fn relay(client: TcpStream, target: SocketAddr, mode: u8) {
         if n == 0 || client_write.write_all(&buffer[..n]).await.is_err() {
             break;
         }
-        if mode == THROTTLE {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        match mode.load(Ordering::SeqCst) {
+            THROTTLE => tokio::time::sleep(Duration::from_millis(20)).await,
+            // Stalled midway: nothing more, until the test ends.
+            STALL => tokio::time::sleep(Duration::from_secs(120)).await,
+            _ => {}
         }
     }
 }
@@ -274,12 +292,12 @@ async fn concurrent_cold_pulls_fetch_each_blob_once() {
     }
     for (digest, _) in &image.blobs {
         let path = format!("/v2/library/app/blobs/{digest}");
-        assert_eq!(requests(&upstream, "GET", &path, 200), 1, "{path}");
+        assert_eq!(requests(&upstream, "GET", &path, 200, 1), 1, "{path}");
     }
     let manifest = "/v2/library/app/manifests/1";
-    assert_eq!(requests(&upstream, "GET", manifest, 200), 1);
-    assert_eq!(requests(&upstream, "HEAD", manifest, 200), 0);
-    assert_eq!(requests(&upstream, "POST", "/token", 200), 1);
+    assert_eq!(requests(&upstream, "GET", manifest, 200, 1), 1);
+    assert_eq!(requests(&upstream, "HEAD", manifest, 200, 0), 0);
+    assert_eq!(requests(&upstream, "POST", "/token", 200, 1), 1);
 
     // Warm: by digest (path and mirror mode alike) and by tag, nothing more
     // goes upstream.
@@ -422,6 +440,132 @@ fn upstream_alive(upstream: &Server) -> bool {
     std::net::TcpStream::connect(&upstream.addr).is_ok()
 }
 
+/// A client going away does not stop the download it started: the blob is
+/// cached all the same. A download that stalls midway is given up after
+/// `stall_timeout`, keeps nothing, and the next pull starts again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_download_outlives_its_client_and_a_stalled_one_keeps_nothing() {
+    let upstream = Server::start(&[]);
+    let image = push(
+        &Api::new(&upstream),
+        "library/big",
+        "1",
+        &[8 << 20, 8 << 20],
+        7,
+    )
+    .await;
+    let proxy = Proxy::start(&upstream).await;
+    proxy.mode.store(THROTTLE, Ordering::SeqCst);
+    let cache = Cache::start(
+        &proxy.url(),
+        &upstream.admin_password(),
+        "[cache]\nstall_timeout = \"2s\"\n",
+        &[],
+    );
+    let http = Api::anonymous(&cache.server).http;
+    let url = |digest: &str| cache.server.url(&format!("/v2/hub/big/blobs/{digest}"));
+
+    let (first, _) = image.layer(0);
+    let response = http.get(url(first)).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    body.next().await.unwrap().unwrap();
+    drop(body);
+    wait_until("the abandoned download is stored", || {
+        cache.server.blob_file(first).exists()
+    });
+    let path = format!("/v2/library/big/blobs/{first}");
+    assert_eq!(requests(&upstream, "GET", &path, 200, 1), 1);
+
+    let (second, bytes) = image.layer(1);
+    let response = http.get(url(second)).send().await.unwrap();
+    let mut body = response.bytes_stream();
+    let (mut received, mut failed) = (0, false);
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(chunk) => received += chunk.len(),
+            Err(_) => {
+                failed = true;
+                break;
+            }
+        }
+        if received >= 1 << 20 {
+            proxy.mode.store(STALL, Ordering::SeqCst);
+        }
+    }
+    assert!(
+        failed && received < bytes.len(),
+        "{received} bytes, failed: {failed}"
+    );
+    cache.server.wait_for_line("nothing of it was cached");
+    wait_until("the spool is empty", || spooled(&cache.server).is_empty());
+    assert!(!cache.server.blob_file(second).exists());
+    proxy.mode.store(FORWARD, Ordering::SeqCst);
+    let again = http.get(url(second)).send().await.unwrap();
+    assert_eq!(sha256(&again.bytes().await.unwrap()), *second);
+}
+
+/// An upstream that throttles berth (429 with Retry-After, here berth's own
+/// login throttling) is left alone for as long as it asks: cached tags are
+/// served, and what is not cached gets 429 with the time left, without
+/// another request upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_throttling_upstream_is_left_alone_for_its_retry_after() {
+    let upstream = Server::start(&[]);
+    let api = Api::new(&upstream);
+    let image = push(&api, "library/app", "1", &[1000], 8).await;
+    push(&api, "library/other", "1", &[1000], 9).await;
+    let mut cache = Cache::of(&upstream, "[cache]\nrevalidate_after = \"0s\"\n");
+    let http = Api::anonymous(&cache.server).http;
+    pull(&http, &cache.server.base, "hub/app", "1").await;
+
+    // Five failed logins lock the account berth pulls with, from this
+    // address, for 30 s.
+    let wrong = Api::with_credentials(&upstream, "admin", "wrong");
+    for _ in 0..5 {
+        let refused = wrong
+            .http
+            .get(upstream.url("/token?service=berth"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 401);
+    }
+    // A new process has no upstream token: the tag check must log in.
+    cache.restart();
+    let http = Api::anonymous(&cache.server).http;
+    assert_eq!(
+        pull(&http, &cache.server.base, "hub/app", "1").await,
+        image.digest
+    );
+    cache
+        .server
+        .wait_for_line("the upstream failed; serving the cached copy");
+    let logins = || {
+        upstream
+            .log()
+            .iter()
+            .filter(|l| l.contains("path=\"/token\""))
+            .count()
+    };
+    upstream.wait_for_line("path=\"/token\" status=429");
+    let before = logins();
+    let response = http
+        .get(cache.server.url("/v2/hub/other/manifests/1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=30).contains(&retry_after), "{retry_after}");
+    assert_eq!(error_code(response).await, "TOOMANYREQUESTS");
+    assert_eq!(logins(), before, "the upstream was left alone");
+}
+
 /// An upstream serving wrong bytes (its disk rotted): the client never gets
 /// a whole wrong blob or a wrong manifest, and nothing wrong is cached.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -515,13 +659,19 @@ async fn a_full_cache_evicts_the_least_recently_pulled() {
         pull(&own.http, &cache.server.base, "team/own", "1").await,
         pushed.digest
     );
-    let before = requests(&upstream, "GET", "/v2/library/a/manifests/1", 200);
+    let before = requests(&upstream, "GET", "/v2/library/a/manifests/1", 200, 1);
     assert_eq!(
         pull(&http, &cache.server.base, "hub/a", "1").await,
         images[0].digest
     );
     assert_eq!(
-        requests(&upstream, "GET", "/v2/library/a/manifests/1", 200),
+        requests(
+            &upstream,
+            "GET",
+            "/v2/library/a/manifests/1",
+            200,
+            before + 1
+        ),
         before + 1
     );
 }
