@@ -19,6 +19,16 @@ impl Challenge {
     }
 }
 
+/// Every challenge of a response, in header order.
+pub fn response_challenges(headers: &reqwest::header::HeaderMap) -> Vec<Challenge> {
+    headers
+        .get_all(reqwest::header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(parse_challenges)
+        .collect()
+}
+
 /// Every challenge in one header value. Unparsable trailing text is dropped,
 /// since a partly readable challenge is still better than none.
 pub fn parse_challenges(header: &str) -> Vec<Challenge> {

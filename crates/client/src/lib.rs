@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, WWW_AUTHENTICATE};
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap};
 use reqwest::{Method, StatusCode};
 
 pub use classify::{Classified, Outcome, RateLimit};
@@ -300,13 +300,7 @@ impl RegistryClient {
         if first.status() != StatusCode::UNAUTHORIZED {
             return self.finish(method, url, first, None, false).await;
         }
-        let challenges: Vec<_> = first
-            .headers()
-            .get_all(WWW_AUTHENTICATE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(challenge::parse_challenges)
-            .collect();
+        let challenges = challenge::response_challenges(first.headers());
         // The first challenge the client can answer, in header order, as
         // containerd picks it: Bearer always, Basic only with credentials.
         let usable = challenges

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use futures_util::stream::BoxStream;
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 
 use crate::{ClientConfig, ClientError, Credentials, MANIFEST_ACCEPT, RegistryClient, challenge};
@@ -249,13 +249,7 @@ impl Upstream {
         scope: &str,
         url: &str,
     ) -> Result<String, UpstreamError> {
-        let challenges: Vec<_> = unauthorized
-            .headers()
-            .get_all(WWW_AUTHENTICATE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(challenge::parse_challenges)
-            .collect();
+        let challenges = challenge::response_challenges(unauthorized.headers());
         let credentials = (self.credentials)().map_err(|detail| UpstreamError::Denied {
             url: url.to_owned(),
             detail,

@@ -402,28 +402,13 @@ async fn an_upstream_killed_mid_blob_leaves_nothing_partial() {
     let response = http.get(&url).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.content_length(), Some(bytes.len() as u64));
-    let mut body = response.bytes_stream();
-    let mut received = 0;
-    let mut failed = false;
-    while let Some(chunk) = body.next().await {
-        match chunk {
-            Ok(chunk) => received += chunk.len(),
-            Err(_) => {
-                failed = true;
-                break;
-            }
-        }
-        if received >= 1 << 20 && upstream_alive(&upstream) {
+    broken_off(response, bytes.len(), || {
+        if upstream_alive(&upstream) {
             upstream.kill9();
         }
-    }
-    assert!(
-        failed && received < bytes.len(),
-        "{received} bytes, failed: {failed}"
-    );
-    cache.server.wait_for_line("nothing of it was cached");
-    wait_until("the spool is empty", || spooled(&cache.server).is_empty());
-    assert!(!cache.server.blob_file(&digest).exists());
+    })
+    .await;
+    assert_nothing_kept(&cache, &digest);
 
     let restarted = Server::start_in(&upstream.data_dir, &[]);
     proxy.retarget(&restarted);
@@ -434,6 +419,37 @@ async fn an_upstream_killed_mid_blob_leaves_nothing_partial() {
     wait_until("the blob is stored", || {
         cache.server.blob_file(&digest).exists()
     });
+}
+
+/// Reads a blob's body of `size` bytes, doing `midway` once a mebibyte has
+/// arrived, and checks that the body then broke off before its end.
+async fn broken_off(response: reqwest::Response, size: usize, mut midway: impl FnMut()) {
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    let (mut received, mut failed) = (0, false);
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(chunk) => received += chunk.len(),
+            Err(_) => {
+                failed = true;
+                break;
+            }
+        }
+        if received >= 1 << 20 {
+            midway();
+        }
+    }
+    assert!(
+        failed && received < size,
+        "{received} bytes, failed: {failed}"
+    );
+}
+
+/// The cache logged a failed download of `digest` and kept nothing of it.
+fn assert_nothing_kept(cache: &Cache, digest: &str) {
+    cache.server.wait_for_line("nothing of it was cached");
+    wait_until("the spool is empty", || spooled(&cache.server).is_empty());
+    assert!(!cache.server.blob_file(digest).exists());
 }
 
 fn upstream_alive(upstream: &Server) -> bool {
@@ -479,27 +495,11 @@ async fn a_download_outlives_its_client_and_a_stalled_one_keeps_nothing() {
 
     let (second, bytes) = image.layer(1);
     let response = http.get(url(second)).send().await.unwrap();
-    let mut body = response.bytes_stream();
-    let (mut received, mut failed) = (0, false);
-    while let Some(chunk) = body.next().await {
-        match chunk {
-            Ok(chunk) => received += chunk.len(),
-            Err(_) => {
-                failed = true;
-                break;
-            }
-        }
-        if received >= 1 << 20 {
-            proxy.mode.store(STALL, Ordering::SeqCst);
-        }
-    }
-    assert!(
-        failed && received < bytes.len(),
-        "{received} bytes, failed: {failed}"
-    );
-    cache.server.wait_for_line("nothing of it was cached");
-    wait_until("the spool is empty", || spooled(&cache.server).is_empty());
-    assert!(!cache.server.blob_file(second).exists());
+    broken_off(response, bytes.len(), || {
+        proxy.mode.store(STALL, Ordering::SeqCst)
+    })
+    .await;
+    assert_nothing_kept(&cache, second);
     proxy.mode.store(FORWARD, Ordering::SeqCst);
     let again = http.get(url(second)).send().await.unwrap();
     assert_eq!(sha256(&again.bytes().await.unwrap()), *second);
