@@ -164,9 +164,14 @@ impl Fills {
             sender.send_modify(|p| p.end = Some(downloaded.map(drop)));
             if let Some(size) = size {
                 // Readers keep the file open: it can become the blob.
-                let stored = registry
-                    .store_verified_blob(&request.local, &request.digest, size, &path)
-                    .await;
+                let stored = match sync(&spool).await {
+                    Ok(()) => registry
+                        .store_verified_blob(&request.local, &request.digest, size, &path)
+                        .await
+                        .map(drop)
+                        .map_err(CacheError::from),
+                    Err(e) => Err(e),
+                };
                 if let Err(e) = stored {
                     tracing::warn!(
                         repository = %request.local, digest = %request.digest, error = %e,
@@ -332,15 +337,18 @@ async fn download(
             actual,
         });
     }
-    // Durable now, so that moving it into the blob store, once recorded,
-    // is quick.
+    Ok(size)
+}
+
+/// Makes the spool file durable (after its readers got their last byte),
+/// so that moving it into the blob store, once recorded, is quick.
+async fn sync(spool: &Arc<std::fs::File>) -> Result<()> {
     let file = spool.clone();
     tokio::task::spawn_blocking(move || file.sync_all())
         .await
         .map_err(io::Error::other)
         .and_then(|r| r)
-        .map_err(|e| CacheError::Spool(format!("making a download durable: {e}")))?;
-    Ok(size)
+        .map_err(|e| CacheError::Spool(format!("making a download durable: {e}")))
 }
 
 impl Fill {
