@@ -661,9 +661,26 @@ fn cache_config(
         let what = format!("upstream {} ({})", i + 1, upstream.prefix);
         resolved.push(upstream_config(upstream).map_err(|e| format!("{what}: {e}"))?);
     }
-    for (i, a) in resolved.iter().enumerate() {
-        if resolved[..i].iter().any(|b| b.rule.prefix == a.rule.prefix) {
-            return Err(format!("two upstreams have the prefix {:?}", a.rule.prefix));
+    // One upstream per cached repository: with `hub` and `hub/x`, a mirror
+    // request for Docker Hub's `x/app` would fill `hub/x/app`, which path
+    // mode serves as the other upstream's.
+    let nests = |outer: &str, inner: &str| {
+        inner == outer
+            || inner
+                .strip_prefix(outer)
+                .is_some_and(|rest| rest.starts_with('/'))
+    };
+    for (i, upstream) in resolved.iter().enumerate() {
+        let a = &upstream.rule.prefix;
+        if let Some(b) = resolved[..i]
+            .iter()
+            .map(|b| &b.rule.prefix)
+            .find(|b| nests(a, b) || nests(b, a))
+        {
+            return Err(format!(
+                "the upstream prefixes {b:?} and {a:?} overlap: give each upstream a prefix of \
+                 its own (e.g. \"hub\" and \"ghcr\")"
+            ));
         }
     }
     if let Some(size) = &cache.max_size {
@@ -690,10 +707,11 @@ fn upstream_config(upstream: &FileUpstream) -> Result<UpstreamConfig, String> {
     let host = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))
-        .filter(|h| !h.is_empty() && !h.contains('/'))
+        .filter(|h| !h.is_empty() && !h.contains(['/', '@', '?', '#']))
         .ok_or_else(|| {
             format!(
-                "url = {:?} is not http(s)://host[:port] (e.g. \"https://registry-1.docker.io\")",
+                "url = {:?} is not http(s)://host[:port] (e.g. \"https://registry-1.docker.io\"; \
+                 credentials go in username and password_file)",
                 upstream.url
             )
         })?;
@@ -1099,7 +1117,15 @@ docker_config = "/etc/berth/config.json"
             ),
             (
                 "[[upstream]]\nprefix = \"a\"\nurl = \"https://x\"\n[[upstream]]\nprefix = \"a\"\nurl = \"https://y\"\n",
-                "two upstreams have the prefix \"a\"",
+                "prefixes \"a\" and \"a\" overlap",
+            ),
+            (
+                "[[upstream]]\nprefix = \"a/b\"\nurl = \"https://x\"\n[[upstream]]\nprefix = \"a\"\nurl = \"https://y\"\n",
+                "prefixes \"a/b\" and \"a\" overlap",
+            ),
+            (
+                "[[upstream]]\nprefix = \"a\"\nurl = \"https://user:pw@x\"\n",
+                "is not http(s)://host[:port]",
             ),
             ("[cache]\nmax_size = \"1GB\"\n", "no [[upstream]]"),
             (

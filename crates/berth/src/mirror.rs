@@ -63,7 +63,14 @@ pub fn run(args: MirrorArgs) -> Result<()> {
         skip_verify: args.skip_verify,
     };
     for registry in &args.registries {
-        if registry.is_empty() || registry.contains(['/', '"', ' ']) {
+        let host_like = |r: &str| {
+            r == "_default"
+                || (!r.starts_with('.')
+                    && r.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
+                    }))
+        };
+        if registry.is_empty() || !host_like(registry) || registry.contains("..") {
             anyhow::bail!(
                 "--registry {registry:?} is not a registry host: give e.g. docker.io, \
                  registry.example:5000 or _default"

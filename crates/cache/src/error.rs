@@ -22,12 +22,30 @@ pub enum CacheError {
     },
     #[error(transparent)]
     UnknownNamespace(#[from] UnknownNamespace),
-    /// The local spool file a download goes through failed.
-    #[error("the cache's spool file failed: {0}")]
-    Spool(String),
+    /// The upstream served a manifest berth cannot keep (a format it does
+    /// not take, a quota or an immutable tag of the cached repository).
+    #[error("{url} served a manifest berth cannot keep: {reason}")]
+    Unstorable { url: String, reason: String },
+    /// Something failed inside berth (the spool file a download goes
+    /// through, a fetch that panicked).
+    #[error("the cache failed inside berth: {0}")]
+    Internal(String),
     /// What the registry says (an unknown manifest or blob, a storage failure).
     #[error(transparent)]
     Registry(Arc<RegistryError>),
+}
+
+impl CacheError {
+    /// Whether the upstream failed (rather than answered, or berth failed):
+    /// cached content is then served instead, and the upstream left alone
+    /// for a while.
+    pub fn is_upstream_failure(&self) -> bool {
+        match self {
+            CacheError::Upstream(e) => e.is_failure(),
+            CacheError::Corrupt { .. } | CacheError::Unstorable { .. } => true,
+            _ => false,
+        }
+    }
 }
 
 impl From<RegistryError> for CacheError {

@@ -33,6 +33,8 @@ use crate::error::{CacheError, Result};
 
 /// Bytes written to the spool (and handed to readers) at a time.
 const WRITE_BATCH: usize = 256 * 1024;
+/// Room is claimed in the blob store this many bytes at a time.
+const ROOM_SLICE: u64 = 8 * 1024 * 1024;
 /// Bytes a reader takes from the spool at a time.
 const READ_CHUNK: u64 = 256 * 1024;
 
@@ -51,6 +53,8 @@ struct Progress {
 pub(crate) struct Fill {
     spool: Arc<std::fs::File>,
     progress: watch::Receiver<Progress>,
+    /// The upstream blob's URL, for messages.
+    url: String,
 }
 
 /// What a fill needs to know.
@@ -118,12 +122,12 @@ impl Fills {
         let state = progress
             .wait_for(|p| p.size.is_some() || p.end.is_some())
             .await
-            .map_err(|_| stopped())?
+            .map_err(|_| stopped(&fill.url))?
             .clone();
         match (state.size, state.end) {
             (Some(size), _) => Ok((fill, size)),
             (None, Some(Err(e))) => Err(e),
-            (None, _) => Err(stopped()),
+            (None, _) => Err(stopped(&fill.url)),
         }
     }
 
@@ -143,16 +147,28 @@ impl Fills {
             .write(true)
             .create_new(true)
             .open(&path)
-            .map_err(|e| CacheError::Spool(format!("{}: {e}", path.display())))?;
+            .map_err(|e| CacheError::Internal(format!("{}: {e}", path.display())))?;
         let spool = Arc::new(file);
         let (sender, progress) = watch::channel(Progress::default());
         let fill = Arc::new(Fill {
             spool: spool.clone(),
             progress,
+            url: format!(
+                "{}/v2/{}/blobs/{}",
+                request.upstream.url(),
+                request.remote,
+                request.digest
+            ),
         });
         inflight.insert(key.clone(), fill.clone());
-        let (fills, registry) = (self.clone(), registry.clone());
+        let landing = Landing {
+            fills: self.clone(),
+            key,
+            path: path.clone(),
+        };
+        let registry = registry.clone();
         tokio::spawn(async move {
+            let _landing = landing;
             let downloaded = download(&registry, &request, &spool, &sender).await;
             if let Err(e) = &downloaded {
                 tracing::warn!(
@@ -179,23 +195,38 @@ impl Fills {
                     );
                 }
             }
-            fills.inflight.lock().expect("not poisoned").remove(&key);
-            match tokio::fs::remove_file(&path).await {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                    tracing::warn!(path = %path.display(), error = %e, "could not remove a spool file");
-                }
-                _ => {}
-            }
         });
         Ok(fill)
     }
 }
 
-fn stopped() -> CacheError {
+fn stopped(url: &str) -> CacheError {
     CacheError::Upstream(UpstreamError::Unavailable {
-        url: String::new(),
+        url: url.to_owned(),
         detail: "the download stopped".into(),
     })
+}
+
+/// A fill's end, however it comes (a panic included): out of the fills
+/// under way, its spool file's name gone (readers keep the file open).
+struct Landing {
+    fills: Arc<Fills>,
+    key: (String, Digest),
+    path: PathBuf,
+}
+
+impl Drop for Landing {
+    fn drop(&mut self) {
+        if let Ok(mut inflight) = self.fills.inflight.lock() {
+            inflight.remove(&self.key);
+        }
+        match std::fs::remove_file(&self.path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                tracing::warn!(path = %self.path.display(), error = %e, "could not remove a spool file");
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Where a download stands in its spool file.
@@ -226,7 +257,7 @@ async fn finish_write(
         .await
         .map_err(io::Error::other)
         .and_then(|r| r)
-        .map_err(|e| CacheError::Spool(format!("writing a download: {e}")))?;
+        .map_err(|e| CacheError::Internal(format!("writing a download: {e}")))?;
     progress.send_modify(|p| p.written = writer.written);
     Ok(writer)
 }
@@ -273,7 +304,12 @@ async fn download(
     let size = download
         .size
         .ok_or_else(|| invalid("the blob's answer has no Content-Length".into()))?;
-    registry.check_room(size).await?;
+    // Refused at once if it cannot fit; then room is claimed slice by
+    // slice as the spool grows, as uploads do, so concurrent downloads and
+    // uploads together never eat into the store's reserve.
+    drop(registry.claim_room(size).await?);
+    let mut room = registry.claim_room(ROOM_SLICE.min(size)).await?;
+    let mut unclaimed = ROOM_SLICE;
     progress.send_modify(|p| p.size = Some(size));
     // Batches are hashed and written on a blocking thread while the next
     // one arrives; readers learn of each once it is in the file.
@@ -300,7 +336,14 @@ async fn download(
                 )));
             }
             batched += chunk.len();
+            unclaimed = unclaimed.saturating_sub(chunk.len() as u64);
             batch.push(chunk);
+            if unclaimed == 0 {
+                // The slice is (being) written: its room is given back first.
+                drop(room);
+                room = registry.claim_room(ROOM_SLICE).await?;
+                unclaimed = ROOM_SLICE;
+            }
         }
         if batched >= WRITE_BATCH || (last && batched > 0) {
             if let Some(previous) = pending.take() {
@@ -348,7 +391,7 @@ async fn sync(spool: &Arc<std::fs::File>) -> Result<()> {
         .await
         .map_err(io::Error::other)
         .and_then(|r| r)
-        .map_err(|e| CacheError::Spool(format!("making a download durable: {e}")))
+        .map_err(|e| CacheError::Internal(format!("making a download durable: {e}")))
 }
 
 impl Fill {
@@ -390,13 +433,14 @@ impl Reader {
                 self.failed = true;
                 return Some(Err(io::Error::other(e.to_string())));
             }
-            // The blob's last byte waits for the digest to be verified.
+            // Nothing unverified is served whole: a reader of the blob's end
+            // gets all but its last byte as it arrives, and that byte once
+            // the digest is verified; a range short of the end waits for
+            // the verification.
             let available = match progress.end {
                 Some(Ok(())) => self.end,
-                _ => progress
-                    .written
-                    .min(self.end)
-                    .min(self.size.saturating_sub(1)),
+                _ if self.end < self.size => self.at,
+                _ => progress.written.min(self.size.saturating_sub(1)),
             };
             if self.at < available {
                 let length = (available - self.at).min(READ_CHUNK);

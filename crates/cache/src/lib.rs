@@ -76,35 +76,80 @@ pub struct CacheSettings {
 
 struct UpstreamState {
     client: Arc<Upstream>,
-    /// Until when cached tags are served without asking, and why.
-    quiet: Mutex<Option<(Instant, UpstreamError)>>,
+    /// The first segment of its cached repositories' names.
+    prefix: String,
+    /// Until when it is left alone after a failure.
+    quiet: Mutex<Option<Quiet>>,
+}
+
+struct Quiet {
+    until: Instant,
+    /// Set when the upstream throttled berth: what is not cached is then
+    /// refused with the time left, without asking.
+    throttled_at: Option<String>,
 }
 
 impl UpstreamState {
-    /// Whether the upstream is being left alone after a failure: the
-    /// failure, a throttling one with the wait that remains.
-    fn quiet(&self) -> Option<UpstreamError> {
+    /// Whether it is being left alone after a failure.
+    fn quiet(&self) -> bool {
         let quiet = self.quiet.lock().expect("not poisoned");
-        let (until, error) = quiet.as_ref()?;
-        let left = until.checked_duration_since(Instant::now())?;
-        Some(match error {
-            UpstreamError::RateLimited { url, .. } => UpstreamError::RateLimited {
-                url: url.clone(),
-                retry_after: Some(left),
-            },
-            other => other.clone(),
-        })
+        quiet.as_ref().is_some_and(|q| Instant::now() < q.until)
     }
 
-    fn note_failure(&self, error: &UpstreamError, backoff: Duration) {
-        let wait = match error {
-            UpstreamError::RateLimited {
-                retry_after: Some(after),
-                ..
-            } => backoff.max(*after),
-            _ => backoff,
+    /// The 429 to answer, with the wait that remains, while it throttles
+    /// berth.
+    fn throttled(&self) -> Result<()> {
+        let quiet = self.quiet.lock().expect("not poisoned");
+        let Some(Quiet {
+            until,
+            throttled_at: Some(url),
+        }) = quiet.as_ref()
+        else {
+            return Ok(());
         };
-        *self.quiet.lock().expect("not poisoned") = Some((Instant::now() + wait, error.clone()));
+        match until.checked_duration_since(Instant::now()) {
+            Some(left) => Err(UpstreamError::RateLimited {
+                url: url.clone(),
+                retry_after: Some(left),
+            }
+            .into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Leaves the upstream alone for `backoff`, or as long as its
+    /// `Retry-After` asks, when `error` is its failure.
+    fn note(&self, error: &CacheError, backoff: Duration) {
+        if !error.is_upstream_failure() {
+            return;
+        }
+        let (wait, throttled_at) = match error {
+            CacheError::Upstream(UpstreamError::RateLimited { url, retry_after }) => (
+                backoff.max(retry_after.unwrap_or_default()),
+                Some(url.clone()),
+            ),
+            _ => (backoff, None),
+        };
+        *self.quiet.lock().expect("not poisoned") = Some(Quiet {
+            until: Instant::now() + wait,
+            throttled_at,
+        });
+    }
+}
+
+/// An upstream request within `timeout`.
+async fn within<T>(
+    timeout: Duration,
+    url: &str,
+    request: impl Future<Output = std::result::Result<T, UpstreamError>>,
+) -> Result<T> {
+    match tokio::time::timeout(timeout, request).await {
+        Ok(answer) => Ok(answer?),
+        Err(_) => Err(UpstreamError::Unavailable {
+            url: url.to_owned(),
+            detail: format!("no answer within {timeout:?}"),
+        }
+        .into()),
     }
 }
 
@@ -138,7 +183,7 @@ pub struct PullThroughCache {
     rules: Vec<RouteRule>,
     upstreams: Vec<Arc<UpstreamState>>,
     fills: Arc<Fills>,
-    manifests: Arc<Flights<(String, String), Result<()>>>,
+    manifests: Arc<Flights<(String, String)>>,
     /// When each cached tag was last found current upstream.
     checked: Arc<quick_cache::sync::Cache<(String, String), Instant>>,
     settings: CacheSettings,
@@ -182,6 +227,7 @@ impl PullThroughCache {
                     },
                     stall_timeout: settings.stall_timeout,
                     credentials: u.credentials.clone(),
+                    max_manifest_bytes: registry.config().max_manifest_bytes,
                 })
                 .map_err(|source| CacheSetupError::Client {
                     prefix: u.rule.prefix.clone(),
@@ -189,6 +235,7 @@ impl PullThroughCache {
                 })?;
                 Ok(Arc::new(UpstreamState {
                     client: Arc::new(client),
+                    prefix: u.rule.prefix.clone(),
                     quiet: Mutex::new(None),
                 }))
             })
@@ -262,11 +309,11 @@ impl PullThroughCache {
                 .get(&key)
                 .is_some_and(|at| at.elapsed() < self.settings.revalidate_after);
             // Content under a digest never changes.
-            if matches!(parsed, Reference::Digest(_)) || fresh || upstream.quiet().is_some() {
+            if matches!(parsed, Reference::Digest(_)) || fresh || upstream.quiet() {
                 return Ok(());
             }
-        } else if let Some(e @ UpstreamError::RateLimited { .. }) = upstream.quiet() {
-            return Err(e.into());
+        } else {
+            upstream.throttled()?;
         }
         let fetch = ManifestFetch {
             registry: self.registry.clone(),
@@ -275,27 +322,15 @@ impl PullThroughCache {
             route: route.clone(),
             reference: parsed,
             cached: cached.clone(),
+            timeout: self.settings.timeout,
             backoff: self.settings.outage_backoff,
         };
-        let timeout = self.settings.timeout;
-        let fetched = self
+        match self
             .manifests
-            .run(key, async move {
-                let url = fetch.upstream.client.url().to_owned();
-                tokio::time::timeout(timeout, fetch.run())
-                    .await
-                    .unwrap_or_else(|_| {
-                        let e = UpstreamError::Unavailable {
-                            url,
-                            detail: format!("no answer within {timeout:?}"),
-                        };
-                        fetch.upstream.note_failure(&e, fetch.backoff);
-                        Err(e.into())
-                    })
-            })
-            .await;
-        match fetched {
-            Err(CacheError::Upstream(e)) if e.is_outage() && cached.is_some() => {
+            .run(key, async move { fetch.run().await })
+            .await
+        {
+            Err(e) if e.is_upstream_failure() && cached.is_some() => {
                 tracing::warn!(
                     repository = %route.local, reference, error = %e,
                     "the upstream failed; serving the cached copy"
@@ -309,6 +344,7 @@ impl PullThroughCache {
     /// A blob of a cached repository: stored, or arriving from the upstream.
     pub async fn blob(&self, route: &CacheRoute, digest: &str) -> Result<CachedBlob> {
         let digest = Digest::parse(digest).map_err(RegistryError::from)?;
+        let upstream = &self.upstreams[route.upstream];
         let arriving = |(fill, size)| {
             CachedBlob::Arriving(ArrivingBlob {
                 fill,
@@ -319,19 +355,28 @@ impl PullThroughCache {
         // A download under way first: its blob may be recorded already and
         // its bytes not yet in place.
         if let Some(joined) = self.fills.joined(&route.local, &digest).await {
-            return joined.map(arriving);
+            return joined
+                .map(arriving)
+                .map_err(|e| self.blob_error(upstream, e, &digest));
         }
         match self.registry.blob(&route.local, digest.as_str()).await {
             Ok(blob) => return Ok(CachedBlob::Stored(blob)),
             Err(RegistryError::BlobUnknown(_)) => {}
             Err(e) => return Err(e.into()),
         }
-        let upstream = &self.upstreams[route.upstream];
-        if self.registry.blob_stored(&digest).await? {
-            // Stored for another repository: linked here once the upstream
-            // confirms this repository has it.
+        upstream.throttled()?;
+        // Downloaded for another repository of this upstream: linked here
+        // once the upstream confirms this repository has it. Bytes any
+        // other repository holds are never shared so.
+        if self
+            .registry
+            .blob_linked_under(&upstream.prefix, &digest)
+            .await?
+        {
             let head = upstream.client.head_blob(&route.remote, digest.as_str());
-            self.upstream_answer(upstream, head, &digest).await?;
+            within(self.settings.timeout, upstream.client.url(), head)
+                .await
+                .map_err(|e| self.blob_error(upstream, e, &digest))?;
             if let Some(blob) = self
                 .registry
                 .link_stored_blob(&route.local, &digest)
@@ -340,9 +385,6 @@ impl PullThroughCache {
                 return Ok(CachedBlob::Stored(blob));
             }
         }
-        if let Some(e @ UpstreamError::RateLimited { .. }) = upstream.quiet() {
-            return Err(e.into());
-        }
         let request = FillRequest {
             upstream: upstream.client.clone(),
             remote: route.remote.clone(),
@@ -350,60 +392,47 @@ impl PullThroughCache {
             digest: digest.clone(),
             timeout: self.settings.timeout,
         };
-        match self.fills.fill(&self.registry, request).await {
-            Ok(filling) => Ok(arriving(filling)),
-            Err(CacheError::Upstream(e)) => Err(self.blob_failure(upstream, e, &digest)),
-            Err(e) => Err(e),
-        }
+        self.fills
+            .fill(&self.registry, request)
+            .await
+            .map(arriving)
+            .map_err(|e| self.blob_error(upstream, e, &digest))
     }
 
     /// A blob's size (`HEAD`): stored, being downloaded, or as the upstream
     /// says.
     pub async fn blob_size(&self, route: &CacheRoute, digest: &str) -> Result<(Digest, u64)> {
         let digest = Digest::parse(digest).map_err(RegistryError::from)?;
+        let upstream = &self.upstreams[route.upstream];
         if let Some(joined) = self.fills.joined(&route.local, &digest).await {
-            return joined.map(|(_, size)| (digest, size));
+            return joined
+                .map(|(_, size)| (digest.clone(), size))
+                .map_err(|e| self.blob_error(upstream, e, &digest));
         }
         match self.registry.blob(&route.local, digest.as_str()).await {
             Ok(blob) => return Ok((digest, blob.size())),
             Err(RegistryError::BlobUnknown(_)) => {}
             Err(e) => return Err(e.into()),
         }
-        let upstream = &self.upstreams[route.upstream];
+        upstream.throttled()?;
         let head = upstream.client.head_blob(&route.remote, digest.as_str());
-        let size = self.upstream_answer(upstream, head, &digest).await?;
+        let size = within(self.settings.timeout, upstream.client.url(), head)
+            .await
+            .map_err(|e| self.blob_error(upstream, e, &digest))?;
         Ok((digest, size))
     }
 
-    /// An upstream blob request's answer within the timeout.
-    async fn upstream_answer<T>(
-        &self,
-        upstream: &UpstreamState,
-        request: impl Future<Output = std::result::Result<T, UpstreamError>>,
-        digest: &Digest,
-    ) -> Result<T> {
-        let answer = tokio::time::timeout(self.settings.timeout, request)
-            .await
-            .unwrap_or_else(|_| {
-                Err(UpstreamError::Unavailable {
-                    url: upstream.client.url().to_owned(),
-                    detail: format!("no answer within {:?}", self.settings.timeout),
-                })
-            });
-        answer.map_err(|e| self.blob_failure(upstream, e, digest))
-    }
-
-    fn blob_failure(
-        &self,
-        upstream: &UpstreamState,
-        e: UpstreamError,
-        digest: &Digest,
-    ) -> CacheError {
-        if !e.is_outage() {
+    /// A blob request's failure as the client sees it: a blob the upstream
+    /// does not have (or will not give) is unknown here too; the upstream's
+    /// failure leaves it alone for a while.
+    fn blob_error(&self, upstream: &UpstreamState, e: CacheError, digest: &Digest) -> CacheError {
+        if let CacheError::Upstream(u) = &e
+            && !u.is_failure()
+        {
             return RegistryError::BlobUnknown(digest.clone()).into();
         }
-        upstream.note_failure(&e, self.settings.outage_backoff);
-        e.into()
+        upstream.note(&e, self.settings.outage_backoff);
+        e
     }
 }
 
@@ -416,6 +445,7 @@ struct ManifestFetch {
     reference: Reference,
     /// The cached manifest's digest, if there is one.
     cached: Option<Digest>,
+    timeout: Duration,
     backoff: Duration,
 }
 
@@ -423,9 +453,7 @@ impl ManifestFetch {
     async fn run(&self) -> Result<()> {
         let result = self.fetch().await;
         match (&result, &self.reference) {
-            (Err(CacheError::Upstream(e)), _) if e.is_outage() => {
-                self.upstream.note_failure(e, self.backoff);
-            }
+            (Err(e), _) if e.is_upstream_failure() => self.upstream.note(e, self.backoff),
             // The upstream no longer has the tag: neither does the cache.
             (Err(CacheError::Registry(e)), Reference::Tag(tag))
                 if matches!(**e, RegistryError::ManifestUnknown(_)) && self.cached.is_some() =>
@@ -446,9 +474,9 @@ impl ManifestFetch {
     async fn fetch(&self) -> Result<()> {
         let client = &self.upstream.client;
         let (remote, reference) = (&self.route.remote, self.reference.to_string());
+        let url = format!("{}/v2/{remote}/manifests/{reference}", client.url());
         if let (Reference::Tag(_), Some(cached)) = (&self.reference, &self.cached) {
-            let head = client
-                .head_manifest(remote, &reference)
+            let head = within(self.timeout, &url, client.head_manifest(remote, &reference))
                 .await
                 .map_err(|e| self.not_found(e))?;
             if head.digest.as_deref() == Some(cached.as_str()) {
@@ -456,8 +484,7 @@ impl ManifestFetch {
                 return Ok(());
             }
         }
-        let (head, content) = client
-            .get_manifest(remote, &reference)
+        let (head, content) = within(self.timeout, &url, client.get_manifest(remote, &reference))
             .await
             .map_err(|e| self.not_found(e))?;
         // By tag, the bytes must be what the upstream says the tag names.
@@ -469,7 +496,7 @@ impl ManifestFetch {
             let actual = hasher.finish();
             if actual != announced {
                 return Err(CacheError::Corrupt {
-                    url: format!("{}/v2/{remote}/manifests/{reference}", client.url()),
+                    url,
                     expected: announced,
                     actual,
                 });
@@ -490,10 +517,24 @@ impl ManifestFetch {
                 Ok(())
             }
             Err(RegistryError::DigestMismatch { expected, actual }) => Err(CacheError::Corrupt {
-                url: format!("{}/v2/{remote}/manifests/{reference}", client.url()),
+                url,
                 expected,
                 actual,
             }),
+            // What the upstream served, not what the client asked, is the
+            // problem: the operator learns of it in the log.
+            Err(
+                e @ (RegistryError::ManifestInvalid(_)
+                | RegistryError::ManifestTooLarge { .. }
+                | RegistryError::QuotaExceeded { .. }
+                | RegistryError::TagImmutable { .. }),
+            ) => {
+                tracing::warn!(repository = %self.route.local, %url, error = %e, "cannot cache a manifest");
+                Err(CacheError::Unstorable {
+                    url,
+                    reason: e.to_string(),
+                })
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -504,11 +545,13 @@ impl ManifestFetch {
     }
 
     /// An upstream error as the client should see it: a manifest the
-    /// upstream does not have is unknown here too.
-    fn not_found(&self, e: UpstreamError) -> CacheError {
-        if e.is_outage() {
-            return e.into();
+    /// upstream does not have (or will not give) is unknown here too.
+    fn not_found(&self, e: CacheError) -> CacheError {
+        match e {
+            CacheError::Upstream(u) if !u.is_failure() => {
+                RegistryError::ManifestUnknown(format!("{} ({u})", self.reference)).into()
+            }
+            other => other,
         }
-        RegistryError::ManifestUnknown(self.reference.to_string()).into()
     }
 }

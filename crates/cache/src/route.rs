@@ -91,15 +91,11 @@ pub fn route(
             remote,
         }));
     }
-    // The longest prefix wins, so `hub` and `hub/mirror` may both be used.
-    let found = rules
-        .iter()
-        .enumerate()
-        .filter_map(|(index, rule)| {
-            let rest = name.strip_prefix(rule.prefix.as_str())?.strip_prefix('/')?;
-            (!rest.is_empty()).then_some((index, rule, rest))
-        })
-        .max_by_key(|(_, rule, _)| rule.prefix.len());
+    // Prefixes do not nest (the configuration refuses it): one matches at most.
+    let found = rules.iter().enumerate().find_map(|(index, rule)| {
+        let rest = name.strip_prefix(rule.prefix.as_str())?.strip_prefix('/')?;
+        (!rest.is_empty()).then_some((index, rule, rest))
+    });
     Ok(found.map(|(index, rule, rest)| {
         let remote = rule.remote(rest);
         CacheRoute {
@@ -128,7 +124,7 @@ mod tests {
                 default_namespace: None,
             },
             RouteRule {
-                prefix: "hub/special".into(),
+                prefix: "mirrors/quay".into(),
                 hosts: vec![],
                 default_namespace: None,
             },
@@ -145,7 +141,7 @@ mod tests {
     }
 
     #[test]
-    fn path_mode_takes_the_longest_prefix() {
+    fn path_mode_takes_the_prefix() {
         let r = |name| route(&rules(), name, None).unwrap();
         // Both names of an official image share one cached repository.
         assert_eq!(
@@ -157,15 +153,15 @@ mod tests {
             to(0, "hub/library/nginx", "hub/library/nginx", "library/nginx")
         );
         assert_eq!(
-            r("hub/special/x"),
-            to(2, "hub/special/x", "hub/special/x", "x")
+            r("mirrors/quay/x"),
+            to(2, "mirrors/quay/x", "mirrors/quay/x", "x")
         );
         assert_eq!(
             r("ghcr/org/app"),
             to(1, "ghcr/org/app", "ghcr/org/app", "org/app")
         );
         // Berth's own repositories.
-        for own in ["team/app", "hub", "hubx/app", "ghcr"] {
+        for own in ["team/app", "hub", "hubx/app", "ghcr", "mirrors/x"] {
             assert_eq!(r(own), None, "{own}");
         }
     }

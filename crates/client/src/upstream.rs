@@ -7,8 +7,7 @@
 //! a 429 a wait (`Retry-After`), a timeout or 5xx an outage to ride out on
 //! cached content.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -35,6 +34,8 @@ pub struct UpstreamConfig {
     /// A blob download that receives nothing for this long is given up.
     pub stall_timeout: Duration,
     pub credentials: CredentialSource,
+    /// Largest manifest accepted (what berth accepts on push).
+    pub max_manifest_bytes: usize,
 }
 
 /// Why an upstream request failed.
@@ -42,6 +43,15 @@ pub struct UpstreamConfig {
 pub enum UpstreamError {
     #[error("{url} answered 404 Not Found")]
     NotFound { url: String },
+    /// 401 or 403 with berth's login: the repository does not exist there,
+    /// or berth's account may not pull it (Docker Hub answers both alike).
+    #[error(
+        "{url} refused it to berth's login: the repository does not exist upstream, or berth's \
+         account may not pull it"
+    )]
+    NoAccess { url: String },
+    /// The login itself failed: berth's credentials for the upstream are
+    /// wrong or unreadable.
     #[error("{url} refused berth's credentials ({detail}); fix the upstream's credentials")]
     Denied { url: String, detail: String },
     #[error("{url} answered 429 Too Many Requests{}", retry_after.map(|d| format!(" (retry after {} s)", d.as_secs())).unwrap_or_default())]
@@ -56,10 +66,14 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
-    /// Whether the upstream is down or refusing for now (as opposed to
-    /// answering): cached content may then be served instead.
-    pub fn is_outage(&self) -> bool {
-        !matches!(self, UpstreamError::NotFound { .. })
+    /// Whether the upstream failed (down, throttling, refusing berth's
+    /// login, answering wrongly) rather than answered that it has no such
+    /// thing: cached content may then be served instead.
+    pub fn is_failure(&self) -> bool {
+        !matches!(
+            self,
+            UpstreamError::NotFound { .. } | UpstreamError::NoAccess { .. }
+        )
     }
 }
 
@@ -89,7 +103,10 @@ pub struct Upstream {
     blobs: reqwest::Client,
     credentials: CredentialSource,
     /// `Authorization` values by scope, until they expire.
-    authorizations: Mutex<HashMap<String, Authorization>>,
+    authorizations: quick_cache::sync::Cache<String, Authorization>,
+    max_manifest_bytes: usize,
+    /// Bounds reading the credentials (a credential helper is a program).
+    login_timeout: Duration,
 }
 
 #[derive(Clone)]
@@ -99,8 +116,10 @@ struct Authorization {
     until: Option<Instant>,
 }
 
-/// Largest manifest read from an upstream (what berth accepts on push).
-const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+/// Scopes whose authorization is kept: one per repository pulled.
+const AUTHORIZATIONS_KEPT: usize = 10_000;
+/// The longest a token is kept, whatever the token server says.
+const LONGEST_TOKEN: Duration = Duration::from_secs(24 * 3600);
 
 impl Upstream {
     pub fn new(config: UpstreamConfig) -> Result<Self, ClientError> {
@@ -114,11 +133,13 @@ impl Upstream {
             .map_err(ClientError::Http)?;
         Ok(Upstream {
             base: config.url.trim_end_matches('/').to_owned(),
+            login_timeout: config.client.timeout,
             login: RegistryClient::new(config.client)?,
             http,
             blobs,
             credentials: config.credentials,
-            authorizations: Mutex::new(HashMap::new()),
+            authorizations: quick_cache::sync::Cache::new(AUTHORIZATIONS_KEPT),
+            max_manifest_bytes: config.max_manifest_bytes,
         })
     }
 
@@ -151,10 +172,13 @@ impl Upstream {
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| transport(&url, &e))? {
             body.extend_from_slice(&chunk);
-            if body.len() > MAX_MANIFEST_BYTES {
+            if body.len() > self.max_manifest_bytes {
                 return Err(UpstreamError::Invalid {
                     url,
-                    detail: format!("the manifest is larger than {MAX_MANIFEST_BYTES} bytes"),
+                    detail: format!(
+                        "the manifest is larger than berth's {}-byte limit",
+                        self.max_manifest_bytes
+                    ),
                 });
             }
         }
@@ -231,15 +255,37 @@ impl Upstream {
     }
 
     fn cached_authorization(&self, scope: &str) -> Option<String> {
-        let mut cache = self.authorizations.lock().expect("not poisoned");
-        match cache.get(scope) {
-            Some(a) if a.until.is_none_or(|until| Instant::now() < until) => Some(a.header.clone()),
-            Some(_) => {
-                cache.remove(scope);
-                None
-            }
-            None => None,
+        let authorization = self.authorizations.get(scope)?;
+        if authorization
+            .until
+            .is_some_and(|until| Instant::now() >= until)
+        {
+            self.authorizations.remove(scope);
+            return None;
         }
+        Some(authorization.header)
+    }
+
+    /// The upstream's credentials, read off the async workers (a credential
+    /// helper is a program, a password file a read) and within the login
+    /// timeout. Why they could not be read goes to the log, not to clients.
+    async fn read_credentials(&self, url: &str) -> Result<Option<Credentials>, UpstreamError> {
+        let source = self.credentials.clone();
+        let read = tokio::time::timeout(
+            self.login_timeout,
+            tokio::task::spawn_blocking(move || source()),
+        );
+        let failure = match read.await {
+            Ok(Ok(Ok(credentials))) => return Ok(credentials),
+            Ok(Ok(Err(e))) => e,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {:?}", self.login_timeout),
+        };
+        tracing::error!(upstream = %self.base, error = %failure, "cannot read the upstream's credentials");
+        Err(UpstreamError::Denied {
+            url: url.to_owned(),
+            detail: "berth could not read them; the cause is in its log".into(),
+        })
     }
 
     /// Logs in as a `401`'s challenge asks and caches the result for `scope`.
@@ -250,10 +296,7 @@ impl Upstream {
         url: &str,
     ) -> Result<String, UpstreamError> {
         let challenges = challenge::response_challenges(unauthorized.headers());
-        let credentials = (self.credentials)().map_err(|detail| UpstreamError::Denied {
-            url: url.to_owned(),
-            detail,
-        })?;
+        let credentials = self.read_credentials(url).await?;
         let denied = |detail: String| UpstreamError::Denied {
             url: url.to_owned(),
             detail,
@@ -266,10 +309,11 @@ impl Upstream {
                 .map_err(|probe| login_error(probe, url))?;
             // Renewed a little before it expires, so no request goes out
             // with a token that lapses on the way.
-            let margin = (token.lifetime / 10).min(Duration::from_secs(30));
+            let lifetime = token.lifetime.min(LONGEST_TOKEN);
+            let margin = (lifetime / 10).min(Duration::from_secs(30));
             Authorization {
                 header: format!("Bearer {}", token.value),
-                until: Some(Instant::now() + token.lifetime - margin),
+                until: Instant::now().checked_add(lifetime - margin),
             }
         } else if challenges.iter().any(|c| c.scheme == "basic") {
             let credentials = credentials.ok_or_else(|| {
@@ -285,8 +329,6 @@ impl Upstream {
             ));
         };
         self.authorizations
-            .lock()
-            .expect("not poisoned")
             .insert(scope.to_owned(), authorization.clone());
         Ok(authorization.header)
     }
@@ -324,10 +366,7 @@ fn check_status(
     Err(match status.as_u16() {
         200..=299 => return Ok(response),
         404 => UpstreamError::NotFound { url },
-        401 | 403 => UpstreamError::Denied {
-            url,
-            detail: format!("{status} after logging in"),
-        },
+        401 | 403 => UpstreamError::NoAccess { url },
         429 => UpstreamError::RateLimited {
             retry_after: response
                 .headers()
@@ -407,22 +446,30 @@ mod tests {
     }
 
     #[test]
-    fn only_not_found_is_an_answer() {
+    fn a_missing_or_closed_repository_is_an_answer_not_a_failure() {
         let url = String::from("http://u");
-        assert!(!UpstreamError::NotFound { url: url.clone() }.is_outage());
+        assert!(!UpstreamError::NotFound { url: url.clone() }.is_failure());
+        assert!(!UpstreamError::NoAccess { url: url.clone() }.is_failure());
         assert!(
             UpstreamError::RateLimited {
                 url: url.clone(),
                 retry_after: None
             }
-            .is_outage()
+            .is_failure()
+        );
+        assert!(
+            UpstreamError::Denied {
+                url: url.clone(),
+                detail: String::new()
+            }
+            .is_failure()
         );
         assert!(
             UpstreamError::Unavailable {
                 url,
                 detail: String::new()
             }
-            .is_outage()
+            .is_failure()
         );
     }
 }

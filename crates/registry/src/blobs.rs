@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use berth_oci::Digest;
-use berth_storage::{ByteStream, StorageError};
+use berth_storage::{ByteStream, RoomClaim, StorageError};
 
 use crate::error::{RegistryError, Result};
 use crate::registry::{Registry, now, parse_name};
@@ -11,8 +11,9 @@ use crate::registry::{Registry, now, parse_name};
 /// A byte range of a blob, end exclusive, within the blob.
 pub type ByteRange = std::ops::Range<u64>;
 
-/// A blob that a repository may read. Only [`Registry::blob`] makes one, so
-/// holding one means the access check was done.
+/// A blob that a repository may read: made only by the registry, once it
+/// found (or made) the blob readable there, so holding one means the
+/// access check was done.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Blob {
     digest: Digest,
@@ -73,15 +74,15 @@ impl Registry {
         Ok(Blob::new(digest.clone(), size))
     }
 
-    /// Fails with [`RegistryError::StorageFull`] unless `bytes` more fit in
-    /// the blob store beside its reserve.
-    pub async fn check_room(&self, bytes: u64) -> Result<()> {
-        Ok(self.blobs.check_room(bytes).await?)
+    /// Claims room for `bytes` more in the blob store beside its reserve,
+    /// or fails with [`RegistryError::StorageFull`].
+    pub async fn claim_room(&self, bytes: u64) -> Result<RoomClaim> {
+        Ok(self.blobs.claim_room(bytes).await?)
     }
 
-    /// Whether the bytes of `digest` are stored (for any repository).
-    pub async fn blob_stored(&self, digest: &Digest) -> Result<bool> {
-        Ok(self.blobs.stat(digest).await?.is_some())
+    /// Whether a repository under `prefix/` may read `digest`.
+    pub async fn blob_linked_under(&self, prefix: &str, digest: &Digest) -> Result<bool> {
+        Ok(self.metadata.blob_linked_under(prefix, digest).await?)
     }
 
     /// Lets `repository` read `digest` if its bytes are stored already (for

@@ -9,7 +9,9 @@
 //! no remaining manifest of it references; blobs no remaining link or
 //! manifest needs. Then it *applies* the plan with conditional deletes that
 //! check again, in the metadata store's own transactions, that each thing
-//! is still unused and untouched since the cutoff. Every write that makes
+//! is still unused and untouched since the cutoff (and, for tags and
+//! manifests, not pulled within the grace period: a pull in progress keeps
+//! its image). Every write that makes
 //! something needed touches it, so whatever changed after the snapshot is
 //! simply left for the next run: correctness comes from the store, not from
 //! a lock. Bytes go last, through the blob store's stash protocol, which a
@@ -266,10 +268,34 @@ fn evict(
     if held <= cache.limit {
         return;
     }
+    // An entry of a remaining index stays (the store refuses its delete):
+    // it can go only once the index went, earlier in this pass (an index is
+    // pulled before its entries) or in a later run.
+    let mut listed: HashMap<(usize, &Digest), usize> = HashMap::new();
+    for (index, (repository, plan)) in snapshot.repositories.iter().zip(&*planned).enumerate() {
+        if cache.covers(&repository.name) {
+            for manifest in remaining(repository, plan) {
+                for reference in &manifest.references {
+                    *listed.entry((index, reference)).or_default() += 1;
+                }
+            }
+        }
+    }
     candidates.sort_by(|a, b| a.0.cmp(&b.0).then(a.2.digest.cmp(&b.2.digest)));
     for (_, index, manifest) in candidates {
         if held <= cache.limit {
             break;
+        }
+        if listed
+            .get(&(index, &manifest.digest))
+            .is_some_and(|&n| n > 0)
+        {
+            continue;
+        }
+        for reference in &manifest.references {
+            if let Some(count) = listed.get_mut(&(index, reference)) {
+                *count -= 1;
+            }
         }
         for digest in std::iter::once(&manifest.digest).chain(&manifest.references) {
             if let Some(count) = holders.get_mut(digest) {
@@ -566,7 +592,7 @@ impl Registry {
                 let work = std::time::Instant::now();
                 let deleted = self
                     .metadata
-                    .delete_tags_if_unchanged(&repository.name, batch.to_vec())
+                    .delete_tags_if_unchanged(&repository.name, batch.to_vec(), cutoff)
                     .await?;
                 report.tags.extend(deleted.into_iter().map(|tag| TagRef {
                     repository: repository.name.clone(),
@@ -592,6 +618,7 @@ impl Registry {
                         &repository.name,
                         digests,
                         repository.manifest_cutoff,
+                        cutoff,
                     )
                     .await?;
                 let deleted: HashSet<Digest> = deleted.into_iter().collect();
@@ -1056,5 +1083,45 @@ mod tests {
             names(&plan.repositories[0].manifests),
             HashSet::from([d("first"), d("second")])
         );
+    }
+
+    #[test]
+    fn eviction_takes_an_index_entry_only_with_its_index() {
+        let pulled = |name: &str, at: Timestamp, references: &[&str]| ManifestSnapshot {
+            pulled_at: Some(at),
+            ..manifest(name, OLD - 1_000, references)
+        };
+        let snapshot = |index_pulled: Timestamp| GcSnapshot {
+            repositories: vec![RepositorySnapshot {
+                name: "hub/library/multi".into(),
+                manifests: vec![
+                    pulled("index", index_pulled, &["child"]),
+                    pulled("child", OLD, &["layer"]),
+                ],
+                tags: vec![tag("1", "index", OLD)],
+                links: vec![link("layer", OLD)],
+            }],
+            blobs: Vec::new(),
+        };
+        let rules = StorageRules {
+            cache: Some(CacheRule {
+                repositories: vec![RepositoryPattern::parse("hub/**").unwrap()],
+                limit: 0,
+            }),
+            ..StorageRules::default()
+        };
+        let ages = Ages {
+            grace: HOUR,
+            untagged_after: 7 * 24 * HOUR,
+        };
+        // The index, pulled first, goes, and its entry with it.
+        let plan = plan(&snapshot(OLD - 10), &rules, NOW, ages);
+        assert_eq!(
+            names(&plan.repositories[0].manifests),
+            HashSet::from([d("index"), d("child")])
+        );
+        // An index in use keeps its entry, however old.
+        let plan = super::plan(&snapshot(NEW), &rules, NOW, ages);
+        assert!(plan.repositories[0].manifests.is_empty());
     }
 }

@@ -6,10 +6,11 @@
 //! [`berth_storage::BlobStore`] and [`berth_storage::MetadataStore`], one
 //! module per resource, and what keeps storage in bounds: online garbage
 //! collection ([`Registry::collect`]), retention, quotas, immutable tags and
-//! the size of a pull-through cache ([`StorageRules`]). Its inputs are typed (names, digests, byte ranges,
-//! chunk ranges: the HTTP layer parses headers), and its errors
-//! ([`RegistryError`]) say what went wrong in registry terms; the HTTP layer
-//! maps each to the spec's status code and error code exactly once.
+//! the size of a pull-through cache ([`StorageRules`]). Its inputs are typed
+//! (names, digests, byte ranges, chunk ranges: the HTTP layer parses
+//! headers), and its errors ([`RegistryError`]) say what went wrong in
+//! registry terms; the HTTP layer maps each to the spec's status code and
+//! error code exactly once.
 
 mod blobs;
 mod error;
@@ -23,7 +24,7 @@ mod repositories;
 mod rules;
 mod uploads;
 
-pub use berth_storage::{ByteStream, Quota, Received, RepositoryUsage};
+pub use berth_storage::{ByteStream, Quota, Received, RepositoryUsage, RoomClaim};
 pub use blobs::{Blob, ByteRange};
 pub use error::RegistryError;
 pub use gc::{BlobRef, GcOptions, GcPhase, GcProgress, GcReport, ManifestRef, TagRef};

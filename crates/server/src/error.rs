@@ -228,8 +228,9 @@ fn registry_error(error: &RegistryError) -> ApiError {
 
 /// A cache miss the upstream could not fill: 429 with the upstream's
 /// `Retry-After` when it throttles berth, 503 when it cannot be reached or
-/// fails, 502 when it answers wrongly (bad bytes, refused credentials). The
-/// message names the upstream: the fix is there or in berth's settings.
+/// fails, 502 when it answers wrongly (bad bytes, a manifest berth cannot
+/// keep, refused credentials), 404 when it has no such thing. The message
+/// names the upstream: the fix is there or in berth's settings.
 impl From<CacheError> for ApiError {
     fn from(error: CacheError) -> Self {
         use ErrorCode::*;
@@ -249,13 +250,17 @@ impl From<CacheError> for ApiError {
                 }
             }
             CacheError::Upstream(
-                UpstreamError::Unavailable { .. } | UpstreamError::NotFound { .. },
-            ) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, Unsupported, message),
+                UpstreamError::NotFound { .. } | UpstreamError::NoAccess { .. },
+            ) => ApiError::new(StatusCode::NOT_FOUND, NameUnknown, message),
+            CacheError::Upstream(UpstreamError::Unavailable { .. }) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, Unsupported, message)
+            }
             CacheError::Upstream(UpstreamError::Denied { .. } | UpstreamError::Invalid { .. })
-            | CacheError::Corrupt { .. } => {
+            | CacheError::Corrupt { .. }
+            | CacheError::Unstorable { .. } => {
                 ApiError::new(StatusCode::BAD_GATEWAY, Unsupported, message)
             }
-            CacheError::Spool(_) => {
+            CacheError::Internal(_) => {
                 tracing::error!(error = %error, "the request failed inside berth");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, Unsupported, SERVER_FAULT)
             }

@@ -24,6 +24,22 @@ pub struct Stashed {
     pub key: String,
 }
 
+/// Room claimed in a blob store by a writer outside it; given back when
+/// dropped.
+pub struct RoomClaim(#[allow(dead_code)] Option<Box<dyn std::any::Any + Send + Sync>>);
+
+impl RoomClaim {
+    /// A claim held by `guard` until it is dropped.
+    pub fn held(guard: impl std::any::Any + Send + Sync) -> Self {
+        RoomClaim(Some(Box::new(guard)))
+    }
+
+    /// Nothing to hold: the store does not count room.
+    pub fn none() -> Self {
+        RoomClaim(None)
+    }
+}
+
 /// A stored blob, as listed for finding bytes no metadata records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredBlob {
@@ -105,10 +121,11 @@ pub trait BlobStore: Send + Sync + 'static {
     /// written twice, and durable. The file is gone afterwards.
     async fn import(&self, digest: &Digest, file: &Path) -> StorageResult<()>;
 
-    /// Fails with [`crate::StorageError::Full`] unless `bytes` more fit
-    /// beside the store's reserve: checked before downloading what
-    /// [`BlobStore::import`] will take.
-    async fn check_room(&self, bytes: u64) -> StorageResult<()>;
+    /// Claims room for `bytes` more beside the store's reserve (for a
+    /// download [`BlobStore::import`] will take), or fails with
+    /// [`crate::StorageError::Full`]. Other writers see the room taken until
+    /// the claim is dropped.
+    async fn claim_room(&self, bytes: u64) -> StorageResult<RoomClaim>;
 
     /// Discards upload `id`; discarding an absent upload is not an error.
     async fn delete_upload(&self, id: &str) -> StorageResult<()>;

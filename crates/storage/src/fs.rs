@@ -32,7 +32,7 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
-use crate::blob::{BlobStore, ByteStream, Stashed, StoredBlob};
+use crate::blob::{BlobStore, ByteStream, RoomClaim, Stashed, StoredBlob};
 use crate::metadata::Timestamp;
 use crate::{Received, StorageError, StorageResult};
 
@@ -632,9 +632,9 @@ impl BlobStore for FsBlobStore {
         .await
     }
 
-    async fn check_room(&self, bytes: u64) -> StorageResult<()> {
+    async fn claim_room(&self, bytes: u64) -> StorageResult<RoomClaim> {
         let space = self.space();
-        blocking(move || space.claim(bytes).map(drop)).await
+        blocking(move || space.claim(bytes).map(RoomClaim::held)).await
     }
 
     async fn delete_upload(&self, id: &str) -> StorageResult<()> {
@@ -843,10 +843,10 @@ mod tests {
             collect(store.read(&digest, None).await.unwrap()).await,
             b"downloaded"
         );
-        store.check_room(1 << 20).await.unwrap();
+        drop(store.claim_room(1 << 20).await.unwrap());
         let reserved = FsBlobStore::open(&dir.path().join("store"), u64::MAX / 2).unwrap();
         assert!(matches!(
-            reserved.check_room(1).await,
+            reserved.claim_room(1).await,
             Err(StorageError::Full(_))
         ));
     }

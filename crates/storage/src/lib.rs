@@ -20,7 +20,7 @@ mod lookup_cache;
 mod metadata;
 mod sqlite;
 
-pub use blob::{BlobStore, ByteStream, Stashed, StoredBlob};
+pub use blob::{BlobStore, ByteStream, RoomClaim, Stashed, StoredBlob};
 pub use error::{DatabaseError, DatabaseErrorKind, Received, StorageError, StorageResult};
 pub use fs::FsBlobStore;
 pub use metadata::{

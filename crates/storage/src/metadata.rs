@@ -181,6 +181,11 @@ pub trait MetadataStore: Send + Sync + 'static {
         digest: &Digest,
     ) -> StorageResult<Option<u64>>;
 
+    /// Whether a repository whose name starts with `prefix/` may read
+    /// `digest` (a pull-through cache shares what it downloaded for one of
+    /// its repositories with another only so).
+    async fn blob_linked_under(&self, prefix: &str, digest: &Digest) -> StorageResult<bool>;
+
     /// Whether anything records `digest` (a blob or a manifest document):
     /// whether the blob store must keep its bytes.
     async fn blob_recorded(&self, digest: &Digest) -> StorageResult<bool>;
@@ -353,21 +358,25 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Everything collection decides from, as of one moment.
     async fn gc_snapshot(&self) -> StorageResult<GcSnapshot>;
 
-    /// Deletes each `(tag, digest)` still pointing at that digest and not
-    /// updated since `updated_at`; returns the tags deleted.
+    /// Deletes each `(tag, digest)` still pointing at that digest, not
+    /// updated since `updated_at`, and whose manifest was not pulled since
+    /// `pulled_before` (a pull in progress keeps its image); returns the
+    /// tags deleted.
     async fn delete_tags_if_unchanged(
         &self,
         repository: &str,
         tags: Vec<TagSnapshot>,
+        pulled_before: Timestamp,
     ) -> StorageResult<Vec<String>>;
 
-    /// Deletes each manifest that is still untagged and not touched since
-    /// `before`; returns those deleted.
+    /// Deletes each manifest that is still untagged, not touched since
+    /// `before` and not pulled since `pulled_before`; returns those deleted.
     async fn delete_manifests_if_untouched(
         &self,
         repository: &str,
         digests: Vec<Digest>,
         before: Timestamp,
+        pulled_before: Timestamp,
     ) -> StorageResult<Vec<Digest>>;
 
     /// Deletes each link that no manifest of the repository references and

@@ -527,6 +527,30 @@ impl MetadataStore for SqliteMetadataStore {
         .await
     }
 
+    async fn blob_linked_under(&self, prefix: &str, digest: &Digest) -> StorageResult<bool> {
+        // Names starting with "prefix/" sort from "prefix/" up to, not
+        // including, "prefix0" ('0' follows '/'): a range the primary key
+        // index answers, and no LIKE pattern to escape.
+        let (low, high, digest) = (
+            format!("{prefix}/"),
+            format!("{prefix}0"),
+            digest.to_string(),
+        );
+        self.with_conn(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT 1 FROM repository_blobs rb
+                       JOIN repositories r ON r.id = rb.repository_id
+                      WHERE rb.digest = ?1 AND r.name >= ?2 AND r.name < ?3
+                      LIMIT 1",
+                )?
+                .query_row([&digest, &low, &high], |_| Ok(()))
+                .optional()?
+                .is_some())
+        })
+        .await
+    }
+
     async fn blob_recorded(&self, digest: &Digest) -> StorageResult<bool> {
         let digest = digest.to_string();
         self.with_conn(move |conn| {
@@ -1091,6 +1115,7 @@ impl MetadataStore for SqliteMetadataStore {
         &self,
         repository: &str,
         tags: Vec<TagSnapshot>,
+        pulled_before: Timestamp,
     ) -> StorageResult<Vec<String>> {
         let name = repository.to_owned();
         self.collect_manifests(Stale::Repository(name.clone()), move |tx| {
@@ -1099,13 +1124,16 @@ impl MetadataStore for SqliteMetadataStore {
             };
             let mut delete = tx.prepare_cached(
                 "DELETE FROM tags WHERE repository_id = ?1 AND name = ?2 AND digest = ?3
-                    AND updated_at = ?4",
+                    AND updated_at = ?4
+                    AND NOT EXISTS (SELECT 1 FROM manifests m
+                                     WHERE m.repository_id = ?1 AND m.digest = ?3
+                                       AND COALESCE(m.pulled_at, 0) >= ?5)",
             )?;
             let mut deleted = Vec::new();
             for tag in tags {
-                if delete.execute(params![id, tag.name, tag.digest.as_str(), tag.updated_at])? == 1
-                {
-                    deleted.push(tag.name);
+                let (name, digest) = (tag.name, tag.digest.as_str());
+                if delete.execute(params![id, name, digest, tag.updated_at, pulled_before])? == 1 {
+                    deleted.push(name);
                 }
             }
             Ok(deleted)
@@ -1118,6 +1146,7 @@ impl MetadataStore for SqliteMetadataStore {
         repository: &str,
         digests: Vec<Digest>,
         before: Timestamp,
+        pulled_before: Timestamp,
     ) -> StorageResult<Vec<Digest>> {
         let name = repository.to_owned();
         self.collect_manifests(Stale::Repository(name.clone()), move |tx| {
@@ -1127,6 +1156,7 @@ impl MetadataStore for SqliteMetadataStore {
             let mut deletable = tx.prepare_cached(
                 "SELECT m.size FROM manifests m
                   WHERE m.repository_id = ?1 AND m.digest = ?2 AND m.touched_at < ?3
+                    AND COALESCE(m.pulled_at, 0) < ?4
                     AND NOT EXISTS (SELECT 1 FROM tags t
                                      WHERE t.repository_id = ?1 AND t.digest = ?2)
                     AND NOT EXISTS (SELECT 1 FROM manifest_references r
@@ -1140,7 +1170,9 @@ impl MetadataStore for SqliteMetadataStore {
                 let mut kept = Vec::new();
                 for digest in left {
                     let size: Option<i64> = deletable
-                        .query_row(params![id, digest.as_str(), before], |r| r.get(0))
+                        .query_row(params![id, digest.as_str(), before, pulled_before], |r| {
+                            r.get(0)
+                        })
                         .optional()?;
                     match size {
                         Some(size) => {
@@ -1530,6 +1562,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn blobs_linked_under_a_prefix() {
+        let (_dir, store) = open();
+        let digest = Digest::sha256_of(b"layer");
+        for repository in ["hubx/app", "hu/b", "hub"] {
+            store
+                .link_blob(&name(repository), &digest, 5, 1, None)
+                .await
+                .unwrap();
+        }
+        assert!(!store.blob_linked_under("hub", &digest).await.unwrap());
+        store
+            .link_blob(&name("hub/library/app"), &digest, 5, 1, None)
+            .await
+            .unwrap();
+        assert!(store.blob_linked_under("hub", &digest).await.unwrap());
+        assert!(
+            store
+                .blob_linked_under("hub/library", &digest)
+                .await
+                .unwrap()
+        );
+        let other = Digest::sha256_of(b"other");
+        assert!(!store.blob_linked_under("hub", &other).await.unwrap());
+    }
+
+    #[tokio::test]
     async fn immutable_tags_are_neither_moved_nor_deleted() {
         let (_dir, store) = open();
         let app = name("prod/app");
@@ -1601,6 +1659,34 @@ mod tests {
         assert_eq!(bytes_of(&store, "app").await, m.size);
     }
 
+    /// A tag goes only if it still names what the collector saw, and its
+    /// manifest was not pulled since the cutoff.
+    #[tokio::test]
+    async fn tags_go_only_unchanged_and_unpulled() {
+        let (_dir, store) = open();
+        let app = name("app");
+        let m = image("m", &[]);
+        let v1 = Tag::parse("v1").unwrap();
+        store
+            .put_manifest(&app, m.clone(), Some(&v1), 10, WriteRules::default())
+            .await
+            .unwrap();
+        let seen = |updated_at| TagSnapshot {
+            name: "v1".into(),
+            digest: m.digest.clone(),
+            updated_at,
+        };
+        let delete =
+            |tag, pulled_before| store.delete_tags_if_unchanged("app", vec![tag], pulled_before);
+        assert!(delete(seen(9), 20).await.unwrap().is_empty(), "moved since");
+        store.record_pull(&app, &m.digest, 15).await.unwrap();
+        assert!(
+            delete(seen(10), 15).await.unwrap().is_empty(),
+            "pulled since"
+        );
+        assert_eq!(delete(seen(10), 16).await.unwrap(), ["v1"]);
+    }
+
     /// Collection deletes only what is unreferenced now and untouched since
     /// its cutoff, whatever it saw when it planned.
     #[tokio::test]
@@ -1653,10 +1739,19 @@ mod tests {
         assert!(!store.blob_recorded(&unused).await.unwrap());
         assert_eq!(bytes_of(&store, "app").await, 4 + m.size);
 
-        // An untagged manifest goes; a tagged one, or one touched since, stays.
+        // An untagged manifest goes, unless pulled since the second cutoff
+        // (a pull in progress); a tagged one, or one touched since, stays.
+        store.record_pull(&app, &m.digest, 11).await.unwrap();
+        assert!(
+            store
+                .delete_manifests_if_untouched("app", vec![m.digest.clone()], 11, 11)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(
             store
-                .delete_manifests_if_untouched("app", vec![m.digest.clone()], 11)
+                .delete_manifests_if_untouched("app", vec![m.digest.clone()], 11, 12)
                 .await
                 .unwrap(),
             std::slice::from_ref(&m.digest)
@@ -1711,7 +1806,7 @@ mod tests {
         ];
         assert!(
             store
-                .delete_manifests_if_untouched("app", all.clone(), 6)
+                .delete_manifests_if_untouched("app", all.clone(), 6, 6)
                 .await
                 .unwrap()
                 .is_empty()
@@ -1722,7 +1817,7 @@ mod tests {
             .await
             .unwrap();
         let deleted = store
-            .delete_manifests_if_untouched("app", all, 8)
+            .delete_manifests_if_untouched("app", all, 8, 8)
             .await
             .unwrap();
         assert_eq!(deleted.len(), 3, "{deleted:?}");

@@ -69,6 +69,12 @@ struct Cache {
 
 impl Cache {
     fn start(upstream_url: &str, upstream_password: &str, extra: &str, args: &[&str]) -> Self {
+        Cache::start_as(upstream_url, ("admin", upstream_password), extra, args)
+    }
+
+    /// A cache pulling from the upstream as `user`.
+    fn start_as(upstream_url: &str, user: (&str, &str), extra: &str, args: &[&str]) -> Self {
+        let (username, upstream_password) = user;
         let dir = tempfile::tempdir().unwrap();
         let password_file = dir.path().join("upstream-password");
         std::fs::write(&password_file, format!("{upstream_password}\n")).unwrap();
@@ -98,7 +104,7 @@ prefix = "hub"
 url = "{upstream_url}"
 hosts = ["docker.io"]
 default_namespace = "library"
-username = "admin"
+username = "{username}"
 password_file = "{}"
 "#,
                 password_file.display()
@@ -602,6 +608,19 @@ async fn corrupt_upstream_content_is_caught() {
         wait_until("the spool is empty", || spooled(&cache.server).is_empty());
         assert!(!cache.server.blob_file(&digest).exists());
     }
+    // A range short of the blob's end waits for the verification, so it
+    // never gets unverified bytes either.
+    let ranged = http
+        .get(cache.server.url(&format!("/v2/hub/app/blobs/{digest}")))
+        .header("range", "bytes=0-99")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ranged.status(), 206);
+    assert!(
+        ranged.bytes().await.is_err(),
+        "unverified bytes were served"
+    );
     let manifest = http
         .get(cache.server.url("/v2/hub/app/manifests/1"))
         .header("accept", OCI_MANIFEST)
@@ -669,6 +688,53 @@ async fn a_full_cache_evicts_the_least_recently_pulled() {
             &upstream,
             "GET",
             "/v2/library/a/manifests/1",
+            200,
+            before + 1
+        ),
+        before + 1
+    );
+}
+
+/// A repository berth's upstream account may not pull (or that does not
+/// exist: registries answer both with 401) is unknown through the cache,
+/// not a failure of the upstream: the client gets 404, and the upstream is
+/// not left alone for it.
+#[tokio::test]
+async fn a_repository_closed_to_the_upstream_account_is_unknown() {
+    // alice may pull team/* upstream, nothing else.
+    let upstream = crate::common::fixture("", &[]);
+    let root = Api::with_credentials(&upstream.server, "root", "root-pw");
+    push(&root, "team/app", "1", &[1000], 11).await;
+    push(&root, "secret/app", "1", &[1000], 12).await;
+    let cache = Cache::start_as(
+        &upstream.server.base,
+        ("alice", "alice-pw"),
+        "[cache]\nrevalidate_after = \"0s\"\n",
+        &[],
+    );
+    let admin = Api::new(&cache.server);
+    pull(&admin.http, &cache.server.base, "hub/team/app", "1").await;
+    let closed = admin
+        .http
+        .get(admin.url("/v2/hub/secret/app/manifests/1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(closed.status(), 404);
+    let text = closed.text().await.unwrap();
+    assert!(
+        text.contains("MANIFEST_UNKNOWN") && text.contains("refused it to berth's login"),
+        "{text}"
+    );
+    // Not an outage: the next tag pull still checks upstream.
+    let checks = || requests(&upstream.server, "HEAD", "/v2/team/app/manifests/1", 200, 0);
+    let before = checks();
+    pull(&admin.http, &cache.server.base, "hub/team/app", "1").await;
+    assert_eq!(
+        requests(
+            &upstream.server,
+            "HEAD",
+            "/v2/team/app/manifests/1",
             200,
             before + 1
         ),

@@ -16,7 +16,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use berth_auth::Principal;
-use berth_cache::{CacheError, CacheRoute, PullThroughCache, UnknownNamespace};
+use berth_cache::{CacheError, CacheRoute, PullThroughCache};
 
 use crate::access::{self, AppState};
 use crate::client_addr::ClientAddr;
@@ -88,11 +88,12 @@ pub async fn dispatch(
     let query = Query::parse(uri.query());
     // A cached repository is checked under the name the client asked for
     // (whose token scope it requested), and stored under its local name.
-    let cached = match (&state.cache, route.name(), query.get("ns")) {
-        (Some(cache), Some(name), ns) => cache.route(name, ns).map_err(CacheError::from)?,
-        (None, Some(_), Some(ns)) => {
-            return Err(CacheError::from(UnknownNamespace(ns.to_owned())).into());
-        }
+    // Without a cache, `?ns=` (berth named as a mirror under another name)
+    // changes nothing.
+    let cached = match (&state.cache, route.name()) {
+        (Some(cache), Some(name)) => cache
+            .route(name, query.get("ns"))
+            .map_err(CacheError::from)?,
         _ => None,
     };
     let checked = match &cached {
