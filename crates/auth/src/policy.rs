@@ -96,6 +96,47 @@ pub struct Policy {
     rules: Option<Vec<Rule>>,
 }
 
+/// What in a valid policy can never take effect: rules naming users that
+/// `known_user` does not know (a typo, or a user not added yet) and
+/// repository patterns with upper-case letters (repository names have
+/// none). Each is one sentence for a start-up warning.
+pub fn policy_warnings(config: &PolicyConfig, known_user: impl Fn(&str) -> bool) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (index, rule) in config.rules.iter().enumerate() {
+        let at = format!("policy rule {}", index + 1);
+        for subject in &rule.subjects {
+            let users: Vec<String> = match subject.split_once(':') {
+                Some(("user", name)) => vec![name.to_owned()],
+                Some(("group", group)) => config
+                    .groups
+                    .get(group)
+                    .into_iter()
+                    .flatten()
+                    .cloned()
+                    .collect(),
+                _ => Vec::new(),
+            };
+            for user in users.iter().filter(|u| !known_user(u)) {
+                warnings.push(format!(
+                    "{at} names user {user:?} ({subject}), who is not in the htpasswd file: it \
+                     does nothing for them until they are added (berth user add {user})"
+                ));
+            }
+        }
+        for pattern in rule
+            .repositories
+            .iter()
+            .filter(|p| p.chars().any(|c| c.is_ascii_uppercase()))
+        {
+            warnings.push(format!(
+                "{at}: the repository pattern {pattern:?} has upper-case letters, which \
+                 repository names never have: it matches nothing (write it in lower case)"
+            ));
+        }
+    }
+    warnings
+}
+
 impl Policy {
     pub fn new(config: PolicyConfig) -> Result<Self, String> {
         if config.rules.is_empty() {
@@ -392,5 +433,36 @@ mod tests {
         assert!(err(rule(&["anonymous"], &["a"], &["write"])).contains("action \"write\""));
         assert!(err(rule(&["anonymous"], &["a"], &[])).contains("both"));
         assert!(err(rule(&["anonymous"], &[], &[])).contains("grants nothing"));
+    }
+
+    #[test]
+    fn warnings_name_what_can_never_match() {
+        let config = PolicyConfig {
+            groups: BTreeMap::from([(
+                "devs".to_owned(),
+                vec!["alice".to_owned(), "bobb".to_owned()],
+            )]),
+            rules: vec![
+                RuleConfig {
+                    subjects: vec!["user:alice".into(), "user:carol".into(), "anonymous".into()],
+                    repositories: vec!["Team/App".into(), "team/*".into()],
+                    actions: vec!["pull".into()],
+                    catalog: false,
+                    admin: false,
+                },
+                RuleConfig {
+                    subjects: vec!["group:devs".into(), "robot:ci".into()],
+                    repositories: vec![],
+                    actions: vec![],
+                    catalog: true,
+                    admin: false,
+                },
+            ],
+        };
+        let warnings = policy_warnings(&config, |user| user == "alice");
+        assert_eq!(warnings.len(), 3, "{warnings:#?}");
+        assert!(warnings[0].starts_with("policy rule 1 names user \"carol\""));
+        assert!(warnings[1].contains("\"Team/App\" has upper-case letters"));
+        assert!(warnings[2].starts_with("policy rule 2 names user \"bobb\" (group:devs)"));
     }
 }

@@ -15,6 +15,7 @@ use berth_registry::{
 };
 use berth_server::TrustedProxies;
 use berth_server::body::BodyPace;
+use clap::builder::BoolishValueParser;
 use clap::{Args, ValueEnum};
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -47,9 +48,15 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
 
-    /// Allow deleting manifests, tags and blobs; when false they answer 405 UNSUPPORTED [default: true]
-    #[arg(long, env = "BERTH_DELETE_ENABLED", value_name = "BOOL")]
+    /// Allow deleting manifests, tags and blobs; when false they answer 405 UNSUPPORTED
+    /// (true/false, yes/no, on/off, 1/0) [default: true]
+    #[arg(long, env = "BERTH_DELETE_ENABLED", value_name = "BOOL", value_parser = BoolishValueParser::new())]
     pub delete_enabled: Option<bool>,
+
+    /// Write every manifest pull (who, from where, which image) to the audit log,
+    /// beside pushes and deletes (true/false, yes/no, on/off, 1/0) [default: true]
+    #[arg(long, env = "BERTH_AUDIT_PULLS", value_name = "BOOL", value_parser = BoolishValueParser::new())]
+    pub audit_pulls: Option<bool>,
 
     /// Largest manifest accepted, in bytes; larger pushes get 413 [default: 4194304]
     #[arg(long, env = "BERTH_MAX_MANIFEST_BYTES", value_name = "BYTES")]
@@ -142,10 +149,54 @@ pub struct ServeArgs {
     pub tls_self_signed: bool,
 
     /// Host names and IP addresses the self-signed certificate is valid for
-    /// (repeatable) [default: localhost, 127.0.0.1, ::1]
-    #[arg(long = "tls-host", value_name = "NAME")]
+    /// (repeatable; comma-separated in the variable) [default: localhost, 127.0.0.1, ::1]
+    #[arg(
+        long = "tls-host",
+        env = "BERTH_TLS_HOSTS",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
     pub tls_hosts: Vec<String>,
 }
+
+/// Where `berth user` and `berth robot` find the data directory: as `berth
+/// serve` does, and only one that exists, so that a command run elsewhere
+/// never edits a fresh directory the running server does not read.
+#[derive(Debug, Default, Args)]
+pub struct DataDirArgs {
+    /// berth's data directory [default: the config file's data_dir, else ./berth-data]
+    #[arg(long, env = "BERTH_DATA_DIR", value_name = "DIR", global = true)]
+    data_dir: Option<PathBuf>,
+
+    /// The TOML configuration file berth serve runs with, for its data_dir
+    #[arg(long, env = "BERTH_CONFIG", value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+}
+
+impl DataDirArgs {
+    pub fn resolve(&self) -> anyhow::Result<PathBuf> {
+        let dir = match (&self.data_dir, &self.config) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(config)) => load_file(config)?
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            (None, None) => PathBuf::from(DEFAULT_DATA_DIR),
+        };
+        if !dir.is_dir() {
+            let shown = std::path::absolute(&dir).unwrap_or_else(|_| dir.clone());
+            anyhow::bail!(
+                "berth's data directory {} does not exist (it is found as berth serve finds it: \
+                 --data-dir or BERTH_DATA_DIR, else the config file's data_dir, else \
+                 ./berth-data); run this where berth serve runs, or name the server's with \
+                 --data-dir or --config",
+                shown.display()
+            );
+        }
+        Ok(dir)
+    }
+}
+
+const DEFAULT_DATA_DIR: &str = "berth-data";
 
 /// How long a pull credential lives at most unless configured: long enough
 /// that a kubelet renewing at half-life asks twice a day, short enough that a
@@ -185,6 +236,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     log_format: Option<LogFormat>,
     delete_enabled: Option<bool>,
+    audit_pulls: Option<bool>,
     max_manifest_bytes: Option<usize>,
     upload_ttl: Option<String>,
     body_timeout: Option<String>,
@@ -402,6 +454,8 @@ pub struct ServeConfig {
     /// Free space blob data never takes.
     pub reserve_space: u64,
     pub trusted_proxies: TrustedProxies,
+    /// Whether manifest pulls go to the audit log.
+    pub audit_pulls: bool,
     pub registry: RegistryConfig,
     pub auth: AuthSettings,
     pub tls: TlsSettings,
@@ -571,7 +625,7 @@ impl ServeArgs {
             data_dir: self
                 .data_dir
                 .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from("berth-data")),
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             log_format: self
                 .log_format
                 .or(file.log_format)
@@ -587,6 +641,7 @@ impl ServeArgs {
             gc_interval,
             reserve_space,
             trusted_proxies: TrustedProxies::new(trusted_proxies),
+            audit_pulls: self.audit_pulls.or(file.audit_pulls).unwrap_or(true),
             registry: RegistryConfig {
                 delete_enabled: self
                     .delete_enabled

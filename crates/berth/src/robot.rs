@@ -1,7 +1,6 @@
 //! `berth robot`: robot accounts, credentials for machines with a limited scope
 //! and an optional expiry, kept in the data directory.
 
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
@@ -10,19 +9,15 @@ use berth_auth::files::{lock_for_update, write_private};
 use berth_auth::robots::RobotStore;
 use clap::{Args, Subcommand};
 
+use crate::config::DataDirArgs;
 use crate::serve::ROBOTS_FILE;
 
 #[derive(Debug, Args)]
 pub struct RobotArgs {
-    /// berth's data directory; a running berth picks changes up within seconds
-    #[arg(
-        long,
-        env = "BERTH_DATA_DIR",
-        value_name = "DIR",
-        default_value = "berth-data",
-        global = true
-    )]
-    data_dir: PathBuf,
+    /// berth's data directory, where robots are kept; a running berth picks
+    /// changes up within seconds
+    #[command(flatten)]
+    data_dir: DataDirArgs,
 
     #[command(subcommand)]
     command: RobotCommand,
@@ -61,13 +56,7 @@ fn rfc3339(unix: u64) -> String {
 }
 
 pub fn run(args: RobotArgs) -> Result<()> {
-    let path = args.data_dir.join(ROBOTS_FILE);
-    std::fs::create_dir_all(&args.data_dir).with_context(|| {
-        format!(
-            "cannot create the data directory {}",
-            args.data_dir.display()
-        )
-    })?;
+    let path = args.data_dir.resolve()?.join(ROBOTS_FILE);
     // Two `berth robot` runs never lose each other's change.
     let _lock = lock_for_update(&path)
         .with_context(|| format!("cannot lock {} for the update", path.display()))?;

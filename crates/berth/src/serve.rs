@@ -13,6 +13,7 @@ use axum_server::accept::NoDelayAcceptor;
 use axum_server::tls_rustls::RustlsAcceptor;
 use berth_auth::files::write_private;
 use berth_auth::htpasswd::{BCRYPT_COST, Htpasswd};
+use berth_auth::policy::policy_warnings;
 use berth_auth::{AuthConfig, Authenticator, Policy};
 use berth_cache::route::canonical_host;
 use berth_cache::{CacheSettings, CredentialSource, PullThroughCache, UpstreamSettings};
@@ -118,10 +119,12 @@ async fn serve(config: ServeConfig) -> Result<()> {
             tracing::warn!(
                 ca = %files.ca_cert.display(),
                 "serving HTTPS with a self-signed certificate for {}: make clients and nodes \
-                 trust the CA {} (containerd: ca = \"{}\" in hosts.toml)",
+                 trust the CA {} (containerd: ca = \"{}\" in hosts.toml; podman, skopeo: \
+                 --cert-dir {}, which holds the CA alone)",
                 hosts.join(", "),
                 files.ca_cert.display(),
-                files.ca_cert.display()
+                files.ca_cert.display(),
+                files.trust_dir.display()
             );
             Some(tls::load(&files.cert, &files.key).await?)
         }
@@ -146,6 +149,7 @@ async fn serve(config: ServeConfig) -> Result<()> {
         tls: tls.is_some(),
         body_pace: config.body_pace,
         trusted_proxies: config.trusted_proxies.clone(),
+        audit_pulls: config.audit_pulls,
     })
     .into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();
@@ -298,6 +302,14 @@ fn open_authenticator(config: &ServeConfig) -> Result<Authenticator> {
             path
         }
     };
+    // A valid policy can still hold rules that never take effect: say so.
+    let users = std::fs::read_to_string(&htpasswd)
+        .ok()
+        .and_then(|text| Htpasswd::parse(&text).ok())
+        .unwrap_or_default();
+    for warning in policy_warnings(&config.auth.policy, |user| users.contains(user)) {
+        tracing::warn!("{warning}");
+    }
     Authenticator::new(AuthConfig {
         htpasswd,
         robots: data_dir.join(ROBOTS_FILE),

@@ -19,6 +19,10 @@ const RELOAD_CHECK: Duration = Duration::from_secs(5);
 /// The files of a self-signed setup, under `DATA_DIR/tls`.
 pub struct SelfSigned {
     pub ca_cert: PathBuf,
+    /// A directory holding the CA certificate alone, for clients' cert
+    /// directories (podman, skopeo and docker's `--cert-dir` take any
+    /// `*.key` beside it for a client key, so `tls/` itself will not do).
+    pub trust_dir: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
 }
@@ -39,10 +43,16 @@ fn ca_params() -> Result<CertificateParams> {
 /// Creates (once) a CA and, whenever the host list changes, a server
 /// certificate for `hosts` signed by it.
 pub fn self_signed(data_dir: &Path, hosts: &[String]) -> Result<SelfSigned> {
+    // Absolute, so the paths logged for clients work from anywhere.
+    let data_dir = std::path::absolute(data_dir)
+        .with_context(|| format!("cannot resolve {}", data_dir.display()))?;
     let dir = data_dir.join("tls");
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let trust_dir = dir.join("ca");
+    std::fs::create_dir_all(&trust_dir)
+        .with_context(|| format!("cannot create {}", trust_dir.display()))?;
     let files = SelfSigned {
         ca_cert: dir.join("ca.crt"),
+        trust_dir,
         cert: dir.join("server.crt"),
         key: dir.join("server.key"),
     };
@@ -99,6 +109,8 @@ pub fn self_signed(data_dir: &Path, hosts: &[String]) -> Result<SelfSigned> {
         std::fs::write(&files.cert, cert.pem())?;
         std::fs::write(&hosts_path, wanted)?;
     }
+    std::fs::copy(&files.ca_cert, files.trust_dir.join("ca.crt"))
+        .with_context(|| format!("cannot copy the CA into {}", files.trust_dir.display()))?;
     Ok(files)
 }
 

@@ -9,6 +9,8 @@ use berth_auth::htpasswd::{BCRYPT_COST, Htpasswd};
 use berth_auth::robots::ROBOT_PREFIX;
 use clap::{Args, Subcommand};
 
+use crate::config::DataDirArgs;
+
 #[derive(Debug, Args)]
 pub struct UserArgs {
     /// The htpasswd file [default: DATA_DIR/htpasswd]
@@ -16,14 +18,8 @@ pub struct UserArgs {
     htpasswd: Option<PathBuf>,
 
     /// berth's data directory, where the default htpasswd file lives
-    #[arg(
-        long,
-        env = "BERTH_DATA_DIR",
-        value_name = "DIR",
-        default_value = "berth-data",
-        global = true
-    )]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    data_dir: DataDirArgs,
 
     #[command(subcommand)]
     command: UserCommand,
@@ -75,9 +71,10 @@ pub fn read_password(from_stdin: bool) -> Result<String> {
 }
 
 pub fn run(args: UserArgs) -> Result<()> {
-    let path = args
-        .htpasswd
-        .unwrap_or_else(|| args.data_dir.join("htpasswd"));
+    let path = match args.htpasswd {
+        Some(path) => path,
+        None => args.data_dir.resolve()?.join("htpasswd"),
+    };
     let editing = !matches!(args.command, UserCommand::List);
     if editing && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

@@ -31,6 +31,8 @@ pub struct AppState {
     pub body_pace: BodyPace,
     /// Proxies whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed.
     pub trusted_proxies: TrustedProxies,
+    /// Whether manifest pulls go to the audit log.
+    pub audit_pulls: bool,
 }
 
 /// The access a request needs; `None` for requests that are answered without
@@ -208,7 +210,11 @@ impl AppState {
             Decision::Challenge { error } => {
                 Err(self.challenge(headers, uri, client, required, error))
             }
-            Decision::Deny(subject) => Err(AccessError::Denied(subject).into()),
+            Decision::Deny(subject) => Err(AccessError::Denied {
+                subject,
+                required: required.clone(),
+            }
+            .into()),
             Decision::Throttled(wait) => Err(AccessError::Throttled(wait).into()),
         }
     }

@@ -51,7 +51,11 @@ async fn administrator(
     };
     let principal = Principal::Direct(state.login(&user, &password, client.ip, false).await?);
     if !state.auth.permits(&principal, &Required::Admin) {
-        return Err(AccessError::Denied(principal.name().to_owned()).into());
+        return Err(AccessError::Denied {
+            subject: principal.name().to_owned(),
+            required: Required::Admin,
+        }
+        .into());
     }
     Ok(principal)
 }

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use berth_auth::AuthError;
 use berth_auth::pull_credential::PullCredentialError;
+use berth_auth::{AuthError, Required};
 use berth_cache::{CacheError, UpstreamError};
 use berth_registry::RegistryError;
 use serde_json::json;
@@ -159,8 +159,8 @@ pub enum EdgeError {
 pub enum AccessError {
     /// 401 with this `WWW-Authenticate: Bearer …` challenge.
     Challenge(String),
-    /// 403: `subject` is known and may not do this.
-    Denied(String),
+    /// 403: `subject` is known and may not do what `required` is.
+    Denied { subject: String, required: Required },
     /// 429: too many failed logins; retry after this long.
     Throttled(Duration),
 }
@@ -314,10 +314,10 @@ impl From<AccessError> for ApiError {
                 "authentication required: log in with a user or robot account that may do this",
             )
             .with_header(header::WWW_AUTHENTICATE, &challenge),
-            AccessError::Denied(subject) => ApiError::new(
+            AccessError::Denied { subject, required } => ApiError::new(
                 StatusCode::FORBIDDEN,
                 ErrorCode::Denied,
-                format!("{subject} may not do this here: ask an administrator for access"),
+                denied(&subject, &required),
             ),
             AccessError::Throttled(wait) => {
                 let seconds = wait.as_secs().max(1);
@@ -329,6 +329,24 @@ impl From<AccessError> for ApiError {
                 .with_header(header::RETRY_AFTER, &seconds.to_string())
             }
         }
+    }
+}
+
+/// What a refused subject is told: what it may not do, and what would let
+/// it.
+fn denied(subject: &str, required: &Required) -> String {
+    match required {
+        Required::Repository { name, action } => format!(
+            "{subject} may not {} {name}: no policy rule grants it; ask an administrator for access",
+            action.as_str()
+        ),
+        Required::Catalog => format!(
+            "{subject} may not list the catalog: no policy rule with catalog = true names it"
+        ),
+        Required::Admin => {
+            format!("{subject} may not administer berth: no policy rule with admin = true names it")
+        }
+        Required::Login => format!("{subject} may not log in here"),
     }
 }
 

@@ -40,6 +40,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 /// needed for login throttling and the audit log.
 pub fn app(state: AppState) -> Router {
     let pace = state.body_pace;
+    let state = Arc::new(state);
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -54,12 +55,15 @@ pub fn app(state: AppState) -> Router {
         )
         .fallback(routes::dispatch)
         .method_not_allowed_fallback(routes::method_not_allowed)
-        .with_state(Arc::new(state))
+        .with_state(state.clone())
         .layer(SetResponseHeaderLayer::overriding(
             HeaderName::from_static("docker-distribution-api-version"),
             HeaderValue::from_static("registry/2.0"),
         ))
-        .layer(axum::middleware::from_fn(logging::log_request))
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            logging::log_request,
+        ))
         // Heads past berth's limits are refused; a stalled, trickling or
         // vanished client's body errors out instead of holding its
         // connection (and upload) open.

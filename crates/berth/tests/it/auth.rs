@@ -163,6 +163,12 @@ async fn policy_separates_401_403_and_404() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+    // A refusal says what was refused and what would allow it.
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("alice may not delete team/app: no policy rule grants it"),
+        "{text}"
+    );
     let r = alice
         .http
         .get(alice.url("/v2/_catalog"))
@@ -170,6 +176,11 @@ async fn policy_separates_401_403_and_404() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("alice may not list the catalog: no policy rule with catalog = true"),
+        "{text}"
+    );
     let r = root
         .http
         .get(root.url("/v2/_catalog"))
@@ -885,6 +896,59 @@ async fn htpasswd_changes_take_effect_without_restart() {
         assert!(Instant::now() < deadline, "the deleted user kept working");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// `berth user` and `berth robot` find the data directory as `berth serve`
+/// does (the config file's included) and never invent one: run elsewhere,
+/// they would edit files the running server does not read.
+#[test]
+fn user_and_robot_commands_use_the_servers_data_directory_only() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let in_elsewhere = |args: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_berth"));
+        command
+            .args(args)
+            .current_dir(elsewhere.path())
+            .env_remove("BERTH_DATA_DIR")
+            .env_remove("BERTH_CONFIG");
+        crate::common::output_with_stdin(&mut command, "secret-pw\n")
+    };
+    for args in [
+        &["user", "add", "carol", "--password-stdin"][..],
+        &["robot", "list"],
+    ] {
+        let out = in_elsewhere(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            stderr.contains("berth-data does not exist") && stderr.contains("--config"),
+            "{stderr}"
+        );
+    }
+    assert!(
+        !elsewhere.path().join("berth-data").exists(),
+        "nothing invented"
+    );
+
+    let data = elsewhere.path().join("served");
+    std::fs::create_dir(&data).unwrap();
+    let config = elsewhere.path().join("berth.toml");
+    std::fs::write(
+        &config,
+        format!("data_dir = {:?}\n", data.display().to_string()),
+    )
+    .unwrap();
+    let out = in_elsewhere(&[
+        "user",
+        "add",
+        "carol",
+        "--password-stdin",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let users = std::fs::read_to_string(data.join("htpasswd")).unwrap();
+    assert!(users.starts_with("carol:"), "{users}");
 }
 
 #[tokio::test]

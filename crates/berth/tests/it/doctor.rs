@@ -473,3 +473,21 @@ async fn doctor_probe_runs_credential_provider_plugins() {
         "{found:#?}"
     );
 }
+
+/// The sample in the README is what `berth doctor` prints for the input
+/// behind it (`data/readme-doctor-sample.yaml`), word for word.
+#[test]
+fn the_readme_sample_is_current() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("../../README.md")).unwrap();
+    let sample = readme
+        .split("```\nDeployment prod/web\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .map(|rest| format!("Deployment prod/web\n{rest}"))
+        .expect("the README has the doctor sample");
+    let input = root.join("tests/it/data/readme-doctor-sample.yaml");
+    let out = berth(&["doctor", "-f", input.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), sample);
+}

@@ -188,11 +188,23 @@ fn skopeo_and_podman_over_tls_with_the_self_signed_ca() {
     let server = Server::start(&["--tls-self-signed"]);
     let work = tempfile::tempdir().unwrap();
     let source = image(&work.path().join("image"));
-    // containers/image reads a directory of CA certificates (*.crt).
-    let certs = work.path().join("certs");
-    std::fs::create_dir_all(&certs).unwrap();
-    std::fs::copy(server.data_dir.join("tls/ca.crt"), certs.join("ca.crt")).unwrap();
+    // containers/image reads a directory of CA certificates (*.crt), and
+    // takes any *.key there for a client key: berth logs one that holds the
+    // CA alone, by its absolute path.
+    let certs = server.data_dir.join("tls/ca");
+    assert_eq!(
+        std::fs::read_dir(&certs).unwrap().count(),
+        1,
+        "the CA certificate alone"
+    );
     let certs = certs.to_str().unwrap();
+    assert!(
+        server
+            .log()
+            .iter()
+            .any(|l| l.contains(&format!("--cert-dir {certs}"))),
+        "the log names the directory"
+    );
     let creds = server.admin_creds();
     let target = format!("docker://{}/secure/app:v1", server.addr);
 

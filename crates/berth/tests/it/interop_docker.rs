@@ -208,7 +208,7 @@ fn docker_logs_in_pushes_and_pulls_on_an_identity_token() {
     assert!(out.status.success(), "{}", stderr(&out));
     let error = fail(&mut dockerd.cli(&alice, &["push", &image]));
     assert!(
-        error.contains("denied: alice may not do this here"),
+        error.contains("denied: alice may not push team/app"),
         "{error}"
     );
 

@@ -26,6 +26,9 @@ pub(super) async fn get(request: &Request<'_>, name: &str, reference: &str, head
             (info, Some(body))
         }
     };
+    if !head && request.state.audit_pulls {
+        request.audit("pull", name, &format!("{reference} {}", info.digest));
+    }
     Ok(ManifestContent { info, body }.into_response())
 }
 

@@ -21,6 +21,7 @@ use berth_cache::{CacheError, CacheRoute, PullThroughCache};
 use crate::access::{self, AppState};
 use crate::client_addr::ClientAddr;
 use crate::error::{ApiError, EdgeError};
+use crate::logging::Subject;
 use crate::query::Query;
 use crate::response::Json;
 use crate::route::Route;
@@ -80,8 +81,27 @@ pub async fn dispatch(
     uri: Uri,
     headers: HeaderMap,
     body: Body,
+) -> Response {
+    let mut subject = None;
+    let mut response = handle(&state, client, method, &uri, &headers, body, &mut subject)
+        .await
+        .into_response();
+    // The access log names who was served.
+    if let Some(subject) = subject {
+        response.extensions_mut().insert(Subject(subject));
+    }
+    response
+}
+
+async fn handle(
+    state: &AppState,
+    client: ClientAddr,
+    method: Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+    subject: &mut Option<String>,
 ) -> Result {
-    let (state, uri, headers) = (&*state, &uri, &headers);
     let Some(route) = Route::parse(uri.path()) else {
         return Err(EdgeError::NotAnEndpoint(uri.path().to_owned()).into());
     };
@@ -108,6 +128,7 @@ pub async fn dispatch(
         Some(required) => Some(state.check(headers, uri, client, &required).await?),
         None => None,
     };
+    *subject = principal.as_ref().map(|p| p.name().to_owned());
     if let (Some(cached), Some(cache)) = (&cached, &state.cache)
         && !matches!(method, Method::GET | Method::HEAD)
     {
