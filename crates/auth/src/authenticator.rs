@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -194,6 +195,9 @@ pub struct Authenticator {
     refused_oauth: Cache<[u8; 32], RefusedOAuthLogin>,
     /// Verified access tokens: an ES256 check costs far more than a lookup.
     bearers: Cache<String, Arc<Claims>>,
+    /// Logins refused for wrong credentials, and for throttling, since start.
+    login_failures: AtomicU64,
+    logins_throttled: AtomicU64,
 }
 
 fn unix_now() -> u64 {
@@ -232,6 +236,8 @@ impl Authenticator {
             logins: Cache::new(CACHE_ENTRIES),
             refused_oauth: Cache::new(CACHE_ENTRIES),
             bearers: Cache::new(CACHE_ENTRIES),
+            login_failures: AtomicU64::new(0),
+            logins_throttled: AtomicU64::new(0),
         })
     }
 
@@ -272,15 +278,25 @@ impl Authenticator {
             .is_none()
     }
 
+    /// Logins refused for wrong credentials, and refused for throttling,
+    /// since start.
+    pub fn login_counts(&self) -> (u64, u64) {
+        (
+            self.login_failures.load(Ordering::Relaxed),
+            self.logins_throttled.load(Ordering::Relaxed),
+        )
+    }
+
     /// Checks a user name and password (a user or a robot).
     pub fn login(&self, user: &str, password: &str, client: IpAddr) -> Result<Subject, AuthError> {
         if user.len() > crate::htpasswd::MAX_USER_NAME {
             // No account has such a name; nothing to track or to log at length.
             return Err(AuthError::BadCredentials);
         }
-        self.throttle
-            .check(client, user)
-            .map_err(AuthError::Throttled)?;
+        self.throttle.check(client, user).map_err(|wait| {
+            self.logins_throttled.fetch_add(1, Ordering::Relaxed);
+            AuthError::Throttled(wait)
+        })?;
         let key = login_key(user, password);
         let generations = (self.users.get().1, self.robots.get().1);
         if let Some(subject) = self.cached_login(&key, generations) {
@@ -293,6 +309,7 @@ impl Authenticator {
             && refused.at.elapsed() < OAUTH_RETRY_WINDOW
         {
             self.refused_oauth.remove(&key);
+            self.login_failures.fetch_add(1, Ordering::Relaxed);
             audit_login_failure(user, client, "the password the OAuth2 form just refused");
             return Err(AuthError::BadCredentials);
         }
@@ -320,6 +337,7 @@ impl Authenticator {
             }
             Err(reason) => {
                 self.throttle.failed(client, user);
+                self.login_failures.fetch_add(1, Ordering::Relaxed);
                 audit_login_failure(user, client, &reason);
                 Err(AuthError::BadCredentials)
             }

@@ -44,6 +44,12 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
+    /// Also serve /metrics (Prometheus) on this address alone, for scraping without
+    /// going through the registry's port; /metrics is on the registry's port too
+    /// [default: none]
+    #[arg(long, env = "BERTH_METRICS_ADDR", value_name = "IP:PORT")]
+    pub metrics_addr: Option<SocketAddr>,
+
     /// Log line format [default: text]
     #[arg(long, env = "BERTH_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -233,6 +239,7 @@ const MIN_TOKEN_TTL: Duration = Duration::from_secs(60);
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     log_format: Option<LogFormat>,
     delete_enabled: Option<bool>,
@@ -443,6 +450,8 @@ const DEFAULT_OUTAGE_BACKOFF: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub addr: SocketAddr,
+    /// Where /metrics is served alone, besides the registry's port.
+    pub metrics_addr: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub log_format: LogFormat,
     /// How fast request bodies must arrive.
@@ -618,6 +627,7 @@ impl ServeArgs {
         };
         let defaults = RegistryConfig::default();
         Ok(ServeConfig {
+            metrics_addr: self.metrics_addr.or(file.metrics_addr),
             addr: self
                 .addr
                 .or(file.addr)

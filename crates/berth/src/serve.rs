@@ -20,6 +20,7 @@ use berth_cache::{CacheSettings, CredentialSource, PullThroughCache, UpstreamSet
 use berth_client::Credentials;
 use berth_registry::{GcOptions, Registry, RegistryError};
 use berth_server::AppState;
+use berth_server::metrics::Metrics;
 use berth_storage::{FsBlobStore, SqliteMetadataStore};
 use hyper_util::rt::TokioTimer;
 use tokio::net::TcpListener;
@@ -141,7 +142,7 @@ async fn serve(config: ServeConfig) -> Result<()> {
     let expiry = tokio::spawn(expire_uploads(registry.clone()));
     let collection = (!config.gc_interval.is_zero())
         .then(|| tokio::spawn(collect(registry.clone(), config.gc_interval)));
-    let app = berth_server::app(AppState {
+    let state = Arc::new(AppState {
         registry,
         cache,
         auth,
@@ -150,8 +151,13 @@ async fn serve(config: ServeConfig) -> Result<()> {
         body_pace: config.body_pace,
         trusted_proxies: config.trusted_proxies.clone(),
         audit_pulls: config.audit_pulls,
-    })
-    .into_make_service_with_connect_info::<SocketAddr>();
+        metrics: Metrics::default(),
+    });
+    let metrics = match config.metrics_addr {
+        Some(addr) => Some(serve_metrics(addr, state.clone()).await?),
+        None => None,
+    };
+    let app = berth_server::app(state).into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();
     let stopper = handle.clone();
     tokio::spawn(async move {
@@ -191,11 +197,28 @@ async fn serve(config: ServeConfig) -> Result<()> {
     }
     .with_context(|| format!("the {scheme} server failed"))?;
     expiry.abort();
-    if let Some(collection) = collection {
-        collection.abort();
+    for task in [collection, metrics].into_iter().flatten() {
+        task.abort();
     }
     tracing::info!("berth stopped");
     Ok(())
+}
+
+/// Serves /metrics alone on `addr`, in the background.
+async fn serve_metrics(
+    addr: SocketAddr,
+    state: Arc<AppState>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let listener = TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr} for metrics: choose another --metrics-addr")
+    })?;
+    tracing::info!(addr = %listener.local_addr()?, "metrics on http://{}/metrics", listener.local_addr()?);
+    let app = berth_server::metrics_app(state);
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the metrics server failed");
+        }
+    }))
 }
 
 /// The pull-through cache, spooling downloads under the data directory.

@@ -19,6 +19,7 @@ use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt as _;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -65,6 +66,8 @@ pub(crate) struct FillRequest {
     pub digest: Digest,
     /// How long the upstream may take to start answering.
     pub timeout: Duration,
+    /// Counts the bytes received from upstreams.
+    pub received: Arc<AtomicU64>,
 }
 
 /// The fills under way in this process.
@@ -330,6 +333,9 @@ async fn download(
                 detail: format!("the download broke off after {received} of {size} bytes: {e}"),
             })?;
             received += chunk.len() as u64;
+            request
+                .received
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
             if received > size {
                 return Err(invalid(format!(
                     "the upstream sent more than the {size} bytes it announced"

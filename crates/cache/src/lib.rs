@@ -31,6 +31,7 @@ pub mod hosts_toml;
 pub mod route;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -174,6 +175,24 @@ impl ArrivingBlob {
     }
 }
 
+/// What the cache did since this process started, for metrics.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    /// Manifest requests answered from the cache without asking upstream.
+    pub manifest_hits: AtomicU64,
+    /// Manifest requests sent upstream (fetches and tag checks), one for
+    /// all the clients waiting on it.
+    pub manifest_fetches: AtomicU64,
+    /// Blob requests answered from the store.
+    pub blob_hits: AtomicU64,
+    /// Blob requests served from a download (started or joined).
+    pub blob_downloads: AtomicU64,
+    /// Requests served the cached copy because the upstream failed.
+    pub stale: AtomicU64,
+    /// Blob bytes received from upstreams.
+    pub upstream_bytes: Arc<AtomicU64>,
+}
+
 /// Tags whose last check this process remembers.
 const CHECKS_REMEMBERED: usize = 100_000;
 
@@ -187,6 +206,7 @@ pub struct PullThroughCache {
     /// When each cached tag was last found current upstream.
     checked: Arc<quick_cache::sync::Cache<(String, String), Instant>>,
     settings: CacheSettings,
+    stats: Arc<CacheStats>,
 }
 
 /// Why the cache could not be set up.
@@ -253,6 +273,7 @@ impl PullThroughCache {
             manifests: Flights::new(),
             checked: Arc::new(quick_cache::sync::Cache::new(CHECKS_REMEMBERED)),
             settings,
+            stats: Arc::default(),
         })
     }
 
@@ -264,6 +285,11 @@ impl PullThroughCache {
         ns: Option<&str>,
     ) -> std::result::Result<Option<CacheRoute>, UnknownNamespace> {
         route::route(&self.rules, name, ns)
+    }
+
+    /// What the cache did since start.
+    pub fn stats(&self) -> &CacheStats {
+        &self.stats
     }
 
     /// The upstream's URL, for messages.
@@ -310,6 +336,7 @@ impl PullThroughCache {
                 .is_some_and(|at| at.elapsed() < self.settings.revalidate_after);
             // Content under a digest never changes.
             if matches!(parsed, Reference::Digest(_)) || fresh || upstream.quiet() {
+                self.stats.manifest_hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(());
             }
         } else {
@@ -324,6 +351,7 @@ impl PullThroughCache {
             cached: cached.clone(),
             timeout: self.settings.timeout,
             backoff: self.settings.outage_backoff,
+            stats: self.stats.clone(),
         };
         match self
             .manifests
@@ -331,6 +359,7 @@ impl PullThroughCache {
             .await
         {
             Err(e) if e.is_upstream_failure() && cached.is_some() => {
+                self.stats.stale.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     repository = %route.local, reference, error = %e,
                     "the upstream failed; serving the cached copy"
@@ -346,6 +375,7 @@ impl PullThroughCache {
         let digest = Digest::parse(digest).map_err(RegistryError::from)?;
         let upstream = &self.upstreams[route.upstream];
         let arriving = |(fill, size)| {
+            self.stats.blob_downloads.fetch_add(1, Ordering::Relaxed);
             CachedBlob::Arriving(ArrivingBlob {
                 fill,
                 digest: digest.clone(),
@@ -360,7 +390,10 @@ impl PullThroughCache {
                 .map_err(|e| self.blob_error(upstream, e, &digest));
         }
         match self.registry.blob(&route.local, digest.as_str()).await {
-            Ok(blob) => return Ok(CachedBlob::Stored(blob)),
+            Ok(blob) => {
+                self.stats.blob_hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(CachedBlob::Stored(blob));
+            }
             Err(RegistryError::BlobUnknown(_)) => {}
             Err(e) => return Err(e.into()),
         }
@@ -391,6 +424,7 @@ impl PullThroughCache {
             local: route.local.clone(),
             digest: digest.clone(),
             timeout: self.settings.timeout,
+            received: self.stats.upstream_bytes.clone(),
         };
         self.fills
             .fill(&self.registry, request)
@@ -447,10 +481,12 @@ struct ManifestFetch {
     cached: Option<Digest>,
     timeout: Duration,
     backoff: Duration,
+    stats: Arc<CacheStats>,
 }
 
 impl ManifestFetch {
     async fn run(&self) -> Result<()> {
+        self.stats.manifest_fetches.fetch_add(1, Ordering::Relaxed);
         let result = self.fetch().await;
         match (&result, &self.reference) {
             (Err(e), _) if e.is_upstream_failure() => self.upstream.note(e, self.backoff),

@@ -21,6 +21,7 @@
 //! are found by listing the blob store and go after the grace period too.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use berth_oci::Digest;
@@ -511,7 +512,33 @@ impl Registry {
         if let Err(e) = self.metadata.release_lease(LEASE_NAME, &lease.holder).await {
             tracing::warn!(error = %e, "could not release the collection lease");
         }
+        self.count_run(started, report.as_ref().ok());
         report
+    }
+
+    /// Counts a run (started at `started`) for metrics; `None` if it failed.
+    fn count_run(&self, started: Timestamp, report: Option<&GcReport>) {
+        let stats = &self.gc_stats;
+        let ended = now();
+        stats.runs.fetch_add(1, Ordering::Relaxed);
+        stats.last_run.store(ended.max(0) as u64, Ordering::Relaxed);
+        stats.last_duration.store(
+            ended.saturating_sub(started).max(0) as u64,
+            Ordering::Relaxed,
+        );
+        let Some(report) = report else {
+            stats.failures.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        stats
+            .freed_bytes
+            .fetch_add(report.bytes(), Ordering::Relaxed);
+        let manifests = report.manifests.len() as u64;
+        stats
+            .deleted_manifests
+            .fetch_add(manifests, Ordering::Relaxed);
+        let blobs = (report.blobs.len() + report.orphans.len()) as u64;
+        stats.deleted_blobs.fetch_add(blobs, Ordering::Relaxed);
     }
 
     /// Takes or extends the collection lease; false if another run holds it.

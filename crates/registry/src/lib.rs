@@ -24,14 +24,14 @@ mod repositories;
 mod rules;
 mod uploads;
 
-pub use berth_storage::{ByteStream, Quota, Received, RepositoryUsage, RoomClaim};
+pub use berth_storage::{ByteStream, Quota, Received, RepositoryUsage, RoomClaim, StorageTotals};
 pub use blobs::{Blob, ByteRange};
 pub use error::RegistryError;
 pub use gc::{BlobRef, GcOptions, GcPhase, GcProgress, GcReport, ManifestRef, TagRef};
 pub use listings::Referrers;
 pub use manifests::{PushedManifest, StoredManifest};
 pub use page::Page;
-pub use registry::{Registry, RegistryConfig};
+pub use registry::{GcStats, Registry, RegistryConfig};
 pub use repositories::{QuotaUsage, RepositoryInfo};
 pub use rules::{CacheRule, ImmutableRule, RetentionRule, StorageRules};
 pub use uploads::{Chunk, ChunkRange, Mount, UploadRef, UploadStatus};

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use berth_oci::{Digest, Reference, RepositoryName};
-use berth_storage::{BlobStore, MetadataStore};
+use std::sync::atomic::AtomicU64;
+
+use berth_storage::{BlobStore, MetadataStore, StorageTotals};
 use bytes::Bytes;
 use quick_cache::sync::Cache;
 
@@ -68,6 +70,22 @@ pub struct Registry {
     pub(crate) pulls: Cache<(String, Digest), Instant>,
     /// Names this process among others sharing the store (collection lease).
     pub(crate) instance: String,
+    /// What this process's collections did, for metrics.
+    pub(crate) gc_stats: GcStats,
+}
+
+/// What the collections run by this process did, counted since it started.
+#[derive(Debug, Default)]
+pub struct GcStats {
+    pub runs: AtomicU64,
+    pub failures: AtomicU64,
+    pub freed_bytes: AtomicU64,
+    pub deleted_manifests: AtomicU64,
+    pub deleted_blobs: AtomicU64,
+    /// When the last run ended, Unix milliseconds (0: none yet).
+    pub last_run: AtomicU64,
+    /// How long it took, milliseconds.
+    pub last_duration: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -106,11 +124,22 @@ impl Registry {
             upload_locks: KeyedLocks::default(),
             pulls: Cache::new(PULLS_REMEMBERED),
             instance: uuid::Uuid::new_v4().to_string(),
+            gc_stats: GcStats::default(),
         }
     }
 
     pub fn config(&self) -> &RegistryConfig {
         &self.config
+    }
+
+    /// What this process's collections did.
+    pub fn gc_stats(&self) -> &GcStats {
+        &self.gc_stats
+    }
+
+    /// What the store holds, counted.
+    pub async fn totals(&self) -> Result<StorageTotals> {
+        Ok(self.metadata.totals().await?)
     }
 
     /// Whether the stores answer (readiness).

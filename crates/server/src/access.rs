@@ -14,6 +14,7 @@ use berth_registry::Registry;
 use crate::body::BodyPace;
 use crate::client_addr::{ClientAddr, TrustedProxies};
 use crate::error::{AccessError, ApiError, EdgeError};
+use crate::metrics::Metrics;
 use crate::route::Route;
 
 /// What every handler shares.
@@ -33,6 +34,7 @@ pub struct AppState {
     pub trusted_proxies: TrustedProxies,
     /// Whether manifest pulls go to the audit log.
     pub audit_pulls: bool,
+    pub metrics: Metrics,
 }
 
 /// The access a request needs; `None` for requests that are answered without

@@ -18,6 +18,7 @@ pub mod error;
 mod health;
 pub mod limits;
 mod logging;
+pub mod metrics;
 mod pull_credentials;
 mod query;
 mod response;
@@ -38,11 +39,11 @@ use tower_http::set_header::SetResponseHeaderLayer;
 /// Builds the HTTP application. Serve it with
 /// `into_make_service_with_connect_info::<SocketAddr>()`: client addresses are
 /// needed for login throttling and the audit log.
-pub fn app(state: AppState) -> Router {
+pub fn app(state: Arc<AppState>) -> Router {
     let pace = state.body_pace;
-    let state = Arc::new(state);
     Router::new()
         .route("/healthz", get(health::healthz))
+        .route("/metrics", get(metrics::metrics))
         .route("/readyz", get(health::readyz))
         .route("/token", get(token::get).post(token::post))
         .route("/.well-known/jwks.json", get(token::jwks))
@@ -75,4 +76,12 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(
             unread_body::close_after_unread_body,
         ))
+}
+
+/// `/metrics` alone, for a separate address (`--metrics-addr`): scraped
+/// without going through the registry's own port.
+pub fn metrics_app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics::metrics))
+        .with_state(state)
 }

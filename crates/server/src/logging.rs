@@ -1,5 +1,5 @@
 //! One structured log line per request: what was asked, by whom and from
-//! where, and how it went.
+//! where, and how it went; the same moment counts it in the metrics.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -54,7 +54,7 @@ fn request_id(headers: &HeaderMap) -> String {
 /// query string is left out: it can carry state a log has no need of.
 /// Health probes are logged at debug level: they come every few seconds.
 pub async fn log_request(
-    State(_): State<Arc<AppState>>,
+    State(state): State<Arc<AppState>>,
     client: ClientAddr,
     request: Request,
     next: Next,
@@ -63,6 +63,7 @@ pub async fn log_request(
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let bytes_in = declared_length(request.headers()).unwrap_or(0);
+    let timer = state.metrics.start(&method, &path, bytes_in);
     let id = request_id(request.headers());
     let user_agent: String = request
         .headers()
@@ -82,7 +83,9 @@ pub async fn log_request(
     let bytes_out = declared_length(response.headers())
         .or_else(|| response.body().size_hint().exact())
         .unwrap_or(0);
-    let duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+    let took = started.elapsed();
+    timer.done(response.status(), bytes_out, took);
+    let duration_ms = (took.as_secs_f64() * 1e6).round() / 1e3;
     let subject = response
         .extensions()
         .get::<Subject>()

@@ -26,6 +26,6 @@ pub use fs::FsBlobStore;
 pub use metadata::{
     BlobSnapshot, GcSnapshot, ImmutableTags, LinkSnapshot, ManifestRecord, ManifestSnapshot,
     MetadataStore, NewManifest, Quota, ReferrerRecord, RepositorySnapshot, RepositoryUsage,
-    TagSnapshot, Timestamp, UploadRecord, WriteRules,
+    StorageTotals, TagSnapshot, Timestamp, UploadRecord, WriteRules,
 };
 pub use sqlite::SqliteMetadataStore;

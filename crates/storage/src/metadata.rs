@@ -107,6 +107,17 @@ pub struct RepositoryUsage {
     pub tags: u64,
 }
 
+/// What the store holds, counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StorageTotals {
+    pub repositories: u64,
+    pub manifests: u64,
+    pub tags: u64,
+    /// Stored blobs and manifest documents, each once.
+    pub blobs: u64,
+    pub blob_bytes: u64,
+}
+
 /// Everything garbage collection decides from, read at one moment.
 #[derive(Debug, Clone, Default)]
 pub struct GcSnapshot {
@@ -306,6 +317,9 @@ pub trait MetadataStore: Send + Sync + 'static {
         after: Option<&str>,
         limit: usize,
     ) -> StorageResult<Vec<RepositoryUsage>>;
+
+    /// What the store holds, counted (for metrics).
+    async fn totals(&self) -> StorageResult<StorageTotals>;
 
     /// The bytes held by the repositories that count against `quota`.
     async fn usage(&self, quota: &Quota) -> StorageResult<u64>;

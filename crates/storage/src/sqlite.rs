@@ -936,6 +936,27 @@ impl MetadataStore for SqliteMetadataStore {
         .await
     }
 
+    async fn totals(&self) -> StorageResult<StorageTotals> {
+        self.with_conn(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT (SELECT COUNT(*) FROM repositories), (SELECT COUNT(*) FROM manifests),
+                            (SELECT COUNT(*) FROM tags), (SELECT COUNT(*) FROM blobs),
+                            (SELECT COALESCE(SUM(size), 0) FROM blobs)",
+                )?
+                .query_row([], |r| {
+                    Ok(StorageTotals {
+                        repositories: to_size(r.get(0)?),
+                        manifests: to_size(r.get(1)?),
+                        tags: to_size(r.get(2)?),
+                        blobs: to_size(r.get(3)?),
+                        blob_bytes: to_size(r.get(4)?),
+                    })
+                })?)
+        })
+        .await
+    }
+
     async fn repository_usage(
         &self,
         after: Option<&str>,

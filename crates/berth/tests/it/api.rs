@@ -1246,6 +1246,84 @@ async fn json_access_log_has_one_line_per_request() {
     assert_eq!(line["status"], 404);
     assert!(line["bytes_out"].as_u64().unwrap() > 0);
     assert!(line["duration_ms"].is_number());
+    // Who, from where, with what, under which id.
+    assert_eq!(line["client"], "127.0.0.1");
+    assert_eq!(line["subject"], "admin");
+    assert!(line["user_agent"].is_string());
+    assert_eq!(line["request_id"].as_str().unwrap().len(), 32);
+
+    // An ingress's plain request id is kept and sent back; pulls are
+    // audited; probes log at debug level only.
+    let (_, digest) = api.push_image("app", "v1", 3).await;
+    let response = api
+        .http
+        .get(api.url("/v2/app/manifests/v1"))
+        .header("x-request-id", "ingress-7f3a")
+        .header("user-agent", "containerd/2.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&response, "x-request-id"), "ingress-7f3a");
+    api.http.get(api.url("/healthz")).send().await.unwrap();
+    let json = |lines: &[String]| -> Vec<serde_json::Value> {
+        lines
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let pull = server.wait_for_log(|lines| json(lines).into_iter().find(|l| l["event"] == "pull"));
+    assert_eq!(pull["repository"], "app");
+    assert_eq!(pull["reference"], format!("v1 {digest}"));
+    let line = server.wait_for_log(|lines| {
+        json(lines)
+            .into_iter()
+            .find(|l| l["request_id"] == "ingress-7f3a")
+    });
+    assert_eq!(line["user_agent"], "containerd/2.0");
+    assert!(
+        !json(&server.log()).iter().any(|l| l["path"] == "/healthz"),
+        "probes are at debug level"
+    );
+}
+
+/// `/metrics`: requests by endpoint, method and status, what the store
+/// holds, collections, refused logins; on the registry's port and, with
+/// `--metrics-addr`, alone on another.
+#[tokio::test]
+async fn metrics_count_requests_storage_collections_and_logins() {
+    let metrics_addr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().to_string()
+    };
+    let server = Server::start(&["--metrics-addr", &metrics_addr]);
+    let api = Api::new(&server);
+    api.push_image("app", "v1", 4).await;
+    let wrong = Api::with_credentials(&server, "admin", "wrong");
+    wrong.http.get(wrong.url("/v2/")).send().await.unwrap();
+    api.gc(false, Some(3600)).await;
+    let text = reqwest::get(format!("http://{metrics_addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for expected in [
+        "berth_http_requests_total{endpoint=\"manifest\",method=\"PUT\",status=\"201\"} 1",
+        "berth_http_requests_total{endpoint=\"uploads\",method=\"POST\",status=\"201\"} 2",
+        "berth_storage_objects{kind=\"manifests\"} 1",
+        "berth_storage_objects{kind=\"tags\"} 1",
+        "berth_gc_runs_total 1",
+        "berth_logins_refused_total{kind=\"credentials\"} 1",
+    ] {
+        assert!(text.contains(expected), "{expected} not in:\n{text}");
+    }
+    // Only the metrics there; and the registry's port has them too.
+    let other = reqwest::get(format!("http://{metrics_addr}/v2/"))
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404);
+    let on_main = api.http.get(api.url("/metrics")).send().await.unwrap();
+    assert_eq!(on_main.status(), 200);
 }
 
 #[tokio::test]

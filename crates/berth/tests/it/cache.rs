@@ -329,6 +329,22 @@ async fn concurrent_cold_pulls_fetch_each_blob_once() {
     assert_eq!(mirrored.bytes().await.unwrap(), image.manifest);
     pull(&http, &cache.server.base, "hub/app", "1").await;
     assert_eq!(asked(), before);
+
+    // The metrics say so: every blob byte came from the upstream once.
+    let metrics = http
+        .get(cache.server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let image_bytes: usize = image.blobs.iter().map(|(_, b)| b.len()).sum();
+    assert!(
+        metrics.contains(&format!("berth_cache_upstream_bytes_total {image_bytes}\n")),
+        "{metrics}"
+    );
+    assert!(metrics.contains("berth_cache_requests_total{kind=\"manifest_fetch\"} 1\n"));
 }
 
 /// Upstream gone: cached tags and digests still pull, the tag check
