@@ -113,3 +113,81 @@ async fn the_deployments_settings_start_berth() {
         "log_format = \"json\" from berth.toml"
     );
 }
+
+/// The node side of the cache: `berth mirror daemonset` prints a DaemonSet
+/// that validates, and what it runs, `berth mirror hosts-toml --every`,
+/// puts the hosts.toml and berth's CA in place and keeps them there.
+#[test]
+fn the_node_mirror_daemonset_keeps_hosts_toml_in_place() {
+    let work = tempfile::tempdir().unwrap();
+    let printed = crate::common::berth(
+        &[
+            "mirror",
+            "daemonset",
+            "--mirror",
+            "https://berth.docker-registry.svc:5000",
+            "--registry",
+            "docker.io",
+            "--image",
+            "registry.example.com/berth:0.1.0",
+            "--ca-secret",
+            "berth-ca",
+        ],
+        "",
+    );
+    assert!(printed.status.success(), "{printed:?}");
+    let manifest = work.path().join("daemonset.yaml");
+    std::fs::write(&manifest, &printed.stdout).unwrap();
+    succeed(validator().arg(&manifest));
+    let daemonset: serde_norway::Value = serde_norway::from_slice(&printed.stdout).unwrap();
+    let container = &daemonset["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args[..2], ["mirror", "hosts-toml"]);
+
+    // What the DaemonSet's container runs, with its paths here.
+    let ca = work.path().join("ca.crt");
+    std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+    let out = work.path().join("certs.d");
+    let _keeper = Stopped(
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(args.iter().map(|a| {
+                a.replace("/host/certs.d", out.to_str().unwrap())
+                    .replace("/etc/berth-ca/ca.crt", ca.to_str().unwrap())
+                    .replace("--every=5m", "--every=100ms")
+            }))
+            .spawn()
+            .unwrap(),
+    );
+    let hosts = out.join("docker.io/hosts.toml");
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "never: {what}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    wait("hosts.toml is written", &|| hosts.exists());
+    let content = std::fs::read_to_string(&hosts).unwrap();
+    assert!(
+        content.contains("ca = \"/etc/containerd/certs.d/docker.io/berth-ca.crt\""),
+        "{content}"
+    );
+    assert!(out.join("docker.io/berth-ca.crt").exists());
+    std::fs::remove_file(&hosts).unwrap();
+    wait("hosts.toml comes back", &|| hosts.exists());
+}
+
+/// A process this test started, killed (by its PID) however the test ends.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
