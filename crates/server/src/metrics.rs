@@ -25,6 +25,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use berth_cache::CacheStats;
+
 use crate::access::AppState;
 use crate::route::Route;
 
@@ -290,22 +292,23 @@ impl Metrics {
         }
         self.gc_last_run.set((load(&gc.last_run) / 1000) as i64);
         self.gc_last_duration_ms.set(load(&gc.last_duration) as i64);
-        if let Some(cache) = &state.cache {
-            let stats = cache.stats();
-            for (kind, total) in [
-                ("manifest_hit", &stats.manifest_hits),
-                ("manifest_fetch", &stats.manifest_fetches),
-                ("blob_hit", &stats.blob_hits),
-                ("blob_download", &stats.blob_downloads),
-                ("stale", &stats.stale),
-            ] {
-                catch_up(
-                    &self.cache_requests.get_or_create(&KindLabels { kind }),
-                    load(total),
-                );
-            }
-            catch_up(&self.cache_upstream_bytes, load(&stats.upstream_bytes));
+        // Without a cache its series are there, at zero: dashboards show
+        // that nothing happened rather than no data.
+        let idle = CacheStats::default();
+        let stats = state.cache.as_ref().map_or(&idle, |cache| cache.stats());
+        for (kind, total) in [
+            ("manifest_hit", &stats.manifest_hits),
+            ("manifest_fetch", &stats.manifest_fetches),
+            ("blob_hit", &stats.blob_hits),
+            ("blob_download", &stats.blob_downloads),
+            ("stale", &stats.stale),
+        ] {
+            catch_up(
+                &self.cache_requests.get_or_create(&KindLabels { kind }),
+                load(total),
+            );
         }
+        catch_up(&self.cache_upstream_bytes, load(&stats.upstream_bytes));
         let (failed, throttled) = state.auth.login_counts();
         for (kind, total) in [("credentials", failed), ("throttled", throttled)] {
             catch_up(

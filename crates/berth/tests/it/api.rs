@@ -1317,6 +1317,37 @@ async fn metrics_count_requests_storage_collections_and_logins() {
     ] {
         assert!(text.contains(expected), "{expected} not in:\n{text}");
     }
+    // Every metric the Grafana dashboard queries is one berth exports.
+    let dashboard = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../deploy/grafana/berth-dashboard.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dashboard).unwrap()).unwrap();
+    let queried: std::collections::BTreeSet<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|panel| panel["targets"].as_array().unwrap())
+        .flat_map(|target| {
+            let expr = target["expr"].as_str().unwrap();
+            expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|word| word.starts_with("berth_"))
+                .map(|word| {
+                    ["_total", "_bucket"]
+                        .iter()
+                        .fold(word, |w, suffix| w.strip_suffix(suffix).unwrap_or(w))
+                        .to_owned()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(queried.len() > 10, "{queried:?}");
+    for family in &queried {
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "the dashboard queries {family}, which /metrics does not have"
+        );
+    }
+
     // Only the metrics there; and the registry's port has them too.
     let other = reqwest::get(format!("http://{metrics_addr}/v2/"))
         .await
