@@ -180,13 +180,33 @@ pub struct DataDirArgs {
 }
 
 impl DataDirArgs {
+    /// The htpasswd file berth serve reads: `flag` (--htpasswd or
+    /// BERTH_HTPASSWD), else the config file's `htpasswd`, else the one in
+    /// the data directory.
+    pub fn htpasswd(&self, flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+        if let Some(path) = flag {
+            return Ok(path);
+        }
+        if let Some(path) = self.file()?.and_then(|file| file.htpasswd) {
+            return Ok(path);
+        }
+        Ok(self.resolve()?.join("htpasswd"))
+    }
+
+    fn file(&self) -> anyhow::Result<Option<FileConfig>> {
+        Ok(match &self.config {
+            Some(config) => Some(load_file(config)?),
+            None => None,
+        })
+    }
+
     pub fn resolve(&self) -> anyhow::Result<PathBuf> {
-        let dir = match (&self.data_dir, &self.config) {
-            (Some(dir), _) => dir.clone(),
-            (None, Some(config)) => load_file(config)?
-                .data_dir
+        let dir = match &self.data_dir {
+            Some(dir) => dir.clone(),
+            None => self
+                .file()?
+                .and_then(|file| file.data_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
-            (None, None) => PathBuf::from(DEFAULT_DATA_DIR),
         };
         if !dir.is_dir() {
             let shown = std::path::absolute(&dir).unwrap_or_else(|_| dir.clone());

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use berth_cache::hosts_toml::{HostsToml, Mirror, hosts_toml};
+use berth_cache::hosts_toml::{HostsToml, Mirror, hosts_toml, registry_directory};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
@@ -160,26 +160,25 @@ fn write_hosts_toml(args: HostsTomlArgs) -> Result<()> {
         }
         return Ok(());
     };
-    let ca = match &args.ca_from {
-        Some(path) => Some(
-            std::fs::read(path)
-                .with_context(|| format!("cannot read the CA certificate {}", path.display()))?,
-        ),
-        None => None,
+    // containerd resolves nothing relative: the CA is named by an absolute
+    // path, on the node.
+    let node_dir = match &args.node_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            std::path::absolute(out).with_context(|| format!("cannot resolve {}", out.display()))?
+        }
     };
-    let node_dir = args.node_dir.as_deref().unwrap_or(out);
     loop {
+        // Read at each round: a rotated CA Secret reaches the nodes.
+        let ca =
+            match &args.ca_from {
+                Some(path) => Some(std::fs::read(path).with_context(|| {
+                    format!("cannot read the CA certificate {}", path.display())
+                })?),
+                None => None,
+            };
         for registry in &args.mirror.registries {
-            // The CA beside each file, named by its path on the node.
-            let directory = hosts_toml(
-                registry,
-                &Mirror {
-                    url: url.to_owned(),
-                    ca: None,
-                    skip_verify: false,
-                },
-            )
-            .directory;
+            let directory = registry_directory(registry);
             let mirror = Mirror {
                 url: url.to_owned(),
                 ca: match &ca {
@@ -269,7 +268,8 @@ fn daemonset(args: &DaemonsetArgs) -> Result<String> {
                 "spec": {
                     "automountServiceAccountToken": false,
                     "tolerations": [{"operator": "Exists"}],
-                    "priorityClassName": "system-node-critical",
+                    // It only sleeps between rounds: nothing to finish.
+                    "terminationGracePeriodSeconds": 1,
                     "containers": [{
                         "name": "hosts-toml",
                         "image": args.image,

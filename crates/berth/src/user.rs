@@ -13,7 +13,7 @@ use crate::config::DataDirArgs;
 
 #[derive(Debug, Args)]
 pub struct UserArgs {
-    /// The htpasswd file [default: DATA_DIR/htpasswd]
+    /// The htpasswd file [default: the config file's htpasswd, else DATA_DIR/htpasswd]
     #[arg(long, env = "BERTH_HTPASSWD", value_name = "FILE", global = true)]
     htpasswd: Option<PathBuf>,
 
@@ -71,10 +71,7 @@ pub fn read_password(from_stdin: bool) -> Result<String> {
 }
 
 pub fn run(args: UserArgs) -> Result<()> {
-    let path = match args.htpasswd {
-        Some(path) => path,
-        None => args.data_dir.resolve()?.join("htpasswd"),
-    };
+    let path = args.data_dir.htpasswd(args.htpasswd)?;
     let editing = !matches!(args.command, UserCommand::List);
     if editing && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

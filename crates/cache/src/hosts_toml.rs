@@ -85,11 +85,17 @@ pub fn hosts_toml(registry: &str, mirror: &Mirror) -> HostsToml {
         content.push_str("  skip_verify = true\n");
     }
     HostsToml {
-        directory: match registry {
-            "index.docker.io" | "registry-1.docker.io" => "docker.io".to_owned(),
-            other => other.to_owned(),
-        },
+        directory: registry_directory(registry),
         content,
+    }
+}
+
+/// The directory under containerd's `config_path` that configures
+/// `registry` (Docker Hub's names are all `docker.io`).
+pub fn registry_directory(registry: &str) -> String {
+    match registry {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io".to_owned(),
+        other => other.to_owned(),
     }
 }
 

@@ -34,7 +34,7 @@ const BODY_LIMIT: usize = 4096;
 const PAGE: usize = 100;
 
 /// The administrator making a request, or the answer refusing it.
-async fn administrator(
+pub(crate) async fn administrator(
     state: &AppState,
     headers: &HeaderMap,
     client: ClientAddr,

@@ -75,6 +75,8 @@ pub struct ApiError {
     message: String,
     /// Extra headers (a challenge, Retry-After, Range…); few, so a list.
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// The authenticated subject refused, for the access log.
+    subject: Option<String>,
 }
 
 impl ApiError {
@@ -84,7 +86,13 @@ impl ApiError {
             code,
             message: message.into(),
             headers: Vec::new(),
+            subject: None,
         }
+    }
+
+    /// The authenticated subject a 403 refused, if this is one.
+    pub fn subject(&self) -> Option<&str> {
+        self.subject.as_deref()
     }
 
     fn with_header(mut self, name: HeaderName, value: &str) -> Self {
@@ -314,11 +322,14 @@ impl From<AccessError> for ApiError {
                 "authentication required: log in with a user or robot account that may do this",
             )
             .with_header(header::WWW_AUTHENTICATE, &challenge),
-            AccessError::Denied { subject, required } => ApiError::new(
-                StatusCode::FORBIDDEN,
-                ErrorCode::Denied,
-                denied(&subject, &required),
-            ),
+            AccessError::Denied { subject, required } => ApiError {
+                subject: Some(subject.clone()),
+                ..ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    ErrorCode::Denied,
+                    denied(&subject, &required),
+                )
+            },
             AccessError::Throttled(wait) => {
                 let seconds = wait.as_secs().max(1);
                 ApiError::new(

@@ -43,7 +43,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     let pace = state.body_pace;
     Router::new()
         .route("/healthz", get(health::healthz))
-        .route("/metrics", get(metrics::metrics))
+        .route("/metrics", get(metrics::metrics_for_administrators))
         .route("/readyz", get(health::readyz))
         .route("/token", get(token::get).post(token::post))
         .route("/.well-known/jwks.json", get(token::jwks))

@@ -30,12 +30,13 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// The request's id: the one an ingress put in `X-Request-Id` (so its logs
-/// and berth's line up), when it is a plain token, else a new one. Sent
-/// back in the response.
-fn request_id(headers: &HeaderMap) -> String {
+/// The request's id: the one a trusted proxy (an ingress) put in
+/// `X-Request-Id`, so its logs and berth's line up, when it is a plain
+/// token; else a new one. Sent back in the response.
+fn request_id(headers: &HeaderMap, via_trusted_proxy: bool) -> String {
     headers
         .get(&REQUEST_ID)
+        .filter(|_| via_trusted_proxy)
         .and_then(|v| v.to_str().ok())
         .filter(|id| {
             !id.is_empty()
@@ -52,7 +53,8 @@ fn request_id(headers: &HeaderMap) -> String {
 /// Logged when the response head is ready; for a streamed blob the duration
 /// is time to first byte and the byte count is the announced length. The
 /// query string is left out: it can carry state a log has no need of.
-/// Health probes are logged at debug level: they come every few seconds.
+/// Health probes and metric scrapes are logged at debug level: they come
+/// every few seconds.
 pub async fn log_request(
     State(state): State<Arc<AppState>>,
     client: ClientAddr,
@@ -64,7 +66,7 @@ pub async fn log_request(
     let path = request.uri().path().to_owned();
     let bytes_in = declared_length(request.headers()).unwrap_or(0);
     let timer = state.metrics.start(&method, &path, bytes_in);
-    let id = request_id(request.headers());
+    let id = request_id(request.headers(), client.via_trusted_proxy);
     let user_agent: String = request
         .headers()
         .get(USER_AGENT)
@@ -109,7 +111,7 @@ pub async fn log_request(
             )
         };
     }
-    if matches!(path.as_str(), "/healthz" | "/readyz") {
+    if matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics") {
         line!(debug);
     } else {
         line!(info);

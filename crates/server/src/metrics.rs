@@ -4,7 +4,10 @@
 //! holds, garbage collection, the pull-through cache, refused logins.
 //!
 //! Labels never carry repository names, tags or users, so the number of
-//! series stays fixed however the registry is used. Counters kept by other
+//! series stays fixed however the registry is used. On the registry's port
+//! `/metrics` takes an administrator's Basic credentials (it would
+//! otherwise go out through an ingress to anyone); `--metrics-addr` serves
+//! it without, on an address meant for scrapers inside the cluster. Counters kept by other
 //! layers (collection, cache, logins: plain atomics there, so those crates
 //! need nothing of Prometheus) are brought up to date at each scrape.
 //!
@@ -12,10 +15,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::{Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
@@ -27,7 +30,11 @@ use prometheus_client::registry::Registry;
 
 use berth_cache::CacheStats;
 
+use berth_registry::StorageTotals;
+
 use crate::access::AppState;
+use crate::admin::administrator;
+use crate::client_addr::ClientAddr;
 use crate::route::Route;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -51,6 +58,8 @@ struct KindLabels {
 /// Every metric berth exports.
 pub struct Metrics {
     registry: Registry,
+    /// One scrape at a time: catching counters up is read-then-add.
+    scrape: tokio::sync::Mutex<Option<(Instant, StorageTotals)>>,
     requests: Family<RequestLabels, Counter>,
     durations: Family<EndpointLabels, Histogram>,
     bytes_in: Family<EndpointLabels, Counter>,
@@ -63,7 +72,7 @@ pub struct Metrics {
     gc_freed_bytes: Counter,
     gc_deleted: Family<KindLabels, Counter>,
     gc_last_run: Gauge,
-    gc_last_duration_ms: Gauge,
+    gc_last_duration: Gauge<f64, AtomicU64>,
     cache_requests: Family<KindLabels, Counter>,
     cache_upstream_bytes: Counter,
     logins_refused: Family<KindLabels, Counter>,
@@ -104,6 +113,9 @@ fn method_label(method: &Method) -> &'static str {
         _ => "other",
     }
 }
+
+/// How long the store's counted totals are reused between scrapes.
+const TOTALS_EVERY: Duration = Duration::from_secs(15);
 
 /// Brings a counter up to a total kept elsewhere.
 fn catch_up(counter: &Counter, total: u64) {
@@ -147,7 +159,7 @@ impl Default for Metrics {
         let in_flight = Family::<EndpointLabels, Gauge>::default();
         registry.register(
             "http_requests_in_flight",
-            "Requests being handled (endpoint=upload: uploads in progress)",
+            "Requests being handled (endpoint=upload: upload requests under way)",
             in_flight.clone(),
         );
         let stored = Family::<KindLabels, Gauge>::default();
@@ -192,11 +204,11 @@ impl Default for Metrics {
             "When the last garbage collection ended (0: none yet)",
             gc_last_run.clone(),
         );
-        let gc_last_duration_ms = Gauge::default();
+        let gc_last_duration = Gauge::<f64, AtomicU64>::default();
         registry.register(
-            "gc_last_duration_milliseconds",
+            "gc_last_duration_seconds",
             "How long the last garbage collection took",
-            gc_last_duration_ms.clone(),
+            gc_last_duration.clone(),
         );
         let cache_requests = Family::<KindLabels, Counter>::default();
         registry.register(
@@ -218,6 +230,7 @@ impl Default for Metrics {
         );
         Metrics {
             registry,
+            scrape: tokio::sync::Mutex::new(None),
             requests,
             durations,
             bytes_in,
@@ -230,7 +243,7 @@ impl Default for Metrics {
             gc_freed_bytes,
             gc_deleted,
             gc_last_run,
-            gc_last_duration_ms,
+            gc_last_duration,
             cache_requests,
             cache_upstream_bytes,
             logins_refused,
@@ -259,9 +272,16 @@ impl Metrics {
         }
     }
 
-    /// Brings what other layers count up to date.
-    async fn refresh(&self, state: &AppState) {
-        match state.registry.totals().await {
+    /// Brings what other layers count up to date; the store's totals (a
+    /// scan of its tables) at most every [`TOTALS_EVERY`].
+    async fn refresh(&self, state: &AppState, totals: &mut Option<(Instant, StorageTotals)>) {
+        let counted = match *totals {
+            Some((at, counted)) if at.elapsed() < TOTALS_EVERY => Ok(counted),
+            _ => state.registry.totals().await.inspect(|counted| {
+                *totals = Some((Instant::now(), *counted));
+            }),
+        };
+        match counted {
             Ok(totals) => {
                 for (kind, value) in [
                     ("repositories", totals.repositories),
@@ -291,7 +311,8 @@ impl Metrics {
             );
         }
         self.gc_last_run.set((load(&gc.last_run) / 1000) as i64);
-        self.gc_last_duration_ms.set(load(&gc.last_duration) as i64);
+        self.gc_last_duration
+            .set(load(&gc.last_duration) as f64 / 1000.0);
         // Without a cache its series are there, at zero: dashboards show
         // that nothing happened rather than no data.
         let idle = CacheStats::default();
@@ -319,11 +340,18 @@ impl Metrics {
     }
 }
 
+impl Drop for RequestTimer<'_> {
+    /// A request whose handler was dropped (the client went away) is no
+    /// longer in flight either.
+    fn drop(&mut self) {
+        self.metrics.in_flight.get_or_create(&self.labels).dec();
+    }
+}
+
 impl RequestTimer<'_> {
     /// The response head is ready: counts it.
     pub fn done(self, status: StatusCode, bytes_out: u64, took: Duration) {
         let metrics = self.metrics;
-        metrics.in_flight.get_or_create(&self.labels).dec();
         metrics
             .bytes_out
             .get_or_create(&self.labels)
@@ -343,11 +371,29 @@ impl RequestTimer<'_> {
     }
 }
 
-/// `GET /metrics`.
+/// `GET /metrics` on the registry's port: for administrators.
+pub async fn metrics_for_administrators(
+    State(state): State<Arc<AppState>>,
+    client: ClientAddr,
+    headers: HeaderMap,
+) -> Response {
+    match administrator(&state, &headers, client).await {
+        Ok(_) => exposition(&state).await,
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// `GET /metrics` on `--metrics-addr`.
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    state.metrics.refresh(&state).await;
+    exposition(&state).await
+}
+
+async fn exposition(state: &AppState) -> Response {
+    let metrics = &state.metrics;
+    let mut totals = metrics.scrape.lock().await;
+    metrics.refresh(state, &mut totals).await;
     let mut text = String::new();
-    if let Err(e) = encode(&mut text, &state.metrics.registry) {
+    if let Err(e) = encode(&mut text, &metrics.registry) {
         tracing::error!(error = %e, "cannot encode the metrics");
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }

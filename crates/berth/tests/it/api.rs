@@ -1229,7 +1229,8 @@ async fn abandoned_uploads_expire() {
 
 #[tokio::test]
 async fn json_access_log_has_one_line_per_request() {
-    let server = Server::start(&["--log-format", "json"]);
+    // This test's requests come as through an ingress (loopback trusted).
+    let server = Server::start(&["--log-format", "json", "--trusted-proxy", "127.0.0.1"]);
     let api = Api::new(&server);
     api.http
         .get(api.url("/v2/app/tags/list"))
@@ -1355,6 +1356,16 @@ async fn metrics_count_requests_storage_collections_and_logins() {
     assert_eq!(other.status(), 404);
     let on_main = api.http.get(api.url("/metrics")).send().await.unwrap();
     assert_eq!(on_main.status(), 200);
+    // On the registry's port, for administrators only: it would otherwise
+    // go out through the ingress.
+    let anonymous = Api::anonymous(&server);
+    let refused = anonymous
+        .http
+        .get(anonymous.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
 }
 
 #[tokio::test]

@@ -949,6 +949,28 @@ fn user_and_robot_commands_use_the_servers_data_directory_only() {
     assert!(out.status.success(), "{out:?}");
     let users = std::fs::read_to_string(data.join("htpasswd")).unwrap();
     assert!(users.starts_with("carol:"), "{users}");
+    // The config file's htpasswd is the server's, and so the command's.
+    let elsewhere_users = elsewhere.path().join("users");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\nhtpasswd = {:?}\n",
+            data.display().to_string(),
+            elsewhere_users.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = in_elsewhere(&[
+        "user",
+        "add",
+        "dave",
+        "--password-stdin",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let users = std::fs::read_to_string(&elsewhere_users).unwrap();
+    assert!(users.starts_with("dave:"), "{users}");
 }
 
 #[tokio::test]

@@ -331,7 +331,8 @@ async fn concurrent_cold_pulls_fetch_each_blob_once() {
     assert_eq!(asked(), before);
 
     // The metrics say so: every blob byte came from the upstream once.
-    let metrics = http
+    let metrics = Api::new(&cache.server)
+        .http
         .get(cache.server.url("/metrics"))
         .send()
         .await

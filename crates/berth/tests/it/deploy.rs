@@ -50,6 +50,7 @@ fn every_overlay_renders_and_validates() {
             "kind: PodDisruptionBudget",
             "claimName: berth-data",
             "secretName: berth-htpasswd",
+            "fsGroupChangePolicy: OnRootMismatch",
         ] {
             assert!(
                 rendered.contains(needed),
@@ -57,7 +58,13 @@ fn every_overlay_renders_and_validates() {
             );
         }
     }
-    assert!(render("ingress-tls").contains("cert-manager.io/cluster-issuer"));
+    let ingress = render("ingress-tls");
+    assert!(ingress.contains("cert-manager.io/cluster-issuer"));
+    // Behind the ingress, clients are sent to the token endpoint over https.
+    assert!(
+        ingress.contains("realm = \"https://registry.example.com/token\""),
+        "{ingress}"
+    );
     // The validator does validate: a wrong type is refused.
     let broken = work.path().join("broken.yaml");
     std::fs::write(

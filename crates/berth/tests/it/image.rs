@@ -1,7 +1,9 @@
 //! berth's own container image: `scripts/image` builds it offline with
 //! podman (FROM scratch: the binary and the libraries it loads, a non-root
-//! user), berth hosts it (pushed into a running berth by podman), and what a
-//! client pulls back holds exactly that binary and runs as that user.
+//! user, the CA bundle), berth hosts it (pushed into a running berth by
+//! podman), and what a client pulls back holds exactly that binary and runs
+//! as that user. (Running it here is not possible: this machine's runc may
+//! not set a container's rlimits.)
 
 use std::io::Read as _;
 use std::path::Path;
@@ -60,6 +62,7 @@ fn berth_builds_its_own_image_and_hosts_it() {
     assert_eq!(config["config"]["User"], "65532:65532");
     assert_eq!(config["config"]["Entrypoint"][0], "/usr/local/bin/berth");
 
+    // Path → (mode, owner, content).
     let mut files = std::collections::HashMap::new();
     for layer in manifest["layers"].as_array().unwrap() {
         let bytes = blob(layer["digest"].as_str().unwrap());
@@ -67,19 +70,33 @@ fn berth_builds_its_own_image_and_hosts_it() {
         for entry in archive.entries().unwrap() {
             let mut entry = entry.unwrap();
             let path = entry.path().unwrap().display().to_string();
+            let header = entry.header();
+            let (mode, owner) = (header.mode().unwrap(), header.uid().unwrap());
             let mut content = Vec::new();
             entry.read_to_end(&mut content).unwrap();
-            files.insert(path.trim_start_matches("./").to_owned(), content);
+            let path = path
+                .trim_start_matches("./")
+                .trim_end_matches('/')
+                .to_owned();
+            files.insert(path, (mode, owner, content));
         }
     }
-    let inside = files
+    let (_, _, inside) = files
         .get("usr/local/bin/berth")
         .expect("the binary is in the image");
     assert_eq!(sha256(inside), sha256(&std::fs::read(binary).unwrap()));
+    let (loader, (mode, _, _)) = files
+        .iter()
+        .find(|(path, _)| path.contains("ld-linux"))
+        .expect("the loader is in the image");
+    assert_eq!(mode & 0o111, 0o111, "{loader} must be executable");
+    let (_, _, bundle) = &files["etc/ssl/certs/ca-certificates.crt"];
     assert!(
-        files.keys().any(|f| f.contains("ld-linux")),
-        "the loader is in the image"
+        bundle.starts_with(b"-----BEGIN CERTIFICATE-----"),
+        "the CA bundle"
     );
-    let passwd = String::from_utf8_lossy(&files["etc/passwd"]).into_owned();
+    let (_, owner, _) = &files["var/lib/berth"];
+    assert_eq!(*owner, 65532, "the data directory belongs to berth's user");
+    let passwd = String::from_utf8_lossy(&files["etc/passwd"].2).into_owned();
     assert!(passwd.contains("berth:x:65532:65532:"), "{passwd}");
 }

@@ -83,9 +83,8 @@ pub async fn dispatch(
     body: Body,
 ) -> Response {
     let mut subject = None;
-    let mut response = handle(&state, client, method, &uri, &headers, body, &mut subject)
-        .await
-        .into_response();
+    let handled = handle(&state, client, method, &uri, &headers, body, &mut subject).await;
+    let mut response = handled.into_response();
     // The access log names who was served.
     if let Some(subject) = subject {
         response.extensions_mut().insert(Subject(subject));
@@ -125,7 +124,14 @@ async fn handle(
         None => route,
     };
     let principal = match access::required(checked, &method) {
-        Some(required) => Some(state.check(headers, uri, client, &required).await?),
+        Some(required) => match state.check(headers, uri, client, &required).await {
+            Ok(principal) => Some(principal),
+            Err(refused) => {
+                // A subject known but refused is named in the access log.
+                *subject = refused.subject().map(str::to_owned);
+                return Err(refused);
+            }
+        },
         None => None,
     };
     *subject = principal.as_ref().map(|p| p.name().to_owned());
