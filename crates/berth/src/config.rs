@@ -44,9 +44,9 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
-    /// Also serve /metrics (Prometheus) on this address alone, for scraping without
-    /// going through the registry's port; /metrics is on the registry's port too
-    /// [default: none]
+    /// Also serve /metrics (Prometheus) on this address alone and openly, for
+    /// scraping inside the cluster; on the registry's port /metrics takes an
+    /// administrator's credentials [default: none]
     #[arg(long, env = "BERTH_METRICS_ADDR", value_name = "IP:PORT")]
     pub metrics_addr: Option<SocketAddr>,
 
