@@ -346,11 +346,22 @@ impl From<AccessError> for ApiError {
 /// What a refused subject is told: what it may not do, and what would let
 /// it.
 fn denied(subject: &str, required: &Required) -> String {
+    // A robot is held to the scope it was created with, widened only by
+    // rules naming it.
+    let robot = subject.strip_prefix(berth_auth::robots::ROBOT_PREFIX);
     match required {
-        Required::Repository { name, action } => format!(
-            "{subject} may not {} {name}: no policy rule grants it; ask an administrator for access",
-            action.as_str()
-        ),
+        Required::Repository { name, action } => {
+            let why = match robot {
+                Some(robot) => format!(
+                    "neither its scope nor a policy rule naming it (robot:{robot}) grants it"
+                ),
+                None => "no policy rule grants it".to_owned(),
+            };
+            format!(
+                "{subject} may not {} {name}: {why}; ask an administrator for access",
+                action.as_str()
+            )
+        }
         Required::Catalog => format!(
             "{subject} may not list the catalog: no policy rule with catalog = true names it"
         ),

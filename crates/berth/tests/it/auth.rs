@@ -1031,6 +1031,13 @@ async fn robots_work_until_they_expire_or_are_revoked() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403, "a pull-only robot cannot push");
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains(
+            "may not push team/app: neither its scope nor a policy rule naming it (robot:"
+        ),
+        "{text}"
+    );
     let r = robot
         .http
         .get(robot.url("/v2/other/app/manifests/v1"))

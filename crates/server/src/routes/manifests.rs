@@ -27,7 +27,7 @@ pub(super) async fn get(request: &Request<'_>, name: &str, reference: &str, head
         }
     };
     if !head && request.state.audit_pulls {
-        request.audit("pull", name, &format!("{reference} {}", info.digest));
+        request.audit_pull(name, reference, info.digest.as_str());
     }
     Ok(ManifestContent { info, body }.into_response())
 }

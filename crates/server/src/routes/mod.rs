@@ -63,6 +63,20 @@ impl Request<'_> {
         );
     }
 
+    /// Logs a manifest pull for the audit trail: the reference asked for
+    /// (a tag, or the digest containerd pulls by) and the digest served.
+    fn audit_pull(&self, repository: &str, reference: &str, digest: &str) {
+        tracing::info!(
+            target: "berth::audit",
+            event = "pull",
+            subject = self.subject(),
+            client = %self.client,
+            repository,
+            reference,
+            digest,
+        );
+    }
+
     fn header(&self, name: impl header::AsHeaderName) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
