@@ -26,7 +26,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use berth_cache::CacheStats;
 
@@ -126,127 +126,119 @@ fn load(value: &AtomicU64) -> u64 {
     value.load(Ordering::Relaxed)
 }
 
+/// `metric`, registered under `name` with `help`.
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("berth");
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "http_requests",
-            "Requests answered, by endpoint, method and status",
-            requests.clone(),
-        );
+        let mut r = Registry::with_prefix("berth");
         let durations = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
             // 1 ms to about 65 s.
             Histogram::new(exponential_buckets(0.001, 2.0, 17))
         });
-        registry.register(
-            "http_request_duration_seconds",
-            "Time to the response head (for a blob: to its first byte)",
-            durations.clone(),
-        );
-        let bytes_in = Family::<EndpointLabels, Counter>::default();
-        registry.register(
-            "http_request_bytes",
-            "Request body bytes, as declared",
-            bytes_in.clone(),
-        );
-        let bytes_out = Family::<EndpointLabels, Counter>::default();
-        registry.register(
-            "http_response_bytes",
-            "Response body bytes, as announced",
-            bytes_out.clone(),
-        );
-        let in_flight = Family::<EndpointLabels, Gauge>::default();
-        registry.register(
-            "http_requests_in_flight",
-            "Requests being handled (endpoint=upload: upload requests under way)",
-            in_flight.clone(),
-        );
-        let stored = Family::<KindLabels, Gauge>::default();
-        registry.register(
-            "storage_objects",
-            "What the store holds: repositories, manifests, tags, blobs",
-            stored.clone(),
-        );
-        let stored_bytes = Gauge::default();
-        registry.register(
-            "storage_bytes",
-            "Bytes of the stored blobs and manifests, each once",
-            stored_bytes.clone(),
-        );
-        let gc_runs = Counter::default();
-        registry.register(
-            "gc_runs",
-            "Garbage collections run by this process",
-            gc_runs.clone(),
-        );
-        let gc_failures = Counter::default();
-        registry.register(
-            "gc_failures",
-            "Garbage collections that failed",
-            gc_failures.clone(),
-        );
-        let gc_freed_bytes = Counter::default();
-        registry.register(
-            "gc_freed_bytes",
-            "Bytes garbage collection removed",
-            gc_freed_bytes.clone(),
-        );
-        let gc_deleted = Family::<KindLabels, Counter>::default();
-        registry.register(
-            "gc_deleted",
-            "Manifests and blobs garbage collection deleted",
-            gc_deleted.clone(),
-        );
-        let gc_last_run = Gauge::default();
-        registry.register(
-            "gc_last_run_timestamp_seconds",
-            "When the last garbage collection ended (0: none yet)",
-            gc_last_run.clone(),
-        );
-        let gc_last_duration = Gauge::<f64, AtomicU64>::default();
-        registry.register(
-            "gc_last_duration_seconds",
-            "How long the last garbage collection took",
-            gc_last_duration.clone(),
-        );
-        let cache_requests = Family::<KindLabels, Counter>::default();
-        registry.register(
-            "cache_requests",
-            "Pull-through cache requests: manifest_hit, manifest_fetch, blob_hit, blob_download, stale",
-            cache_requests.clone(),
-        );
-        let cache_upstream_bytes = Counter::default();
-        registry.register(
-            "cache_upstream_bytes",
-            "Blob bytes the pull-through cache received from upstreams",
-            cache_upstream_bytes.clone(),
-        );
-        let logins_refused = Family::<KindLabels, Counter>::default();
-        registry.register(
-            "logins_refused",
-            "Logins refused: credentials (wrong user or password), throttled",
-            logins_refused.clone(),
-        );
         Metrics {
-            registry,
             scrape: tokio::sync::Mutex::new(None),
-            requests,
-            durations,
-            bytes_in,
-            bytes_out,
-            in_flight,
-            stored,
-            stored_bytes,
-            gc_runs,
-            gc_failures,
-            gc_freed_bytes,
-            gc_deleted,
-            gc_last_run,
-            gc_last_duration,
-            cache_requests,
-            cache_upstream_bytes,
-            logins_refused,
+            requests: registered(
+                &mut r,
+                "http_requests",
+                "Requests answered, by endpoint, method and status",
+                Family::default(),
+            ),
+            durations: registered(
+                &mut r,
+                "http_request_duration_seconds",
+                "Time to the response head (for a blob: to its first byte)",
+                durations,
+            ),
+            bytes_in: registered(
+                &mut r,
+                "http_request_bytes",
+                "Request body bytes, as declared",
+                Family::default(),
+            ),
+            bytes_out: registered(
+                &mut r,
+                "http_response_bytes",
+                "Response body bytes, as announced",
+                Family::default(),
+            ),
+            in_flight: registered(
+                &mut r,
+                "http_requests_in_flight",
+                "Requests being handled (endpoint=upload: upload requests under way)",
+                Family::default(),
+            ),
+            stored: registered(
+                &mut r,
+                "storage_objects",
+                "What the store holds: repositories, manifests, tags, blobs",
+                Family::default(),
+            ),
+            stored_bytes: registered(
+                &mut r,
+                "storage_bytes",
+                "Bytes of the stored blobs and manifests, each once",
+                Gauge::default(),
+            ),
+            gc_runs: registered(
+                &mut r,
+                "gc_runs",
+                "Garbage collections run by this process",
+                Counter::default(),
+            ),
+            gc_failures: registered(
+                &mut r,
+                "gc_failures",
+                "Garbage collections that failed",
+                Counter::default(),
+            ),
+            gc_freed_bytes: registered(
+                &mut r,
+                "gc_freed_bytes",
+                "Bytes garbage collection removed",
+                Counter::default(),
+            ),
+            gc_deleted: registered(
+                &mut r,
+                "gc_deleted",
+                "Manifests and blobs garbage collection deleted",
+                Family::default(),
+            ),
+            gc_last_run: registered(
+                &mut r,
+                "gc_last_run_timestamp_seconds",
+                "When the last garbage collection ended (0: none yet)",
+                Gauge::default(),
+            ),
+            gc_last_duration: registered(
+                &mut r,
+                "gc_last_duration_seconds",
+                "How long the last garbage collection took",
+                Gauge::default(),
+            ),
+            cache_requests: registered(
+                &mut r,
+                "cache_requests",
+                "Pull-through cache requests: manifest_hit, manifest_fetch, blob_hit, \
+                 blob_download, stale",
+                Family::default(),
+            ),
+            cache_upstream_bytes: registered(
+                &mut r,
+                "cache_upstream_bytes",
+                "Blob bytes the pull-through cache received from upstreams",
+                Counter::default(),
+            ),
+            logins_refused: registered(
+                &mut r,
+                "logins_refused",
+                "Logins refused: credentials (wrong user or password), throttled",
+                Family::default(),
+            ),
+            registry: r,
         }
     }
 }
