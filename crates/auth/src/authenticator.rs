@@ -278,6 +278,11 @@ impl Authenticator {
             .is_none()
     }
 
+    /// Whether the htpasswd file has `user`.
+    pub fn has_user(&self, user: &str) -> bool {
+        self.users.get().0.contains(user)
+    }
+
     /// Logins refused for wrong credentials, and refused for throttling,
     /// since start.
     pub fn login_counts(&self) -> (u64, u64) {

@@ -187,10 +187,15 @@ impl DataDirArgs {
         if let Some(path) = flag {
             return Ok(path);
         }
-        if let Some(path) = self.file()?.and_then(|file| file.htpasswd) {
-            return Ok(path);
+        let file = self.file()?;
+        match file.as_ref().and_then(|file| file.htpasswd.clone()) {
+            Some(path) => Ok(path),
+            None => Ok(self.existing_dir(file)?.join("htpasswd")),
         }
-        Ok(self.resolve()?.join("htpasswd"))
+    }
+
+    pub fn resolve(&self) -> anyhow::Result<PathBuf> {
+        self.existing_dir(self.file()?)
     }
 
     fn file(&self) -> anyhow::Result<Option<FileConfig>> {
@@ -200,11 +205,11 @@ impl DataDirArgs {
         })
     }
 
-    pub fn resolve(&self) -> anyhow::Result<PathBuf> {
+    /// The data directory, from the flag or `file`; an error unless it exists.
+    fn existing_dir(&self, file: Option<FileConfig>) -> anyhow::Result<PathBuf> {
         let dir = match &self.data_dir {
             Some(dir) => dir.clone(),
-            None => self
-                .file()?
+            None => file
                 .and_then(|file| file.data_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
         };

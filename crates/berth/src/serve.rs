@@ -325,15 +325,7 @@ fn open_authenticator(config: &ServeConfig) -> Result<Authenticator> {
             path
         }
     };
-    // A valid policy can still hold rules that never take effect: say so.
-    let users = std::fs::read_to_string(&htpasswd)
-        .ok()
-        .and_then(|text| Htpasswd::parse(&text).ok())
-        .unwrap_or_default();
-    for warning in policy_warnings(&config.auth.policy, |user| users.contains(user)) {
-        tracing::warn!("{warning}");
-    }
-    Authenticator::new(AuthConfig {
+    let authenticator = Authenticator::new(AuthConfig {
         htpasswd,
         robots: data_dir.join(ROBOTS_FILE),
         signing_key: config
@@ -348,7 +340,12 @@ fn open_authenticator(config: &ServeConfig) -> Result<Authenticator> {
         refresh_ttl: REFRESH_TOKEN_TTL,
         pull_credential_ttl: config.auth.pull_credential_ttl,
     })
-    .map_err(anyhow::Error::msg)
+    .map_err(anyhow::Error::msg)?;
+    // A valid policy can still hold rules that never take effect: say so.
+    for warning in policy_warnings(&config.auth.policy, |user| authenticator.has_user(user)) {
+        tracing::warn!("{warning}");
+    }
+    Ok(authenticator)
 }
 
 fn create_admin(htpasswd: &Path, password_file: &Path) -> Result<()> {

@@ -152,16 +152,17 @@ impl Fills {
             .open(&path)
             .map_err(|e| CacheError::Internal(format!("{}: {e}", path.display())))?;
         let spool = Arc::new(file);
+        let url = format!(
+            "{}/v2/{}/blobs/{}",
+            request.upstream.url(),
+            request.remote,
+            request.digest
+        );
         let (sender, progress) = watch::channel(Progress::default());
         let fill = Arc::new(Fill {
             spool: spool.clone(),
             progress,
-            url: format!(
-                "{}/v2/{}/blobs/{}",
-                request.upstream.url(),
-                request.remote,
-                request.digest
-            ),
+            url: url.clone(),
         });
         inflight.insert(key.clone(), fill.clone());
         let landing = Landing {
@@ -172,7 +173,7 @@ impl Fills {
         let registry = registry.clone();
         tokio::spawn(async move {
             let _landing = landing;
-            let downloaded = download(&registry, &request, &spool, &sender).await;
+            let downloaded = download(&registry, &request, &url, &spool, &sender).await;
             if let Err(e) = &downloaded {
                 tracing::warn!(
                     repository = %request.local, digest = %request.digest, error = %e,
@@ -271,32 +272,15 @@ async fn finish_write(
 async fn download(
     registry: &Registry,
     request: &FillRequest,
+    url: &str,
     spool: &Arc<std::fs::File>,
     progress: &watch::Sender<Progress>,
 ) -> Result<u64> {
-    let started = tokio::time::timeout(
-        request.timeout,
-        request
-            .upstream
-            .get_blob(&request.remote, request.digest.as_str()),
-    )
-    .await;
-    let url = format!(
-        "{}/v2/{}/blobs/{}",
-        request.upstream.url(),
-        request.remote,
-        request.digest
-    );
-    let mut download = match started {
-        Ok(answer) => answer?,
-        Err(_) => {
-            return Err(UpstreamError::Unavailable {
-                url,
-                detail: format!("no answer within {:?}", request.timeout),
-            }
-            .into());
-        }
-    };
+    let get = request
+        .upstream
+        .get_blob(&request.remote, request.digest.as_str());
+    let mut download = crate::within(request.timeout, url, get).await?;
+    let url = url.to_owned();
     let invalid = |detail: String| -> CacheError {
         UpstreamError::Invalid {
             url: url.clone(),

@@ -139,7 +139,7 @@ impl UpstreamState {
 }
 
 /// An upstream request within `timeout`.
-async fn within<T>(
+pub(crate) async fn within<T>(
     timeout: Duration,
     url: &str,
     request: impl Future<Output = std::result::Result<T, UpstreamError>>,
