@@ -15,6 +15,7 @@ use berth_registry::{
 };
 use berth_server::TrustedProxies;
 use berth_server::body::BodyPace;
+use berth_storage::PostgresOptions;
 use clap::builder::BoolishValueParser;
 use clap::{Args, ValueEnum};
 use ipnet::IpNet;
@@ -43,6 +44,13 @@ pub struct ServeArgs {
     /// Directory holding blobs, uploads and the metadata database [default: ./berth-data]
     #[arg(long, env = "BERTH_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+
+    /// Keep the metadata in this PostgreSQL database instead of the embedded
+    /// SQLite file, e.g. postgres://berth@db:5432/berth (a libpq URL or
+    /// key=value string): for several berth processes sharing one registry
+    /// [default: DATA_DIR/metadata.db]
+    #[arg(long, env = "BERTH_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
 
     /// Also serve /metrics (Prometheus) on this address alone and openly, for
     /// scraping inside the cluster; on the registry's port /metrics takes an
@@ -297,7 +305,25 @@ struct FileConfig {
     cache: FileCache,
     #[serde(default)]
     upstream: Vec<FileUpstream>,
+    #[serde(default)]
+    database: FileDatabase,
 }
+
+/// `[database]`: metadata in PostgreSQL instead of the embedded file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDatabase {
+    url: Option<String>,
+    /// The password apart from the URL, e.g. a mounted Secret's file.
+    password_file: Option<PathBuf>,
+    pool_size: Option<usize>,
+    timeout: Option<String>,
+}
+
+/// Connections each berth process keeps to PostgreSQL at most.
+const DEFAULT_DATABASE_POOL: usize = 16;
+/// How long a request waits for a database connection.
+const DEFAULT_DATABASE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `[cache]`: how the pull-through cache behaves.
 #[derive(Debug, Default, Deserialize)]
@@ -495,6 +521,8 @@ pub struct ServeConfig {
     pub tls: TlsSettings,
     /// The pull-through cache, when upstreams are configured.
     pub cache: Option<CacheConfig>,
+    /// PostgreSQL for the metadata; `None` for the embedded SQLite file.
+    pub database: Option<PostgresOptions>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -650,8 +678,12 @@ impl ServeArgs {
                 ));
             }
         };
+        let database_timeout = duration("database.timeout", &file.database.timeout)?;
+        let database = database_options(self.database_url, &file.database, database_timeout)
+            .map_err(invalid)?;
         let defaults = RegistryConfig::default();
         Ok(ServeConfig {
+            database,
             metrics_addr: self.metrics_addr.or(file.metrics_addr),
             addr: self
                 .addr
@@ -709,6 +741,42 @@ impl ServeArgs {
 
 /// The pull-through cache of the file, checked; adds its size limit to
 /// `rules`.
+/// PostgreSQL settings from the flag or `[database]`, if a URL is given.
+fn database_options(
+    url: Option<String>,
+    file: &FileDatabase,
+    timeout: Option<Duration>,
+) -> Result<Option<PostgresOptions>, String> {
+    let Some(url) = url.or_else(|| file.url.clone()) else {
+        if file.password_file.is_some() || file.pool_size.is_some() || timeout.is_some() {
+            return Err(
+                "[database] has settings but no url: add url = \"postgres://…\", or \
+                        remove the table to keep the embedded database"
+                    .into(),
+            );
+        }
+        return Ok(None);
+    };
+    let password = file
+        .password_file
+        .as_ref()
+        .map(|path| {
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("database.password_file {}: {e}", path.display()))
+        })
+        .transpose()?;
+    let pool_size = file.pool_size.unwrap_or(DEFAULT_DATABASE_POOL);
+    if pool_size == 0 {
+        return Err("database.pool_size must be at least 1".into());
+    }
+    Ok(Some(PostgresOptions {
+        url,
+        password,
+        pool_size,
+        timeout: timeout.unwrap_or(DEFAULT_DATABASE_TIMEOUT),
+    }))
+}
+
 fn cache_config(
     cache: &FileCache,
     upstreams: &[FileUpstream],
@@ -1070,6 +1138,44 @@ mod tests {
         };
         let err = args.resolve().unwrap_err().to_string();
         assert!(err.contains("upload_ttl"), "{err}");
+    }
+
+    #[test]
+    fn metadata_in_postgres_from_the_file_or_the_flag() {
+        assert!(resolve_file(&write("")).unwrap().database.is_none());
+        let password = write("s3cret\n");
+        let file = write(&format!(
+            "[database]\nurl = \"postgres://berth@db/berth\"\npassword_file = {:?}\n\
+             pool_size = 4\ntimeout = \"3s\"\n",
+            password.path()
+        ));
+        let database = resolve_file(&file).unwrap().database.unwrap();
+        assert_eq!(database.url, "postgres://berth@db/berth");
+        assert_eq!(database.password.as_deref(), Some("s3cret\n"));
+        assert_eq!(
+            (database.pool_size, database.timeout),
+            (4, Duration::from_secs(3))
+        );
+        assert!(!format!("{database:?}").contains("s3cret"));
+        let args = ServeArgs {
+            config: Some(file.path().to_owned()),
+            database_url: Some("host=other user=berth".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            args.resolve().unwrap().database.unwrap().url,
+            "host=other user=berth"
+        );
+        let err = resolve_file(&write("[database]\npool_size = 4\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no url"), "{err}");
+        let err = resolve_file(&write(
+            "[database]\nurl = \"postgres://x\"\npool_size = 0\n",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("pool_size"), "{err}");
     }
 
     #[test]

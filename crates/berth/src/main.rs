@@ -40,7 +40,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the registry
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// Manage users (the htpasswd file)
     User(user::UserArgs),
     /// Manage robot accounts: scoped, expiring credentials for machines
@@ -77,7 +77,7 @@ fn block_on<F: std::future::Future>(future: F) -> std::io::Result<F::Output> {
 /// names the problem and the fix.
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => serve::run(*args).map(|()| ExitCode::SUCCESS),
         Command::User(args) => user::run(args).map(|()| ExitCode::SUCCESS),
         Command::Robot(args) => robot::run(args).map(|()| ExitCode::SUCCESS),
         Command::Secret(args) => secret::run(args),

@@ -21,7 +21,7 @@ use berth_client::Credentials;
 use berth_registry::{GcOptions, Registry, RegistryError};
 use berth_server::AppState;
 use berth_server::metrics::Metrics;
-use berth_storage::{FsBlobStore, SqliteMetadataStore};
+use berth_storage::{FsBlobStore, MetadataStore, PostgresMetadataStore, SqliteMetadataStore};
 use hyper_util::rt::TokioTimer;
 use tokio::net::TcpListener;
 
@@ -92,11 +92,19 @@ async fn serve(config: ServeConfig) -> Result<()> {
     let _lock = lock_data_dir(&config)?;
     let blobs = FsBlobStore::open(data_dir, config.reserve_space)
         .with_context(|| format!("cannot open blob storage in {}", data_dir.display()))?;
-    let metadata = SqliteMetadataStore::open(&data_dir.join("metadata.db"))
-        .context("cannot open the metadata database")?;
+    let metadata: Arc<dyn MetadataStore> = match &config.database {
+        None => Arc::new(
+            SqliteMetadataStore::open(&data_dir.join("metadata.db"))
+                .context("cannot open the metadata database")?,
+        ),
+        Some(options) => Arc::new(PostgresMetadataStore::connect(options).await.context(
+            "cannot connect to the PostgreSQL database: check --database-url \
+             (BERTH_DATABASE_URL, [database] url) and that the server accepts berth's user",
+        )?),
+    };
     let registry = Arc::new(Registry::new(
         Arc::new(blobs),
-        Arc::new(metadata),
+        metadata,
         config.registry.clone(),
     ));
     let auth = Arc::new(open_authenticator(&config)?);

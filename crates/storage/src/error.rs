@@ -70,6 +70,9 @@ impl fmt::Display for Received {
 pub enum DatabaseErrorKind {
     /// Busy, locked, or no connection available in time: retrying may work.
     Unavailable,
+    /// Aborted because a concurrent transaction conflicted with it: running
+    /// it again may work.
+    Conflict,
     /// The disk (or the database's quota) is full.
     Full,
     /// The database file is damaged or is not a database.
@@ -83,6 +86,7 @@ impl fmt::Display for DatabaseErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             DatabaseErrorKind::Unavailable => "unavailable",
+            DatabaseErrorKind::Conflict => "conflicting with a concurrent transaction",
             DatabaseErrorKind::Full => "out of space",
             DatabaseErrorKind::Corrupt => "corrupt",
             DatabaseErrorKind::Schema => "unexpected schema or data",

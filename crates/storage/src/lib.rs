@@ -10,15 +10,16 @@
 //!   are durable.
 //! * [`MetadataStore`]: repositories, tags, manifests, which repository may read
 //!   which blob, the subject → referrer index and upload sessions.
-//!   [`SqliteMetadataStore`] is the embedded default; its SQL stays within what
-//!   PostgreSQL also accepts.
+//!   [`SqliteMetadataStore`] is the embedded default;
+//!   [`PostgresMetadataStore`] lets several berth processes share one
+//!   database. Both run the same SQL.
 
 mod blob;
 mod error;
 mod fs;
 mod lookup_cache;
 mod metadata;
-mod sqlite;
+mod sql;
 
 pub use blob::{BlobStore, ByteStream, RoomClaim, Stashed, StoredBlob};
 pub use error::{DatabaseError, DatabaseErrorKind, Received, StorageError, StorageResult};
@@ -28,4 +29,4 @@ pub use metadata::{
     MetadataStore, NewManifest, Quota, ReferrerRecord, RepositorySnapshot, RepositoryUsage,
     StorageTotals, TagSnapshot, Timestamp, UploadRecord, WriteRules,
 };
-pub use sqlite::SqliteMetadataStore;
+pub use sql::{PostgresMetadataStore, PostgresOptions, SqliteMetadataStore};

@@ -5,6 +5,9 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+mod postgres;
+pub use postgres::{PostgresServer, postgres};
+
 use sha2::Digest as _;
 
 /// The OCI digest of `bytes`, `sha256:<hex>`.

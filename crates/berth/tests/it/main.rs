@@ -22,5 +22,6 @@ mod interop_docker;
 mod lifecycle;
 mod login;
 mod pull_credential;
+mod scale_out;
 mod secret;
 mod tls;

@@ -30,11 +30,22 @@ impl Server {
     }
 
     /// A server on `data_dir`, listening on a free loopback port.
+    ///
+    /// With `BERTH_TEST_DATABASE=postgres`, its metadata goes to a database
+    /// of the test PostgreSQL server (the same one whenever `data_dir` is the
+    /// same), unless `args` choose one: the suite's second run.
     pub fn start_in(data_dir: &Path, args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+        command
             .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
-            .args(args)
+            .args(args);
+        if let Some(url) = test_database(data_dir)
+            && !args.contains(&"--database-url")
+        {
+            command.args(["--database-url", &url]);
+        }
+        let mut child = command
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -160,6 +171,24 @@ impl Server {
         }
         None
     }
+}
+
+/// The PostgreSQL database the suite's PostgreSQL run keeps `data_dir`'s
+/// metadata in; `None` in its default run, on the embedded database.
+pub fn test_database(data_dir: &Path) -> Option<String> {
+    static DATABASES: Mutex<Vec<(PathBuf, String)>> = Mutex::new(Vec::new());
+    match std::env::var("BERTH_TEST_DATABASE").as_deref() {
+        Ok("postgres") => {}
+        Ok("" | "sqlite") | Err(_) => return None,
+        Ok(other) => panic!("BERTH_TEST_DATABASE={other}: use postgres or sqlite"),
+    }
+    let mut databases = DATABASES.lock().unwrap();
+    if let Some((_, url)) = databases.iter().find(|(dir, _)| dir == data_dir) {
+        return Some(url.clone());
+    }
+    let url = berth_testkit::postgres().database();
+    databases.push((data_dir.to_owned(), url.clone()));
+    Some(url)
 }
 
 impl Drop for Server {

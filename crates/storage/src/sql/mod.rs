@@ -1,132 +1,48 @@
-//! The embedded metadata store, on SQLite.
+//! The metadata store on an SQL database: one body of SQL and rules, run by
+//! an [`Engine`] per database.
 //!
-//! SQLite in WAL mode gives atomic, durable transactions in one file with no
-//! server to run, which is what a single-binary registry wants by default. The
-//! SQL avoids SQLite-only syntax (`ON CONFLICT … DO NOTHING` rather than
-//! `INSERT OR IGNORE`) so a PostgreSQL store can share it. Byte order of names
-//! is SQLite's default (BINARY) collation; PostgreSQL would need `COLLATE "C"`.
+//! * [`Sqlite`], the embedded default: one file, one writing process.
+//! * [`Postgres`], for several berth processes sharing one database.
+//!
+//! The statements keep to what both engines accept alike (`ON CONFLICT`,
+//! recursive `WITH`, `CAST`, `$1` placeholders the SQLite engine renumbers),
+//! and every rule is one transaction. Correctness between processes comes
+//! from those transactions and from timestamps (see [`MetadataStore`]),
+//! never from a lock held in this process.
+
+mod conn;
+mod postgres;
+mod sqlite;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use berth_oci::{Digest, RepositoryName, Tag};
-use r2d2::Pool;
-use r2d2_sqlite::SqliteConnectionManager;
-use r2d2_sqlite::rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::error::DatabaseErrorKind;
 use crate::lookup_cache::{LookupCache, LookupKey};
 use crate::metadata::*;
 use crate::{StorageError, StorageResult};
+use conn::{Conn, Durability, params};
 
-/// The schema, as the migrations that build it in order: `PRAGMA
-/// user_version` holds how many were applied. Append to change it; never
-/// edit one that has shipped.
-const MIGRATIONS: &[&str] = &[
-    // 1: the first schema.
-    "
-    CREATE TABLE repositories (
-        id   INTEGER PRIMARY KEY,
-        name TEXT NOT NULL UNIQUE
-    );
-    CREATE TABLE blobs (
-        digest TEXT PRIMARY KEY,
-        size   INTEGER NOT NULL
-    );
-    -- Which repository may read which blob: uploaded or mounted there.
-    CREATE TABLE repository_blobs (
-        repository_id INTEGER NOT NULL REFERENCES repositories(id),
-        digest        TEXT NOT NULL REFERENCES blobs(digest),
-        PRIMARY KEY (repository_id, digest)
-    );
-    CREATE INDEX repository_blobs_digest ON repository_blobs(digest);
-    CREATE TABLE manifests (
-        repository_id INTEGER NOT NULL REFERENCES repositories(id),
-        digest        TEXT NOT NULL REFERENCES blobs(digest),
-        media_type    TEXT NOT NULL,
-        size          INTEGER NOT NULL,
-        artifact_type TEXT,
-        subject       TEXT,
-        annotations   TEXT,
-        PRIMARY KEY (repository_id, digest)
-    );
-    CREATE INDEX manifests_subject ON manifests(repository_id, subject);
-    CREATE INDEX manifests_digest ON manifests(digest);
-    -- Blobs and child manifests each manifest needs.
-    CREATE TABLE manifest_references (
-        repository_id   INTEGER NOT NULL,
-        manifest_digest TEXT NOT NULL,
-        child_digest    TEXT NOT NULL,
-        PRIMARY KEY (repository_id, manifest_digest, child_digest),
-        FOREIGN KEY (repository_id, manifest_digest) REFERENCES manifests(repository_id, digest)
-    );
-    CREATE INDEX manifest_references_child ON manifest_references(child_digest);
-    CREATE TABLE tags (
-        repository_id INTEGER NOT NULL,
-        name          TEXT NOT NULL,
-        digest        TEXT NOT NULL,
-        PRIMARY KEY (repository_id, name),
-        FOREIGN KEY (repository_id, digest) REFERENCES manifests(repository_id, digest)
-    );
-    CREATE TABLE uploads (
-        id         TEXT PRIMARY KEY,
-        repository TEXT NOT NULL,
-        updated_at INTEGER NOT NULL
-    );
-    CREATE INDEX uploads_updated_at ON uploads(updated_at);
-    ",
-    // 2: an upload session belongs to the subject that opened it (NULL for
-    // sessions opened before: any subject with push rights, as then).
-    "ALTER TABLE uploads ADD COLUMN owner TEXT;",
-    // 3: storage lifecycle. Timestamps in milliseconds for collection (what was stored
-    // before counts as touched at the upgrade, so nothing goes before a
-    // grace period has passed), bytes per repository for quotas, and a
-    // lease so one berth of several collects at a time.
-    "
-    ALTER TABLE repositories ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE blobs ADD COLUMN touched_at INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE repository_blobs ADD COLUMN linked_at INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE manifests ADD COLUMN touched_at INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE manifests ADD COLUMN pulled_at INTEGER;
-    ALTER TABLE tags ADD COLUMN updated_at INTEGER NOT NULL DEFAULT 0;
-    UPDATE blobs SET touched_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000;
-    UPDATE repository_blobs SET linked_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000;
-    UPDATE manifests SET touched_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000;
-    -- Tags in the order they were first pushed, the best known, so that
-    -- retention's newest-first never falls back to name order; and every
-    -- manifest counts as pulled at the upgrade, so keep_pulled_within
-    -- protects from the start rather than nothing.
-    UPDATE tags SET updated_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000 + rowid;
-    UPDATE manifests SET pulled_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000;
-    -- Timestamps are milliseconds from now on.
-    UPDATE uploads SET updated_at = updated_at * 1000;
-    UPDATE repositories SET bytes =
-        (SELECT COALESCE(SUM(b.size), 0) FROM repository_blobs rb
-           JOIN blobs b ON b.digest = rb.digest WHERE rb.repository_id = repositories.id)
-      + (SELECT COALESCE(SUM(m.size), 0) FROM manifests m WHERE m.repository_id = repositories.id);
-    CREATE INDEX manifest_references_repository_child
-        ON manifest_references(repository_id, child_digest);
-    CREATE INDEX tags_digest ON tags(repository_id, digest);
-    CREATE TABLE leases (
-        name   TEXT PRIMARY KEY,
-        holder TEXT NOT NULL,
-        until  INTEGER NOT NULL
-    );
-    ",
-];
+pub use conn::Engine;
+pub use postgres::{Postgres, PostgresOptions};
+pub use sqlite::Sqlite;
 
-/// Connections kept open; readers run in parallel in WAL mode.
-const POOL_SIZE: u32 = 8;
+/// The embedded metadata store.
+pub type SqliteMetadataStore = SqlMetadataStore<Sqlite>;
+/// The metadata store several berth processes share.
+pub type PostgresMetadataStore = SqlMetadataStore<Postgres>;
 
 /// Manifest lookups (tag or digest → manifest) kept in memory.
 const LOOKUP_CACHE_ENTRIES: usize = 100_000;
 
-pub struct SqliteMetadataStore {
-    pool: Pool<SqliteConnectionManager>,
-    lookups: Arc<LookupCache>,
+pub struct SqlMetadataStore<E> {
+    engine: Arc<E>,
+    /// Only for an engine written by this process alone: another process's
+    /// writes would not invalidate it.
+    lookups: Option<Arc<LookupCache>>,
 }
 
 /// What a manifest or tag write makes stale in the lookup cache.
@@ -138,36 +54,26 @@ enum Stale {
     Repository(String),
 }
 
-/// How long a write waits for another one to finish before it fails.
-const BUSY_ATTEMPTS: i32 = 10_000;
-
-/// Waits a millisecond for the database to be free, [`BUSY_ATTEMPTS`] times
-/// at most. SQLite's own busy timeout backs off to 100 ms sleeps, so a push
-/// that meets a collection's transaction would wait far longer than the
-/// transaction lasts.
-fn busy_wait(attempt: i32) -> bool {
-    std::thread::sleep(Duration::from_millis(1));
-    attempt < BUSY_ATTEMPTS
+impl SqlMetadataStore<Sqlite> {
+    /// Opens (creating or migrating if needed) the database file at `path`.
+    pub fn open(path: &std::path::Path) -> StorageResult<Self> {
+        Ok(Self::new(Sqlite::open(path)?))
+    }
 }
 
-fn configure(conn: &mut Connection) -> Result<(), r2d2_sqlite::rusqlite::Error> {
-    conn.busy_handler(Some(busy_wait))?;
-    // FULL: a transaction reported committed survives a power cut, not just a crash.
-    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+impl SqlMetadataStore<Postgres> {
+    /// Connects to the database, creating or migrating its schema.
+    pub async fn connect(options: &PostgresOptions) -> StorageResult<Self> {
+        Ok(Self::new(Postgres::connect(options).await?))
+    }
 }
 
-impl SqliteMetadataStore {
-    /// Opens (creating or migrating if needed) the database at `path`.
-    pub fn open(path: &Path) -> StorageResult<Self> {
-        let manager = SqliteConnectionManager::file(path).with_init(configure);
-        let pool = Pool::builder().max_size(POOL_SIZE).build(manager)?;
-        let mut conn = pool.get()?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        migrate(&mut conn, path)?;
-        Ok(SqliteMetadataStore {
-            pool,
-            lookups: Arc::new(LookupCache::new(LOOKUP_CACHE_ENTRIES)),
-        })
+impl<E: Engine> SqlMetadataStore<E> {
+    pub fn new(engine: E) -> Self {
+        SqlMetadataStore {
+            engine: Arc::new(engine),
+            lookups: E::SINGLE_WRITER.then(|| Arc::new(LookupCache::new(LOOKUP_CACHE_ENTRIES))),
+        }
     }
 
     /// Answers a manifest lookup from the cache, else from `sql` (which selects
@@ -182,54 +88,57 @@ impl SqliteMetadataStore {
             repository: repository.to_string(),
             reference: reference.to_owned(),
         };
-        if let Some(hit) = self.lookups.get(&key) {
+        if let Some(hit) = self.lookups.as_ref().and_then(|l| l.get(&key)) {
             return Ok(Some(hit));
         }
-        let seen = self.lookups.epoch();
+        let seen = self.lookups.as_ref().map(|l| l.epoch());
         let (repository, reference) = (key.repository.clone(), key.reference.clone());
         let found = self
-            .with_conn(move |conn| {
-                conn.prepare_cached(sql)?
-                    .query_row([&repository, &reference], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                    })
-                    .optional()?
+            .read(move |conn| {
+                conn.row::<(String, String, i64)>(sql, &params![&repository, &reference])?
                     .map(|(d, m, s)| manifest_record(d, m, s))
                     .transpose()
             })
             .await?;
-        if let Some(record) = &found {
-            self.lookups.insert(seen, key, record.clone());
+        if let (Some(record), Some(lookups), Some(seen)) = (&found, &self.lookups, seen) {
+            lookups.insert(seen, key, record.clone());
         }
         Ok(found)
     }
 
-    /// Runs `f` on a pooled connection on a blocking thread.
-    async fn with_conn<T: Send + 'static>(
+    /// Runs `f` with `engine` on a blocking thread.
+    async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Connection) -> StorageResult<T> + Send + 'static,
+        f: impl FnOnce(&E) -> StorageResult<T> + Send + 'static,
     ) -> StorageResult<T> {
-        let pool = self.pool.clone();
-        tokio::task::spawn_blocking(move || f(&mut *pool.get()?))
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || f(&engine))
             .await
             .map_err(|e| StorageError::database(DatabaseErrorKind::Other, e))?
     }
 
-    /// Runs `f` in an immediate (write-locking) transaction and commits it.
-    async fn write<T: Send + 'static>(
+    /// Runs `f` outside a transaction.
+    async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> StorageResult<T> + Send + 'static,
+        mut f: impl FnMut(&mut dyn Conn) -> StorageResult<T> + Send + 'static,
     ) -> StorageResult<T> {
-        self.with_conn(move |conn| transact(conn, f)).await
+        self.blocking(move |engine| engine.read(&mut f)).await
     }
 
-    /// [`Self::write`] for a collection's deletes, with [`deferred`]
-    /// durability.
+    /// Runs `f` in a durable transaction.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnMut(&mut dyn Conn) -> StorageResult<T> + Send + 'static,
+    ) -> StorageResult<T> {
+        self.change(Durability::Full, None, f).await
+    }
+
+    /// [`Self::write`] for a collection's deletes, with [`Durability::Deferred`].
     async fn collect<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> StorageResult<T> + Send + 'static,
+        f: impl FnMut(&mut dyn Conn) -> StorageResult<T> + Send + 'static,
     ) -> StorageResult<T> {
-        self.with_conn(move |conn| deferred(conn, f)).await
+        self.change(Durability::Deferred, None, f).await
     }
 
     /// [`Self::write`] for manifests and tags: then, committed or not, forgets
@@ -240,36 +149,35 @@ impl SqliteMetadataStore {
     async fn write_manifests<T: Send + 'static>(
         &self,
         stale: Stale,
-        f: impl FnOnce(&Connection) -> StorageResult<T> + Send + 'static,
+        f: impl FnMut(&mut dyn Conn) -> StorageResult<T> + Send + 'static,
     ) -> StorageResult<T> {
-        self.change_manifests(stale, transact, f).await
+        self.change(Durability::Full, Some(stale), f).await
     }
 
-    /// [`Self::write_manifests`] for a collection's deletes, with
-    /// [`deferred`] durability.
+    /// [`Self::write_manifests`] for a collection's deletes.
     async fn collect_manifests<T: Send + 'static>(
         &self,
         stale: Stale,
-        f: impl FnOnce(&Connection) -> StorageResult<T> + Send + 'static,
+        f: impl FnMut(&mut dyn Conn) -> StorageResult<T> + Send + 'static,
     ) -> StorageResult<T> {
-        self.change_manifests(stale, deferred, f).await
+        self.change(Durability::Deferred, Some(stale), f).await
     }
 
-    async fn change_manifests<T: Send + 'static, F>(
+    async fn change<T: Send + 'static>(
         &self,
-        stale: Stale,
-        run: fn(&mut Connection, F) -> StorageResult<T>,
-        f: F,
-    ) -> StorageResult<T>
-    where
-        F: FnOnce(&Connection) -> StorageResult<T> + Send + 'static,
-    {
+        durability: Durability,
+        stale: Option<Stale>,
+        mut f: impl FnMut(&mut dyn Conn) -> StorageResult<T> + Send + 'static,
+    ) -> StorageResult<T> {
         let lookups = self.lookups.clone();
-        self.with_conn(move |conn| {
-            let outcome = run(conn, f);
-            match stale {
-                Stale::Keys(keys) => lookups.invalidate(keys),
-                Stale::Repository(name) => lookups.invalidate_repository(&name),
+        self.blocking(move |engine| {
+            let outcome = engine.write(durability, &mut f);
+            match (lookups, stale) {
+                (Some(lookups), Some(Stale::Keys(keys))) => lookups.invalidate(keys),
+                (Some(lookups), Some(Stale::Repository(name))) => {
+                    lookups.invalidate_repository(&name)
+                }
+                _ => {}
             }
             outcome
         })
@@ -277,73 +185,18 @@ impl SqliteMetadataStore {
     }
 }
 
-/// Brings the schema up to date, one transaction per migration, so a crash
-/// leaves it at some version this code can continue from.
-fn migrate(conn: &mut Connection, path: &Path) -> StorageResult<()> {
-    let applied: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    let applied = usize::try_from(applied).unwrap_or(usize::MAX);
-    if applied > MIGRATIONS.len() {
-        return Err(StorageError::database(
-            DatabaseErrorKind::Schema,
-            format!(
-                "{} has schema version {applied}, newer than this berth understands ({}): \
-                 run a newer berth",
-                path.display(),
-                MIGRATIONS.len()
-            ),
-        ));
-    }
-    for (version, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(migration)?;
-        tx.pragma_update(None, "user_version", version as i64 + 1)?;
-        tx.commit()?;
-    }
-    Ok(())
+fn repository_id(conn: &mut dyn Conn, name: &str) -> StorageResult<Option<i64>> {
+    conn.value(
+        "SELECT id FROM repositories WHERE name = $1",
+        &params![name],
+    )
 }
 
-/// [`transact`], durable only by the next full commit or checkpoint: for a
-/// collection's deletes of tags, manifests and links, which a power cut may
-/// undo without harm (the next run makes them again), so they spare pushes
-/// a flush each. Checkpointed at once, so the pages they wrote are not left
-/// for whichever push next crosses the log's checkpoint threshold.
-fn deferred<T>(
-    conn: &mut Connection,
-    f: impl FnOnce(&Connection) -> StorageResult<T>,
-) -> StorageResult<T> {
-    conn.execute_batch("PRAGMA synchronous = NORMAL")?;
-    let outcome = transact(conn, f);
-    // Before anything else uses this pooled connection.
-    conn.execute_batch("PRAGMA synchronous = FULL")?;
-    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-        tracing::debug!(error = %e, "checkpoint after a collection's deletes failed");
-    }
-    outcome
-}
-
-/// `f` in an immediate (write-locking) transaction, committed.
-fn transact<T>(
-    conn: &mut Connection,
-    f: impl FnOnce(&Connection) -> StorageResult<T>,
-) -> StorageResult<T> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let out = f(&tx)?;
-    tx.commit()?;
-    Ok(out)
-}
-
-fn repository_id(conn: &Connection, name: &str) -> StorageResult<Option<i64>> {
-    Ok(conn
-        .prepare_cached("SELECT id FROM repositories WHERE name = ?1")?
-        .query_row([name], |r| r.get(0))
-        .optional()?)
-}
-
-fn ensure_repository(conn: &Connection, name: &str) -> StorageResult<i64> {
-    conn.prepare_cached(
-        "INSERT INTO repositories (name) VALUES (?1) ON CONFLICT (name) DO NOTHING",
-    )?
-    .execute([name])?;
+fn ensure_repository(conn: &mut dyn Conn, name: &str) -> StorageResult<i64> {
+    conn.execute(
+        "INSERT INTO repositories (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+        &params![name],
+    )?;
     Ok(repository_id(conn, name)?.expect("repository just ensured"))
 }
 
@@ -357,6 +210,11 @@ fn to_size(size: i64) -> u64 {
     u64::try_from(size).unwrap_or_default()
 }
 
+/// A size or count as the databases keep it.
+fn sql_int(value: impl TryInto<i64>) -> i64 {
+    value.try_into().unwrap_or(i64::MAX)
+}
+
 fn manifest_record(digest: String, media_type: String, size: i64) -> StorageResult<ManifestRecord> {
     Ok(ManifestRecord {
         digest: parse_digest(digest)?,
@@ -366,33 +224,29 @@ fn manifest_record(digest: String, media_type: String, size: i64) -> StorageResu
 }
 
 /// Records the bytes of a blob or manifest document as touched now.
-fn upsert_blob(conn: &Connection, digest: &str, size: u64, now: Timestamp) -> StorageResult<()> {
-    conn.prepare_cached(
-        "INSERT INTO blobs (digest, size, touched_at) VALUES (?1, ?2, ?3)
+fn upsert_blob(conn: &mut dyn Conn, digest: &str, size: u64, now: Timestamp) -> StorageResult<()> {
+    conn.execute(
+        "INSERT INTO blobs (digest, size, touched_at) VALUES ($1, $2, $3)
          ON CONFLICT (digest) DO UPDATE SET touched_at = excluded.touched_at",
-    )?
-    .execute(params![digest, size as i64, now])?;
+        &params![digest, sql_int(size), now],
+    )?;
     Ok(())
 }
 
-fn blob_size(conn: &Connection, digest: &str) -> StorageResult<u64> {
-    let size: Option<i64> = conn
-        .prepare_cached("SELECT size FROM blobs WHERE digest = ?1")?
-        .query_row([digest], |r| r.get(0))
-        .optional()?;
+fn blob_size(conn: &mut dyn Conn, digest: &str) -> StorageResult<u64> {
+    let size: Option<i64> =
+        conn.value("SELECT size FROM blobs WHERE digest = $1", &params![digest])?;
     Ok(size.map(to_size).unwrap_or_default())
 }
 
 /// Lets repository `id` read `digest`, as of `now`; returns whether the link
 /// is new (and the bytes count against the repository).
-fn link(conn: &Connection, id: i64, digest: &str, now: Timestamp) -> StorageResult<bool> {
-    let inserted = conn
-        .prepare_cached(
-            "INSERT INTO repository_blobs (repository_id, digest, linked_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (repository_id, digest) DO NOTHING",
-        )?
-        .execute(params![id, digest, now])?
-        == 1;
+fn link(conn: &mut dyn Conn, id: i64, digest: &str, now: Timestamp) -> StorageResult<bool> {
+    let inserted = conn.execute(
+        "INSERT INTO repository_blobs (repository_id, digest, linked_at) VALUES ($1, $2, $3)
+         ON CONFLICT (repository_id, digest) DO NOTHING",
+        &params![id, digest, now],
+    )? == 1;
     if !inserted {
         touch_link(conn, id, digest, now)?;
     }
@@ -400,45 +254,41 @@ fn link(conn: &Connection, id: i64, digest: &str, now: Timestamp) -> StorageResu
 }
 
 /// Refreshes a link; returns whether it exists.
-fn touch_link(conn: &Connection, id: i64, digest: &str, now: Timestamp) -> StorageResult<bool> {
-    Ok(conn
-        .prepare_cached(
-            "UPDATE repository_blobs SET linked_at = ?3 WHERE repository_id = ?1 AND digest = ?2",
-        )?
-        .execute(params![id, digest, now])?
-        == 1)
+fn touch_link(conn: &mut dyn Conn, id: i64, digest: &str, now: Timestamp) -> StorageResult<bool> {
+    Ok(conn.execute(
+        "UPDATE repository_blobs SET linked_at = $3 WHERE repository_id = $1 AND digest = $2",
+        &params![id, digest, now],
+    )? == 1)
 }
 
-fn add_bytes(conn: &Connection, id: i64, delta: i64) -> StorageResult<()> {
-    conn.prepare_cached("UPDATE repositories SET bytes = MAX(bytes + ?2, 0) WHERE id = ?1")?
-        .execute(params![id, delta])?;
+fn add_bytes(conn: &mut dyn Conn, id: i64, delta: i64) -> StorageResult<()> {
+    conn.execute(
+        "UPDATE repositories SET bytes = CASE WHEN bytes + $2 > 0 THEN bytes + $2 ELSE 0 END
+          WHERE id = $1",
+        &params![id, delta],
+    )?;
     Ok(())
 }
 
 /// What the repositories that count against `quota` hold together.
-fn usage_of(conn: &Connection, quota: &Quota) -> StorageResult<u64> {
+fn usage_of(conn: &mut dyn Conn, quota: &Quota) -> StorageResult<u64> {
     // Names are lowercase ASCII, all below '~': the prefix's range is
     // [prefix, prefix + "~"].
     let prefix = quota.repositories.literal_prefix();
-    let mut statement = conn.prepare_cached(
-        "SELECT name, bytes FROM repositories WHERE name >= ?1 AND name <= ?1 || '~'",
+    let rows: Vec<(String, i64)> = conn.rows(
+        "SELECT name, bytes FROM repositories WHERE name >= $1 AND name <= $1 || '~'",
+        &params![prefix],
     )?;
-    let rows = statement.query_map([prefix], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-    })?;
-    let mut total = 0u64;
-    for row in rows {
-        let (name, bytes) = row?;
-        if quota.counts(&name) {
-            total += to_size(bytes);
-        }
-    }
-    Ok(total)
+    Ok(rows
+        .into_iter()
+        .filter(|(name, _)| quota.counts(name))
+        .map(|(_, bytes)| to_size(bytes))
+        .sum())
 }
 
 /// Fails the write if it took `quota`'s repositories past their limit
 /// (`adding` bytes are already counted).
-fn check_quota(conn: &Connection, quota: Option<&Quota>, adding: u64) -> StorageResult<()> {
+fn check_quota(conn: &mut dyn Conn, quota: Option<&Quota>, adding: u64) -> StorageResult<()> {
     let Some(quota) = quota else { return Ok(()) };
     if adding == 0 {
         return Ok(());
@@ -455,26 +305,33 @@ fn check_quota(conn: &Connection, quota: Option<&Quota>, adding: u64) -> Storage
     Ok(())
 }
 
-/// Refreshes every manifest of repository `id` reachable from `digest`
-/// through index entries and referrers: what becomes reachable must not be
-/// collected by a collection that saw it unreachable.
-fn touch_reachable(conn: &Connection, id: i64, digest: &str, now: Timestamp) -> StorageResult<()> {
-    conn.prepare_cached(
+/// Refreshes manifest `digest` of repository `id` and every manifest
+/// reachable from it through index entries and referrers: what becomes
+/// reachable must not be collected by a collection that saw it unreachable.
+fn touch_reachable(
+    conn: &mut dyn Conn,
+    id: i64,
+    digest: &str,
+    now: Timestamp,
+) -> StorageResult<()> {
+    // Starting from the manifest's own row gives the walk the digest
+    // column's type and collation on every engine.
+    conn.execute(
         "WITH RECURSIVE reach(digest) AS (
-             SELECT ?2
+             SELECT digest FROM manifests WHERE repository_id = $1 AND digest = $2
              UNION
              SELECT edge.child FROM reach JOIN (
                  SELECT manifest_digest AS parent, child_digest AS child
-                   FROM manifest_references WHERE repository_id = ?1
+                   FROM manifest_references WHERE repository_id = $1
                  UNION ALL
                  SELECT subject AS parent, digest AS child
-                   FROM manifests WHERE repository_id = ?1 AND subject IS NOT NULL
+                   FROM manifests WHERE repository_id = $1 AND subject IS NOT NULL
              ) edge ON edge.parent = reach.digest
          )
-         UPDATE manifests SET touched_at = ?3
-          WHERE repository_id = ?1 AND digest IN (SELECT digest FROM reach)",
-    )?
-    .execute(params![id, digest, now])?;
+         UPDATE manifests SET touched_at = $3
+          WHERE repository_id = $1 AND digest IN (SELECT digest FROM reach)",
+        &params![id, digest, now],
+    )?;
     Ok(())
 }
 
@@ -489,20 +346,33 @@ fn immutable_error(tag: &str, immutable: &ImmutableTags) -> Option<StorageError>
 
 /// Deletes manifest `digest` of repository `id` with its references, and
 /// counts its bytes out; its tags must be gone already.
-fn remove_manifest(conn: &Connection, id: i64, digest: &str, size: i64) -> StorageResult<()> {
-    conn.prepare_cached(
-        "DELETE FROM manifest_references WHERE repository_id = ?1 AND manifest_digest = ?2",
-    )?
-    .execute(params![id, digest])?;
-    conn.prepare_cached("DELETE FROM manifests WHERE repository_id = ?1 AND digest = ?2")?
-        .execute(params![id, digest])?;
+fn remove_manifest(conn: &mut dyn Conn, id: i64, digest: &str, size: i64) -> StorageResult<()> {
+    conn.execute(
+        "DELETE FROM manifest_references WHERE repository_id = $1 AND manifest_digest = $2",
+        &params![id, digest],
+    )?;
+    conn.execute(
+        "DELETE FROM manifests WHERE repository_id = $1 AND digest = $2",
+        &params![id, digest],
+    )?;
     add_bytes(conn, id, -size)
 }
 
+/// The size of `digest` if repository `name` may read it.
+fn linked_size(conn: &mut dyn Conn, name: &str, digest: &str) -> StorageResult<Option<i64>> {
+    conn.value(
+        "SELECT b.size FROM repository_blobs rb
+           JOIN repositories r ON r.id = rb.repository_id
+           JOIN blobs b ON b.digest = rb.digest
+          WHERE r.name = $1 AND rb.digest = $2",
+        &params![name, digest],
+    )
+}
+
 #[async_trait]
-impl MetadataStore for SqliteMetadataStore {
+impl<E: Engine> MetadataStore for SqlMetadataStore<E> {
     async fn ping(&self) -> StorageResult<()> {
-        self.with_conn(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+        self.read(|conn| conn.query("SELECT 1", &[]).map(drop))
             .await
     }
 
@@ -512,19 +382,8 @@ impl MetadataStore for SqliteMetadataStore {
         digest: &Digest,
     ) -> StorageResult<Option<u64>> {
         let (repository, digest) = (repository.to_string(), digest.to_string());
-        self.with_conn(move |conn| {
-            let size: Option<i64> = conn
-                .prepare_cached(
-                    "SELECT b.size FROM repository_blobs rb
-                       JOIN repositories r ON r.id = rb.repository_id
-                       JOIN blobs b ON b.digest = rb.digest
-                      WHERE r.name = ?1 AND rb.digest = ?2",
-                )?
-                .query_row([&repository, &digest], |r| r.get(0))
-                .optional()?;
-            Ok(size.map(to_size))
-        })
-        .await
+        self.read(move |conn| Ok(linked_size(conn, &repository, &digest)?.map(to_size)))
+            .await
     }
 
     async fn blob_linked_under(&self, prefix: &str, digest: &Digest) -> StorageResult<bool> {
@@ -536,27 +395,22 @@ impl MetadataStore for SqliteMetadataStore {
             format!("{prefix}0"),
             digest.to_string(),
         );
-        self.with_conn(move |conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT 1 FROM repository_blobs rb
-                       JOIN repositories r ON r.id = rb.repository_id
-                      WHERE rb.digest = ?1 AND r.name >= ?2 AND r.name < ?3
-                      LIMIT 1",
-                )?
-                .query_row([&digest, &low, &high], |_| Ok(()))
-                .optional()?
-                .is_some())
+        self.read(move |conn| {
+            conn.exists(
+                "SELECT 1 FROM repository_blobs rb
+                   JOIN repositories r ON r.id = rb.repository_id
+                  WHERE rb.digest = $1 AND r.name >= $2 AND r.name < $3
+                  LIMIT 1",
+                &params![&digest, &low, &high],
+            )
         })
         .await
     }
 
     async fn blob_recorded(&self, digest: &Digest) -> StorageResult<bool> {
         let digest = digest.to_string();
-        self.with_conn(move |conn| {
-            Ok(conn
-                .prepare_cached("SELECT 1 FROM blobs WHERE digest = ?1")?
-                .exists([digest])?)
+        self.read(move |conn| {
+            conn.exists("SELECT 1 FROM blobs WHERE digest = $1", &params![&digest])
         })
         .await
     }
@@ -574,7 +428,7 @@ impl MetadataStore for SqliteMetadataStore {
             let id = ensure_repository(tx, &repository)?;
             upsert_blob(tx, &digest, size, now)?;
             if link(tx, id, &digest, now)? {
-                add_bytes(tx, id, size as i64)?;
+                add_bytes(tx, id, sql_int(size))?;
                 check_quota(tx, quota.as_ref(), size)?;
             }
             Ok(())
@@ -592,16 +446,9 @@ impl MetadataStore for SqliteMetadataStore {
     ) -> StorageResult<Option<u64>> {
         let (from, to, digest) = (from.to_string(), to.to_string(), digest.to_string());
         self.write(move |tx| {
-            let size: Option<i64> = tx
-                .prepare_cached(
-                    "SELECT b.size FROM repository_blobs rb
-                       JOIN repositories r ON r.id = rb.repository_id
-                       JOIN blobs b ON b.digest = rb.digest
-                      WHERE r.name = ?1 AND rb.digest = ?2",
-                )?
-                .query_row([&from, &digest], |r| r.get(0))
-                .optional()?;
-            let Some(size) = size else { return Ok(None) };
+            let Some(size) = linked_size(tx, &from, &digest)? else {
+                return Ok(None);
+            };
             let id = ensure_repository(tx, &to)?;
             if link(tx, id, &digest, now)? {
                 add_bytes(tx, id, size)?;
@@ -624,28 +471,25 @@ impl MetadataStore for SqliteMetadataStore {
                 return Ok(false);
             };
             if !force {
-                let user: Option<String> = tx
-                    .prepare_cached(
-                        "SELECT manifest_digest FROM manifest_references
-                          WHERE repository_id = ?1 AND child_digest = ?2
-                          ORDER BY manifest_digest LIMIT 1",
-                    )?
-                    .query_row(params![id, digest], |r| r.get(0))
-                    .optional()?;
+                let user: Option<String> = tx.value(
+                    "SELECT manifest_digest FROM manifest_references
+                      WHERE repository_id = $1 AND child_digest = $2
+                      ORDER BY manifest_digest LIMIT 1",
+                    &params![id, &digest],
+                )?;
                 if let Some(manifest) = user {
                     return Err(StorageError::BlobInUse {
                         manifest: parse_digest(manifest)?,
                     });
                 }
             }
-            let unlinked = tx
-                .prepare_cached(
-                    "DELETE FROM repository_blobs WHERE repository_id = ?1 AND digest = ?2",
-                )?
-                .execute(params![id, digest])?
-                == 1;
+            let unlinked = tx.execute(
+                "DELETE FROM repository_blobs WHERE repository_id = $1 AND digest = $2",
+                &params![id, &digest],
+            )? == 1;
             if unlinked {
-                add_bytes(tx, id, -(blob_size(tx, &digest)? as i64))?;
+                let size = blob_size(tx, &digest)?;
+                add_bytes(tx, id, -sql_int(size))?;
             }
             Ok(unlinked)
         })
@@ -663,7 +507,7 @@ impl MetadataStore for SqliteMetadataStore {
             "SELECT m.digest, m.media_type, m.size FROM tags t
                JOIN repositories r ON r.id = t.repository_id
                JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.digest
-              WHERE r.name = ?1 AND t.name = ?2",
+              WHERE r.name = $1 AND t.name = $2",
         )
         .await
     }
@@ -678,7 +522,7 @@ impl MetadataStore for SqliteMetadataStore {
             digest.as_str(),
             "SELECT m.digest, m.media_type, m.size FROM manifests m
                JOIN repositories r ON r.id = m.repository_id
-              WHERE r.name = ?1 AND m.digest = ?2",
+              WHERE r.name = $1 AND m.digest = $2",
         )
         .await
     }
@@ -710,63 +554,60 @@ impl MetadataStore for SqliteMetadataStore {
             // An index entry may also name a plain blob of the repository:
             // BuildKit's registry cache lists its layers and cache config
             // there, and Distribution accepts that.
-            let mut touch_manifest = tx.prepare_cached(
-                "UPDATE manifests SET touched_at = ?3 WHERE repository_id = ?1 AND digest = ?2",
-            )?;
             for child in &manifest.children {
-                if touch_manifest.execute(params![id, child.as_str(), now])? == 0
-                    && !touch_link(tx, id, child.as_str(), now)?
-                    && !rules.references_follow
+                let touched = tx.execute(
+                    "UPDATE manifests SET touched_at = $3 WHERE repository_id = $1 AND digest = $2",
+                    &params![id, child.as_str(), now],
+                )? == 1;
+                if !touched && !touch_link(tx, id, child.as_str(), now)? && !rules.references_follow
                 {
                     return Err(StorageError::MissingReferences(child.clone()));
                 }
             }
             let digest = manifest.digest.as_str();
             upsert_blob(tx, digest, manifest.size, now)?;
-            let inserted = tx
-                .prepare_cached(
-                    "INSERT INTO manifests (repository_id, digest, media_type, size, artifact_type,
-                                            subject, annotations, touched_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                     ON CONFLICT (repository_id, digest) DO NOTHING",
-                )?
-                .execute(params![
+            let inserted = tx.execute(
+                "INSERT INTO manifests (repository_id, digest, media_type, size, artifact_type,
+                                        subject, annotations, touched_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (repository_id, digest) DO NOTHING",
+                &params![
                     id,
                     digest,
-                    manifest.media_type,
-                    manifest.size as i64,
-                    manifest.artifact_type,
+                    &manifest.media_type,
+                    sql_int(manifest.size),
+                    manifest.artifact_type.as_deref(),
                     manifest.subject.as_ref().map(Digest::as_str),
-                    manifest.annotations,
+                    manifest.annotations.as_deref(),
                     now,
-                ])?
-                == 1;
+                ],
+            )? == 1;
             if inserted {
-                add_bytes(tx, id, manifest.size as i64)?;
+                add_bytes(tx, id, sql_int(manifest.size))?;
             }
-            let mut reference = tx.prepare_cached(
-                "INSERT INTO manifest_references (repository_id, manifest_digest, child_digest)
-                 VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-            )?;
             for child in manifest.blobs.iter().chain(&manifest.children) {
-                reference.execute(params![id, digest, child.as_str()])?;
+                tx.execute(
+                    "INSERT INTO manifest_references (repository_id, manifest_digest, child_digest)
+                     VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    &params![id, digest, child.as_str()],
+                )?;
             }
             if let Some(tag) = &tag {
-                let current: Option<String> = tx
-                    .prepare_cached("SELECT digest FROM tags WHERE repository_id = ?1 AND name = ?2")?
-                    .query_row(params![id, tag], |r| r.get(0))
-                    .optional()?;
+                let current: Option<String> = tx.value(
+                    "SELECT digest FROM tags WHERE repository_id = $1 AND name = $2",
+                    &params![id, tag],
+                )?;
                 if current.as_deref().is_some_and(|c| c != digest)
                     && let Some(error) = immutable_error(tag, &rules.immutable)
                 {
                     return Err(error);
                 }
-                tx.prepare_cached(
-                    "INSERT INTO tags (repository_id, name, digest, updated_at) VALUES (?1, ?2, ?3, ?4)
+                tx.execute(
+                    "INSERT INTO tags (repository_id, name, digest, updated_at) VALUES ($1, $2, $3, $4)
                      ON CONFLICT (repository_id, name)
                      DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
-                )?
-                .execute(params![id, tag, digest, now])?;
+                    &params![id, tag, digest, now],
+                )?;
             }
             // Reachable now (tagged, or re-pushed): so is what it leads to.
             touch_reachable(tx, id, digest, now)?;
@@ -790,22 +631,22 @@ impl MetadataStore for SqliteMetadataStore {
             let Some(id) = repository_id(tx, &name)? else {
                 return Ok(false);
             };
-            let size: Option<i64> = tx
-                .prepare_cached(
-                    "SELECT size FROM manifests WHERE repository_id = ?1 AND digest = ?2",
-                )?
-                .query_row(params![id, digest], |r| r.get(0))
-                .optional()?;
+            let size: Option<i64> = tx.value(
+                "SELECT size FROM manifests WHERE repository_id = $1 AND digest = $2",
+                &params![id, &digest],
+            )?;
             let Some(size) = size else { return Ok(false) };
-            let tags = tx
-                .prepare_cached("SELECT name FROM tags WHERE repository_id = ?1 AND digest = ?2")?
-                .query_map(params![id, digest], |r| r.get::<_, String>(0))?
-                .collect::<Result<Vec<_>, _>>()?;
+            let tags: Vec<String> = tx.column(
+                "SELECT name FROM tags WHERE repository_id = $1 AND digest = $2",
+                &params![id, &digest],
+            )?;
             if let Some(error) = tags.iter().find_map(|t| immutable_error(t, &immutable)) {
                 return Err(error);
             }
-            tx.prepare_cached("DELETE FROM tags WHERE repository_id = ?1 AND digest = ?2")?
-                .execute(params![id, digest])?;
+            tx.execute(
+                "DELETE FROM tags WHERE repository_id = $1 AND digest = $2",
+                &params![id, &digest],
+            )?;
             remove_manifest(tx, id, &digest, size)?;
             Ok(true)
         })
@@ -827,17 +668,20 @@ impl MetadataStore for SqliteMetadataStore {
             let Some(id) = repository_id(tx, &repository)? else {
                 return Ok(false);
             };
-            let exists = tx
-                .prepare_cached("SELECT 1 FROM tags WHERE repository_id = ?1 AND name = ?2")?
-                .exists(params![id, tag])?;
+            let exists = tx.exists(
+                "SELECT 1 FROM tags WHERE repository_id = $1 AND name = $2",
+                &params![id, &tag],
+            )?;
             if !exists {
                 return Ok(false);
             }
             if let Some(error) = immutable_error(&tag, &immutable) {
                 return Err(error);
             }
-            tx.prepare_cached("DELETE FROM tags WHERE repository_id = ?1 AND name = ?2")?
-                .execute(params![id, tag])?;
+            tx.execute(
+                "DELETE FROM tags WHERE repository_id = $1 AND name = $2",
+                &params![id, &tag],
+            )?;
             Ok(true)
         })
         .await
@@ -851,12 +695,12 @@ impl MetadataStore for SqliteMetadataStore {
     ) -> StorageResult<()> {
         let (repository, digest) = (repository.to_string(), digest.to_string());
         self.write(move |tx| {
-            tx.prepare_cached(
-                "UPDATE manifests SET pulled_at = ?3
-                  WHERE digest = ?2
-                    AND repository_id = (SELECT id FROM repositories WHERE name = ?1)",
-            )?
-            .execute(params![repository, digest, now])?;
+            tx.execute(
+                "UPDATE manifests SET pulled_at = $3
+                  WHERE digest = $2
+                    AND repository_id = (SELECT id FROM repositories WHERE name = $1)",
+                &params![&repository, &digest, now],
+            )?;
             Ok(())
         })
         .await
@@ -872,28 +716,27 @@ impl MetadataStore for SqliteMetadataStore {
             let Some(id) = repository_id(tx, &name)? else {
                 return Ok(None);
             };
-            let tags = tx
-                .prepare_cached("SELECT name FROM tags WHERE repository_id = ?1")?
-                .query_map([id], |r| r.get::<_, String>(0))?
-                .collect::<Result<Vec<_>, _>>()?;
+            let tags: Vec<String> = tx.column(
+                "SELECT name FROM tags WHERE repository_id = $1",
+                &params![id],
+            )?;
             if let Some(error) = tags.iter().find_map(|t| immutable_error(t, &immutable)) {
                 return Err(error);
             }
-            let uploads = tx
-                .prepare_cached("SELECT id FROM uploads WHERE repository = ?1")?
-                .query_map([&name], |r| r.get::<_, String>(0))?
-                .collect::<Result<Vec<_>, _>>()?;
+            let uploads: Vec<String> = tx.column(
+                "SELECT id FROM uploads WHERE repository = $1",
+                &params![&name],
+            )?;
             for statement in [
-                "DELETE FROM tags WHERE repository_id = ?1",
-                "DELETE FROM manifest_references WHERE repository_id = ?1",
-                "DELETE FROM manifests WHERE repository_id = ?1",
-                "DELETE FROM repository_blobs WHERE repository_id = ?1",
-                "DELETE FROM repositories WHERE id = ?1",
+                "DELETE FROM tags WHERE repository_id = $1",
+                "DELETE FROM manifest_references WHERE repository_id = $1",
+                "DELETE FROM manifests WHERE repository_id = $1",
+                "DELETE FROM repository_blobs WHERE repository_id = $1",
+                "DELETE FROM repositories WHERE id = $1",
             ] {
-                tx.prepare_cached(statement)?.execute([id])?;
+                tx.execute(statement, &params![id])?;
             }
-            tx.prepare_cached("DELETE FROM uploads WHERE repository = ?1")?
-                .execute([&name])?;
+            tx.execute("DELETE FROM uploads WHERE repository = $1", &params![&name])?;
             Ok(Some(uploads))
         })
         .await
@@ -907,17 +750,15 @@ impl MetadataStore for SqliteMetadataStore {
     ) -> StorageResult<Option<Vec<String>>> {
         let repository = repository.to_string();
         let after = after.unwrap_or("").to_owned();
-        self.with_conn(move |conn| {
+        self.read(move |conn| {
             let Some(id) = repository_id(conn, &repository)? else {
                 return Ok(None);
             };
-            let tags = conn
-                .prepare_cached(
-                    "SELECT name FROM tags WHERE repository_id = ?1 AND name > ?2
-                      ORDER BY name LIMIT ?3",
-                )?
-                .query_map(params![id, after, limit as i64], |r| r.get(0))?
-                .collect::<Result<Vec<String>, _>>()?;
+            let tags = conn.column(
+                "SELECT name FROM tags WHERE repository_id = $1 AND name > $2
+                  ORDER BY name LIMIT $3",
+                &params![id, &after, sql_int(limit)],
+            )?;
             Ok(Some(tags))
         })
         .await
@@ -925,34 +766,32 @@ impl MetadataStore for SqliteMetadataStore {
 
     async fn repositories(&self, after: Option<&str>, limit: usize) -> StorageResult<Vec<String>> {
         let after = after.unwrap_or("").to_owned();
-        self.with_conn(move |conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT name FROM repositories WHERE name > ?1 ORDER BY name LIMIT ?2",
-                )?
-                .query_map(params![after, limit as i64], |r| r.get(0))?
-                .collect::<Result<Vec<String>, _>>()?)
+        self.read(move |conn| {
+            conn.column(
+                "SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2",
+                &params![&after, sql_int(limit)],
+            )
         })
         .await
     }
 
     async fn totals(&self) -> StorageResult<StorageTotals> {
-        self.with_conn(|conn| {
-            Ok(conn
-                .prepare_cached(
+        self.read(|conn| {
+            let (repositories, manifests, tags, blobs, blob_bytes) = conn
+                .row::<(i64, i64, i64, i64, i64)>(
                     "SELECT (SELECT COUNT(*) FROM repositories), (SELECT COUNT(*) FROM manifests),
                             (SELECT COUNT(*) FROM tags), (SELECT COUNT(*) FROM blobs),
-                            (SELECT COALESCE(SUM(size), 0) FROM blobs)",
+                            CAST((SELECT COALESCE(SUM(size), 0) FROM blobs) AS BIGINT)",
+                    &[],
                 )?
-                .query_row([], |r| {
-                    Ok(StorageTotals {
-                        repositories: to_size(r.get(0)?),
-                        manifests: to_size(r.get(1)?),
-                        tags: to_size(r.get(2)?),
-                        blobs: to_size(r.get(3)?),
-                        blob_bytes: to_size(r.get(4)?),
-                    })
-                })?)
+                .unwrap_or_default();
+            Ok(StorageTotals {
+                repositories: to_size(repositories),
+                manifests: to_size(manifests),
+                tags: to_size(tags),
+                blobs: to_size(blobs),
+                blob_bytes: to_size(blob_bytes),
+            })
         })
         .await
     }
@@ -963,30 +802,30 @@ impl MetadataStore for SqliteMetadataStore {
         limit: usize,
     ) -> StorageResult<Vec<RepositoryUsage>> {
         let after = after.unwrap_or("").to_owned();
-        self.with_conn(move |conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT r.name, r.bytes,
-                            (SELECT COUNT(*) FROM manifests m WHERE m.repository_id = r.id),
-                            (SELECT COUNT(*) FROM tags t WHERE t.repository_id = r.id)
-                       FROM repositories r WHERE r.name > ?1 ORDER BY r.name LIMIT ?2",
-                )?
-                .query_map(params![after, limit as i64], |r| {
-                    Ok(RepositoryUsage {
-                        name: r.get(0)?,
-                        bytes: to_size(r.get(1)?),
-                        manifests: to_size(r.get(2)?),
-                        tags: to_size(r.get(3)?),
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?)
+        self.read(move |conn| {
+            let rows: Vec<(String, i64, i64, i64)> = conn.rows(
+                "SELECT r.name, r.bytes,
+                        (SELECT COUNT(*) FROM manifests m WHERE m.repository_id = r.id),
+                        (SELECT COUNT(*) FROM tags t WHERE t.repository_id = r.id)
+                   FROM repositories r WHERE r.name > $1 ORDER BY r.name LIMIT $2",
+                &params![&after, sql_int(limit)],
+            )?;
+            Ok(rows
+                .into_iter()
+                .map(|(name, bytes, manifests, tags)| RepositoryUsage {
+                    name,
+                    bytes: to_size(bytes),
+                    manifests: to_size(manifests),
+                    tags: to_size(tags),
+                })
+                .collect())
         })
         .await
     }
 
     async fn usage(&self, quota: &Quota) -> StorageResult<u64> {
         let quota = quota.clone();
-        self.with_conn(move |conn| usage_of(conn, &quota)).await
+        self.read(move |conn| usage_of(conn, &quota)).await
     }
 
     async fn referrers(
@@ -1000,24 +839,23 @@ impl MetadataStore for SqliteMetadataStore {
         let (repository, subject) = (repository.to_string(), subject.to_string());
         let artifact_type = artifact_type.map(str::to_owned);
         let after = after.map(Digest::to_string);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.with_conn(move |conn| {
-            let rows = conn
-                .prepare_cached(
-                    "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations
-                       FROM manifests m JOIN repositories r ON r.id = m.repository_id
-                      WHERE r.name = ?1 AND m.subject = ?2
-                        AND (?3 IS NULL OR m.artifact_type = ?3)
-                        AND (?4 IS NULL OR m.digest > ?4)
-                      ORDER BY m.digest
-                      LIMIT ?5",
-                )?
-                .query_map(
-                    params![repository, subject, artifact_type, after, limit],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-                )?
-                .collect::<Result<Vec<(String, String, i64, Option<String>, Option<String>)>, _>>(
-                )?;
+        self.read(move |conn| {
+            let rows: Vec<(String, String, i64, Option<String>, Option<String>)> = conn.rows(
+                "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations
+                   FROM manifests m JOIN repositories r ON r.id = m.repository_id
+                  WHERE r.name = $1 AND m.subject = $2
+                    AND (CAST($3 AS TEXT) IS NULL OR m.artifact_type = $3)
+                    AND (CAST($4 AS TEXT) IS NULL OR m.digest > $4)
+                  ORDER BY m.digest
+                  LIMIT $5",
+                &params![
+                    &repository,
+                    &subject,
+                    artifact_type.as_deref(),
+                    after.as_deref(),
+                    sql_int(limit)
+                ],
+            )?;
             rows.into_iter()
                 .map(|(digest, media_type, size, artifact_type, annotations)| {
                     Ok(ReferrerRecord {
@@ -1042,10 +880,10 @@ impl MetadataStore for SqliteMetadataStore {
     ) -> StorageResult<()> {
         let (id, repository, owner) = (id.to_owned(), repository.to_string(), owner.to_owned());
         self.write(move |tx| {
-            tx.prepare_cached(
-                "INSERT INTO uploads (id, repository, owner, updated_at) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![id, repository, owner, now])?;
+            tx.execute(
+                "INSERT INTO uploads (id, repository, owner, updated_at) VALUES ($1, $2, $3, $4)",
+                &params![&id, &repository, &owner, now],
+            )?;
             Ok(())
         })
         .await
@@ -1053,20 +891,18 @@ impl MetadataStore for SqliteMetadataStore {
 
     async fn upload(&self, id: &str) -> StorageResult<Option<UploadRecord>> {
         let id = id.to_owned();
-        self.with_conn(move |conn| {
+        self.read(move |conn| {
             Ok(conn
-                .prepare_cached(
-                    "SELECT id, repository, owner, updated_at FROM uploads WHERE id = ?1",
+                .row::<(String, String, Option<String>, i64)>(
+                    "SELECT id, repository, owner, updated_at FROM uploads WHERE id = $1",
+                    &params![&id],
                 )?
-                .query_row([id], |r| {
-                    Ok(UploadRecord {
-                        id: r.get(0)?,
-                        repository: r.get(1)?,
-                        owner: r.get(2)?,
-                        updated_at: r.get(3)?,
-                    })
-                })
-                .optional()?)
+                .map(|(id, repository, owner, updated_at)| UploadRecord {
+                    id,
+                    repository,
+                    owner,
+                    updated_at,
+                }))
         })
         .await
     }
@@ -1074,8 +910,10 @@ impl MetadataStore for SqliteMetadataStore {
     async fn touch_upload(&self, id: &str, now: i64) -> StorageResult<()> {
         let id = id.to_owned();
         self.write(move |tx| {
-            tx.prepare_cached("UPDATE uploads SET updated_at = ?2 WHERE id = ?1")?
-                .execute(params![id, now])?;
+            tx.execute(
+                "UPDATE uploads SET updated_at = $2 WHERE id = $1",
+                &params![&id, now],
+            )?;
             Ok(())
         })
         .await
@@ -1084,8 +922,7 @@ impl MetadataStore for SqliteMetadataStore {
     async fn delete_upload(&self, id: &str) -> StorageResult<()> {
         let id = id.to_owned();
         self.write(move |tx| {
-            tx.prepare_cached("DELETE FROM uploads WHERE id = ?1")?
-                .execute([id])?;
+            tx.execute("DELETE FROM uploads WHERE id = $1", &params![&id])?;
             Ok(())
         })
         .await
@@ -1098,14 +935,12 @@ impl MetadataStore for SqliteMetadataStore {
         limit: usize,
     ) -> StorageResult<Vec<String>> {
         let after = after.map(str::to_owned);
-        self.with_conn(move |conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT id FROM uploads WHERE updated_at < ?1 AND (?2 IS NULL OR id > ?2)
-                      ORDER BY id LIMIT ?3",
-                )?
-                .query_map(params![before, after, limit as i64], |r| r.get(0))?
-                .collect::<Result<Vec<String>, _>>()?)
+        self.read(move |conn| {
+            conn.column(
+                "SELECT id FROM uploads WHERE updated_at < $1 AND (CAST($2 AS TEXT) IS NULL OR id > $2)
+                  ORDER BY id LIMIT $3",
+                &params![before, after.as_deref(), sql_int(limit)],
+            )
         })
         .await
     }
@@ -1113,23 +948,17 @@ impl MetadataStore for SqliteMetadataStore {
     async fn delete_stale_upload(&self, id: &str, before: Timestamp) -> StorageResult<bool> {
         let id = id.to_owned();
         self.write(move |tx| {
-            let deleted = tx
-                .prepare_cached("DELETE FROM uploads WHERE id = ?1 AND updated_at < ?2")?
-                .execute(params![id, before])?;
-            Ok(deleted == 1)
+            Ok(tx.execute(
+                "DELETE FROM uploads WHERE id = $1 AND updated_at < $2",
+                &params![&id, before],
+            )? == 1)
         })
         .await
     }
 
     async fn gc_snapshot(&self) -> StorageResult<GcSnapshot> {
-        self.with_conn(|conn| {
-            // One read transaction: one consistent moment of the store.
-            let tx = conn.transaction()?;
-            let snapshot = read_snapshot(&tx)?;
-            tx.commit()?;
-            Ok(snapshot)
-        })
-        .await
+        self.blocking(|engine| engine.snapshot(&mut read_snapshot))
+            .await
     }
 
     async fn delete_tags_if_unchanged(
@@ -1143,18 +972,24 @@ impl MetadataStore for SqliteMetadataStore {
             let Some(id) = repository_id(tx, &name)? else {
                 return Ok(Vec::new());
             };
-            let mut delete = tx.prepare_cached(
-                "DELETE FROM tags WHERE repository_id = ?1 AND name = ?2 AND digest = ?3
-                    AND updated_at = ?4
-                    AND NOT EXISTS (SELECT 1 FROM manifests m
-                                     WHERE m.repository_id = ?1 AND m.digest = ?3
-                                       AND COALESCE(m.pulled_at, 0) >= ?5)",
-            )?;
             let mut deleted = Vec::new();
-            for tag in tags {
-                let (name, digest) = (tag.name, tag.digest.as_str());
-                if delete.execute(params![id, name, digest, tag.updated_at, pulled_before])? == 1 {
-                    deleted.push(name);
+            for tag in &tags {
+                let gone = tx.execute(
+                    "DELETE FROM tags WHERE repository_id = $1 AND name = $2 AND digest = $3
+                        AND updated_at = $4
+                        AND NOT EXISTS (SELECT 1 FROM manifests m
+                                         WHERE m.repository_id = $1 AND m.digest = $3
+                                           AND COALESCE(m.pulled_at, 0) >= $5)",
+                    &params![
+                        id,
+                        &tag.name,
+                        tag.digest.as_str(),
+                        tag.updated_at,
+                        pulled_before
+                    ],
+                )? == 1;
+                if gone {
+                    deleted.push(tag.name.clone());
                 }
             }
             Ok(deleted)
@@ -1174,27 +1009,23 @@ impl MetadataStore for SqliteMetadataStore {
             let Some(id) = repository_id(tx, &name)? else {
                 return Ok(Vec::new());
             };
-            let mut deletable = tx.prepare_cached(
-                "SELECT m.size FROM manifests m
-                  WHERE m.repository_id = ?1 AND m.digest = ?2 AND m.touched_at < ?3
-                    AND COALESCE(m.pulled_at, 0) < ?4
-                    AND NOT EXISTS (SELECT 1 FROM tags t
-                                     WHERE t.repository_id = ?1 AND t.digest = ?2)
-                    AND NOT EXISTS (SELECT 1 FROM manifest_references r
-                                     WHERE r.repository_id = ?1 AND r.child_digest = ?2)",
-            )?;
             // An index goes before its entries: repeat while anything goes.
-            let mut left = digests;
+            let mut left = digests.clone();
             let mut deleted = Vec::new();
             loop {
                 let before_pass = deleted.len();
                 let mut kept = Vec::new();
                 for digest in left {
-                    let size: Option<i64> = deletable
-                        .query_row(params![id, digest.as_str(), before, pulled_before], |r| {
-                            r.get(0)
-                        })
-                        .optional()?;
+                    let size: Option<i64> = tx.value(
+                        "SELECT m.size FROM manifests m
+                          WHERE m.repository_id = $1 AND m.digest = $2 AND m.touched_at < $3
+                            AND COALESCE(m.pulled_at, 0) < $4
+                            AND NOT EXISTS (SELECT 1 FROM tags t
+                                             WHERE t.repository_id = $1 AND t.digest = $2)
+                            AND NOT EXISTS (SELECT 1 FROM manifest_references r
+                                             WHERE r.repository_id = $1 AND r.child_digest = $2)",
+                        &params![id, digest.as_str(), before, pulled_before],
+                    )?;
                     match size {
                         Some(size) => {
                             remove_manifest(tx, id, digest.as_str(), size)?;
@@ -1223,19 +1054,20 @@ impl MetadataStore for SqliteMetadataStore {
             let Some(id) = repository_id(tx, &name)? else {
                 return Ok(Vec::new());
             };
-            let mut delete = tx.prepare_cached(
-                "DELETE FROM repository_blobs
-                  WHERE repository_id = ?1 AND digest = ?2 AND linked_at < ?3
-                    AND NOT EXISTS (SELECT 1 FROM manifest_references r
-                                     WHERE r.repository_id = ?1 AND r.child_digest = ?2)",
-            )?;
             let mut deleted = Vec::new();
             // Sizes never change under a digest: the snapshot's are right.
             let mut freed = 0i64;
-            for link in links {
-                if delete.execute(params![id, link.digest.as_str(), before])? == 1 {
-                    freed += link.size as i64;
-                    deleted.push(link.digest);
+            for link in &links {
+                let gone = tx.execute(
+                    "DELETE FROM repository_blobs
+                      WHERE repository_id = $1 AND digest = $2 AND linked_at < $3
+                        AND NOT EXISTS (SELECT 1 FROM manifest_references r
+                                         WHERE r.repository_id = $1 AND r.child_digest = $2)",
+                    &params![id, link.digest.as_str(), before],
+                )? == 1;
+                if gone {
+                    freed += sql_int(link.size);
+                    deleted.push(link.digest.clone());
                 }
             }
             add_bytes(tx, id, -freed)?;
@@ -1252,15 +1084,16 @@ impl MetadataStore for SqliteMetadataStore {
         // Durable before the bytes go: a blob recorded again after a power
         // cut must have them.
         self.write(move |tx| {
-            let mut forget = tx.prepare_cached(
-                "DELETE FROM blobs WHERE digest = ?1 AND touched_at < ?2
-                    AND NOT EXISTS (SELECT 1 FROM repository_blobs WHERE digest = ?1)
-                    AND NOT EXISTS (SELECT 1 FROM manifests WHERE digest = ?1)",
-            )?;
             let mut forgotten = Vec::new();
-            for digest in digests {
-                if forget.execute(params![digest.as_str(), before])? == 1 {
-                    forgotten.push(digest);
+            for digest in &digests {
+                let gone = tx.execute(
+                    "DELETE FROM blobs WHERE digest = $1 AND touched_at < $2
+                        AND NOT EXISTS (SELECT 1 FROM repository_blobs WHERE digest = $1)
+                        AND NOT EXISTS (SELECT 1 FROM manifests WHERE digest = $1)",
+                    &params![digest.as_str(), before],
+                )? == 1;
+                if gone {
+                    forgotten.push(digest.clone());
                 }
             }
             Ok(forgotten)
@@ -1269,12 +1102,14 @@ impl MetadataStore for SqliteMetadataStore {
     }
 
     async fn recorded_blobs(&self, digests: Vec<Digest>) -> StorageResult<Vec<Digest>> {
-        self.with_conn(move |conn| {
-            let mut exists = conn.prepare_cached("SELECT 1 FROM blobs WHERE digest = ?1")?;
+        self.read(move |conn| {
             let mut recorded = Vec::new();
-            for digest in digests {
-                if exists.exists([digest.as_str()])? {
-                    recorded.push(digest);
+            for digest in &digests {
+                if conn.exists(
+                    "SELECT 1 FROM blobs WHERE digest = $1",
+                    &params![digest.as_str()],
+                )? {
+                    recorded.push(digest.clone());
                 }
             }
             Ok(recorded)
@@ -1291,14 +1126,12 @@ impl MetadataStore for SqliteMetadataStore {
     ) -> StorageResult<bool> {
         let (name, holder) = (name.to_owned(), holder.to_owned());
         self.write(move |tx| {
-            Ok(tx
-                .prepare_cached(
-                    "INSERT INTO leases (name, holder, until) VALUES (?1, ?2, ?4)
-                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until
-                      WHERE leases.until < ?3 OR leases.holder = excluded.holder",
-                )?
-                .execute(params![name, holder, now, until])?
-                == 1)
+            Ok(tx.execute(
+                "INSERT INTO leases (name, holder, until) VALUES ($1, $2, $4)
+                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until
+                  WHERE leases.until < $3 OR leases.holder = excluded.holder",
+                &params![&name, &holder, now, until],
+            )? == 1)
         })
         .await
     }
@@ -1306,8 +1139,10 @@ impl MetadataStore for SqliteMetadataStore {
     async fn release_lease(&self, name: &str, holder: &str) -> StorageResult<()> {
         let (name, holder) = (name.to_owned(), holder.to_owned());
         self.write(move |tx| {
-            tx.prepare_cached("DELETE FROM leases WHERE name = ?1 AND holder = ?2")?
-                .execute(params![name, holder])?;
+            tx.execute(
+                "DELETE FROM leases WHERE name = $1 AND holder = $2",
+                &params![&name, &holder],
+            )?;
             Ok(())
         })
         .await
@@ -1315,12 +1150,12 @@ impl MetadataStore for SqliteMetadataStore {
 }
 
 /// Reads everything collection decides from.
-fn read_snapshot(conn: &Connection) -> StorageResult<GcSnapshot> {
+fn read_snapshot(conn: &mut dyn Conn) -> StorageResult<GcSnapshot> {
     let mut repositories: Vec<RepositorySnapshot> = Vec::new();
     let mut index: HashMap<i64, usize> = HashMap::new();
-    let mut statement = conn.prepare("SELECT id, name FROM repositories ORDER BY name")?;
-    for row in statement.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))? {
-        let (id, name) = row?;
+    for (id, name) in
+        conn.rows::<(i64, String)>("SELECT id, name FROM repositories ORDER BY name", &[])?
+    {
         index.insert(id, repositories.len());
         repositories.push(RepositorySnapshot {
             name,
@@ -1328,29 +1163,21 @@ fn read_snapshot(conn: &Connection) -> StorageResult<GcSnapshot> {
         });
     }
     let mut references: HashMap<(i64, String), Vec<Digest>> = HashMap::new();
-    let mut statement = conn
-        .prepare("SELECT repository_id, manifest_digest, child_digest FROM manifest_references")?;
-    for row in statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))? {
-        let (id, manifest, child): (i64, String, String) = row?;
+    for (id, manifest, child) in conn.rows::<(i64, String, String)>(
+        "SELECT repository_id, manifest_digest, child_digest FROM manifest_references",
+        &[],
+    )? {
         references
             .entry((id, manifest))
             .or_default()
             .push(parse_digest(child)?);
     }
-    let mut statement = conn.prepare(
-        "SELECT repository_id, digest, size, subject, touched_at, pulled_at FROM manifests",
-    )?;
-    for row in statement.query_map([], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, Option<String>>(3)?,
-            r.get::<_, i64>(4)?,
-            r.get::<_, Option<i64>>(5)?,
-        ))
-    })? {
-        let (id, digest, size, subject, touched_at, pulled_at) = row?;
+    for (id, digest, size, subject, touched_at, pulled_at) in
+        conn.rows::<(i64, String, i64, Option<String>, i64, Option<i64>)>(
+            "SELECT repository_id, digest, size, subject, touched_at, pulled_at FROM manifests",
+            &[],
+        )?
+    {
         let Some(&at) = index.get(&id) else { continue };
         let references = references.remove(&(id, digest.clone())).unwrap_or_default();
         repositories[at].manifests.push(ManifestSnapshot {
@@ -1362,9 +1189,10 @@ fn read_snapshot(conn: &Connection) -> StorageResult<GcSnapshot> {
             pulled_at,
         });
     }
-    let mut statement = conn.prepare("SELECT repository_id, name, digest, updated_at FROM tags")?;
-    for row in statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))? {
-        let (id, name, digest, updated_at): (i64, String, String, i64) = row?;
+    for (id, name, digest, updated_at) in conn.rows::<(i64, String, String, i64)>(
+        "SELECT repository_id, name, digest, updated_at FROM tags",
+        &[],
+    )? {
         let Some(&at) = index.get(&id) else { continue };
         repositories[at].tags.push(TagSnapshot {
             name,
@@ -1372,12 +1200,11 @@ fn read_snapshot(conn: &Connection) -> StorageResult<GcSnapshot> {
             updated_at,
         });
     }
-    let mut statement = conn.prepare(
+    for (id, digest, size, linked_at) in conn.rows::<(i64, String, i64, i64)>(
         "SELECT rb.repository_id, rb.digest, b.size, rb.linked_at
            FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest",
-    )?;
-    for row in statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))? {
-        let (id, digest, size, linked_at): (i64, String, i64, i64) = row?;
+        &[],
+    )? {
         let Some(&at) = index.get(&id) else { continue };
         repositories[at].links.push(LinkSnapshot {
             digest: parse_digest(digest)?,
@@ -1385,22 +1212,22 @@ fn read_snapshot(conn: &Connection) -> StorageResult<GcSnapshot> {
             linked_at,
         });
     }
-    let mut blobs = Vec::new();
-    let mut statement = conn.prepare("SELECT digest, size, touched_at FROM blobs")?;
-    for row in statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))? {
-        let (digest, size, touched_at): (String, i64, i64) = row?;
-        blobs.push(BlobSnapshot {
-            digest: parse_digest(digest)?,
-            size: to_size(size),
-            touched_at,
-        });
-    }
+    let blobs = conn
+        .rows::<(String, i64, i64)>("SELECT digest, size, touched_at FROM blobs", &[])?
+        .into_iter()
+        .map(|(digest, size, touched_at)| {
+            Ok(BlobSnapshot {
+                digest: parse_digest(digest)?,
+                size: to_size(size),
+                touched_at,
+            })
+        })
+        .collect::<StorageResult<_>>()?;
     Ok(GcSnapshot {
         repositories,
         blobs,
     })
 }
-
 #[cfg(test)]
 mod tests {
     use std::future::Future as _;
@@ -1410,6 +1237,7 @@ mod tests {
 
     use super::*;
     use berth_oci::{RepositoryPattern, TagPattern};
+    use std::time::Duration;
 
     fn manifest(content: &str) -> NewManifest {
         NewManifest {
@@ -1429,8 +1257,7 @@ mod tests {
     /// being answered from the cache with the manifest it had before.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_write_whose_request_is_dropped_still_refreshes_lookups() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteMetadataStore::open(&dir.path().join("metadata.db")).unwrap();
+        let (_dir, store) = open_sqlite();
         let repository = RepositoryName::parse("app").unwrap();
         let tag = Tag::parse("latest").unwrap();
         let (old, new) = (manifest("one"), manifest("two"));
@@ -1474,11 +1301,60 @@ mod tests {
         }
     }
 
-    fn open() -> (tempfile::TempDir, SqliteMetadataStore) {
+    fn open_sqlite() -> (tempfile::TempDir, SqliteMetadataStore) {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteMetadataStore::open(&dir.path().join("metadata.db")).unwrap();
         (dir, store)
     }
+
+    async fn open_postgres(url: &str) -> PostgresMetadataStore {
+        let options = PostgresOptions {
+            url: url.to_owned(),
+            password: None,
+            pool_size: 8,
+            timeout: Duration::from_secs(10),
+        };
+        PostgresMetadataStore::connect(&options).await.unwrap()
+    }
+
+    /// Runs each store test on both engines.
+    macro_rules! on_every_engine {
+        ($($test:ident),* $(,)?) => {
+            mod sqlite {
+                $(
+                    #[tokio::test(flavor = "multi_thread")]
+                    async fn $test() {
+                        let (_dir, store) = super::open_sqlite();
+                        super::$test(&store).await
+                    }
+                )*
+            }
+            mod postgres {
+                $(
+                    #[tokio::test(flavor = "multi_thread")]
+                    async fn $test() {
+                        let url = berth_testkit::postgres().database();
+                        super::$test(&super::open_postgres(&url).await).await
+                    }
+                )*
+            }
+        };
+    }
+
+    on_every_engine!(
+        a_manifest_needs_its_blobs_and_records_nothing_without_them,
+        quotas_count_what_repositories_hold_together,
+        blobs_linked_under_a_prefix,
+        immutable_tags_are_neither_moved_nor_deleted,
+        a_blob_a_manifest_uses_is_deleted_only_by_force,
+        tags_go_only_unchanged_and_unpulled,
+        collection_deletes_only_what_is_still_unused,
+        tagging_refreshes_what_the_tag_makes_reachable,
+        one_holder_of_a_lease_at_a_time,
+        listings_page_in_byte_order,
+        referrers_filter_and_page,
+        uploads_expire_only_when_stale,
+    );
 
     fn name(text: &str) -> RepositoryName {
         RepositoryName::parse(text).unwrap()
@@ -1491,7 +1367,7 @@ mod tests {
         }
     }
 
-    async fn bytes_of(store: &SqliteMetadataStore, repository: &str) -> u64 {
+    async fn bytes_of(store: &dyn MetadataStore, repository: &str) -> u64 {
         store
             .repository_usage(None, 100)
             .await
@@ -1501,9 +1377,9 @@ mod tests {
             .map_or(0, |u| u.bytes)
     }
 
-    #[tokio::test]
-    async fn a_manifest_needs_its_blobs_and_records_nothing_without_them() {
-        let (_dir, store) = open();
+    async fn a_manifest_needs_its_blobs_and_records_nothing_without_them(
+        store: &dyn MetadataStore,
+    ) {
         let app = name("team/app");
         let layer = Digest::sha256_of(b"layer");
         let pushed = image("m", &[&layer]);
@@ -1517,12 +1393,10 @@ mod tests {
             .put_manifest(&app, pushed.clone(), None, 11, WriteRules::default())
             .await
             .unwrap();
-        assert_eq!(bytes_of(&store, "team/app").await, 5 + pushed.size);
+        assert_eq!(bytes_of(store, "team/app").await, 5 + pushed.size);
     }
 
-    #[tokio::test]
-    async fn quotas_count_what_repositories_hold_together() {
-        let (_dir, store) = open();
+    async fn quotas_count_what_repositories_hold_together(store: &dyn MetadataStore) {
         let quota = Quota {
             repositories: RepositoryPattern::parse("team/**").unwrap(),
             limit: 10,
@@ -1582,9 +1456,7 @@ mod tests {
         assert_eq!(store.usage(&quota).await.unwrap(), 10);
     }
 
-    #[tokio::test]
-    async fn blobs_linked_under_a_prefix() {
-        let (_dir, store) = open();
+    async fn blobs_linked_under_a_prefix(store: &dyn MetadataStore) {
         let digest = Digest::sha256_of(b"layer");
         for repository in ["hubx/app", "hu/b", "hub"] {
             store
@@ -1608,9 +1480,7 @@ mod tests {
         assert!(!store.blob_linked_under("hub", &other).await.unwrap());
     }
 
-    #[tokio::test]
-    async fn immutable_tags_are_neither_moved_nor_deleted() {
-        let (_dir, store) = open();
+    async fn immutable_tags_are_neither_moved_nor_deleted(store: &dyn MetadataStore) {
         let app = name("prod/app");
         let rules = WriteRules {
             quota: None,
@@ -1660,9 +1530,7 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_blob_a_manifest_uses_is_deleted_only_by_force() {
-        let (_dir, store) = open();
+    async fn a_blob_a_manifest_uses_is_deleted_only_by_force(store: &dyn MetadataStore) {
         let app = name("app");
         let layer = Digest::sha256_of(b"layer");
         store.link_blob(&app, &layer, 5, 1, None).await.unwrap();
@@ -1677,14 +1545,12 @@ mod tests {
         ));
         assert!(store.unlink_blob(&app, &layer, true).await.unwrap());
         assert!(!store.unlink_blob(&app, &layer, true).await.unwrap());
-        assert_eq!(bytes_of(&store, "app").await, m.size);
+        assert_eq!(bytes_of(store, "app").await, m.size);
     }
 
     /// A tag goes only if it still names what the collector saw, and its
     /// manifest was not pulled since the cutoff.
-    #[tokio::test]
-    async fn tags_go_only_unchanged_and_unpulled() {
-        let (_dir, store) = open();
+    async fn tags_go_only_unchanged_and_unpulled(store: &dyn MetadataStore) {
         let app = name("app");
         let m = image("m", &[]);
         let v1 = Tag::parse("v1").unwrap();
@@ -1710,9 +1576,7 @@ mod tests {
 
     /// Collection deletes only what is unreferenced now and untouched since
     /// its cutoff, whatever it saw when it planned.
-    #[tokio::test]
-    async fn collection_deletes_only_what_is_still_unused() {
-        let (_dir, store) = open();
+    async fn collection_deletes_only_what_is_still_unused(store: &dyn MetadataStore) {
         let app = name("app");
         let (used, unused) = (Digest::sha256_of(b"used"), Digest::sha256_of(b"unused"));
         store.link_blob(&app, &used, 4, 10, None).await.unwrap();
@@ -1758,7 +1622,7 @@ mod tests {
         );
         assert!(store.blob_recorded(&used).await.unwrap());
         assert!(!store.blob_recorded(&unused).await.unwrap());
-        assert_eq!(bytes_of(&store, "app").await, 4 + m.size);
+        assert_eq!(bytes_of(store, "app").await, 4 + m.size);
 
         // An untagged manifest goes, unless pulled since the second cutoff
         // (a pull in progress); a tagged one, or one touched since, stays.
@@ -1784,12 +1648,10 @@ mod tests {
                 .unwrap(),
             std::slice::from_ref(&used)
         );
-        assert_eq!(bytes_of(&store, "app").await, 0);
+        assert_eq!(bytes_of(store, "app").await, 0);
     }
 
-    #[tokio::test]
-    async fn tagging_refreshes_what_the_tag_makes_reachable() {
-        let (_dir, store) = open();
+    async fn tagging_refreshes_what_the_tag_makes_reachable(store: &dyn MetadataStore) {
         let app = name("app");
         let rules = WriteRules::default;
         let child = manifest("child");
@@ -1844,9 +1706,7 @@ mod tests {
         assert_eq!(deleted.len(), 3, "{deleted:?}");
     }
 
-    #[tokio::test]
-    async fn one_holder_of_a_lease_at_a_time() {
-        let (_dir, store) = open();
+    async fn one_holder_of_a_lease_at_a_time(store: &dyn MetadataStore) {
         assert!(store.take_lease("gc", "a", 100, 160).await.unwrap());
         assert!(!store.take_lease("gc", "b", 150, 210).await.unwrap());
         assert!(
@@ -1861,33 +1721,261 @@ mod tests {
         assert!(store.take_lease("gc", "a", 212, 270).await.unwrap());
     }
 
-    /// A store of the first schema upgrades in place: sizes are counted and
-    /// what it held counts as touched at the upgrade.
-    #[tokio::test]
-    async fn a_first_schema_store_is_upgraded() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("metadata.db");
-        {
-            let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(MIGRATIONS[0]).unwrap();
-            conn.execute_batch(
-                "INSERT INTO repositories (id, name) VALUES (1, 'app');
-                 INSERT INTO blobs (digest, size) VALUES
-                   ('sha256:0000000000000000000000000000000000000000000000000000000000000001', 7);
-                 INSERT INTO repository_blobs (repository_id, digest) VALUES
-                   (1, 'sha256:0000000000000000000000000000000000000000000000000000000000000001');
-                 PRAGMA user_version = 1;",
-            )
-            .unwrap();
+    async fn listings_page_in_byte_order(store: &dyn MetadataStore) {
+        let blob = Digest::sha256_of(b"layer");
+        // '-' (0x2d) sorts before '/' (0x2f): byte order, not a locale's.
+        for repository in ["b", "a/z", "a-b", "a", "a/b"] {
+            store
+                .link_blob(&name(repository), &blob, 1, 1, None)
+                .await
+                .unwrap();
         }
-        let store = SqliteMetadataStore::open(&path).unwrap();
-        assert_eq!(bytes_of(&store, "app").await, 7);
-        let snapshot = store.gc_snapshot().await.unwrap();
-        let link = &snapshot.repositories[0].links[0];
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64;
-        assert!((now - link.linked_at).abs() < 60_000, "{link:?}");
+        assert_eq!(
+            store.repositories(None, 10).await.unwrap(),
+            ["a", "a-b", "a/b", "a/z", "b"]
+        );
+        assert_eq!(
+            store.repositories(Some("a-b"), 2).await.unwrap(),
+            ["a/b", "a/z"]
+        );
+        let app = name("a");
+        for tag in ["v2", "_x", "v10", "V1"] {
+            store
+                .put_manifest(
+                    &app,
+                    manifest(tag),
+                    Some(&Tag::parse(tag).unwrap()),
+                    2,
+                    WriteRules::default(),
+                )
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            store.tags(&app, None, 10).await.unwrap().unwrap(),
+            ["V1", "_x", "v10", "v2"]
+        );
+        assert_eq!(
+            store.tags(&app, Some("_x"), 1).await.unwrap().unwrap(),
+            ["v10"]
+        );
+        assert_eq!(store.tags(&name("none"), None, 10).await.unwrap(), None);
+        let totals = store.totals().await.unwrap();
+        assert_eq!(
+            (
+                totals.repositories,
+                totals.manifests,
+                totals.tags,
+                totals.blobs
+            ),
+            (5, 4, 4, 5)
+        );
+        assert_eq!(totals.blob_bytes, 1 + 2 + 2 + 3 + 2);
+        store.ping().await.unwrap();
+    }
+
+    async fn referrers_filter_and_page(store: &dyn MetadataStore) {
+        let app = name("app");
+        let subject = manifest("subject");
+        store
+            .put_manifest(&app, subject.clone(), None, 1, WriteRules::default())
+            .await
+            .unwrap();
+        let mut referrers: Vec<NewManifest> = ["sig", "sbom-1", "sbom-2"]
+            .iter()
+            .map(|content| NewManifest {
+                subject: Some(subject.digest.clone()),
+                artifact_type: Some(format!("application/{}", &content[..3])),
+                annotations: Some(format!(r#"{{"n":"{content}"}}"#)),
+                ..manifest(content)
+            })
+            .collect();
+        for referrer in &referrers {
+            store
+                .put_manifest(&app, referrer.clone(), None, 2, WriteRules::default())
+                .await
+                .unwrap();
+        }
+        referrers.sort_by(|a, b| a.digest.as_str().cmp(b.digest.as_str()));
+        let all = store
+            .referrers(&app, &subject.digest, None, None, 10)
+            .await
+            .unwrap();
+        let digests =
+            |list: &[ReferrerRecord]| list.iter().map(|r| r.digest.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            digests(&all),
+            referrers
+                .iter()
+                .map(|r| r.digest.clone())
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(all[0].annotations, referrers[0].annotations);
+        let sboms = store
+            .referrers(&app, &subject.digest, Some("application/sbo"), None, 10)
+            .await
+            .unwrap();
+        assert_eq!(sboms.len(), 2);
+        assert!(
+            sboms
+                .iter()
+                .all(|r| r.artifact_type.as_deref() == Some("application/sbo"))
+        );
+        let page = store
+            .referrers(&app, &subject.digest, None, Some(&all[0].digest), 1)
+            .await
+            .unwrap();
+        assert_eq!(digests(&page), [all[1].digest.clone()]);
+        assert!(
+            store
+                .referrers(&app, &referrers[0].digest, None, None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    async fn uploads_expire_only_when_stale(store: &dyn MetadataStore) {
+        let app = name("app");
+        let layer = Digest::sha256_of(b"layer");
+        store.link_blob(&app, &layer, 1, 1, None).await.unwrap();
+        store.create_upload("u1", &app, "alice", 10).await.unwrap();
+        store.create_upload("u2", &app, "", 20).await.unwrap();
+        let u1 = store.upload("u1").await.unwrap().unwrap();
+        assert_eq!(
+            (u1.repository.as_str(), u1.owner.as_deref(), u1.updated_at),
+            ("app", Some("alice"), 10)
+        );
+        assert_eq!(store.stale_uploads(15, None, 10).await.unwrap(), ["u1"]);
+        store.touch_upload("u1", 30).await.unwrap();
+        assert_eq!(store.stale_uploads(25, None, 10).await.unwrap(), ["u2"]);
+        assert_eq!(
+            store.stale_uploads(100, Some("u1"), 10).await.unwrap(),
+            ["u2"]
+        );
+        assert!(!store.delete_stale_upload("u1", 25).await.unwrap());
+        assert!(store.delete_stale_upload("u2", 25).await.unwrap());
+        assert_eq!(store.upload("u2").await.unwrap(), None);
+        assert_eq!(
+            store
+                .delete_repository(&app, ImmutableTags::default())
+                .await
+                .unwrap(),
+            Some(vec!["u1".to_owned()])
+        );
+        assert_eq!(store.upload("u1").await.unwrap(), None);
+    }
+
+    /// Writers in two processes (two stores on one database) racing for the
+    /// last bytes of one quota: exactly as many writes fit as the quota
+    /// allows, as if they had run one after another.
+    async fn racing_writers_keep_one_quota(a: Arc<dyn MetadataStore>, b: Arc<dyn MetadataStore>) {
+        let quota = Quota {
+            repositories: RepositoryPattern::parse("team/**").unwrap(),
+            limit: 10,
+            excluded: vec![],
+        };
+        let writes: Vec<_> = (0..40u8)
+            .map(|i| {
+                let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+                let quota = quota.clone();
+                tokio::spawn(async move {
+                    let repository = name(&format!("team/r{}", i % 3));
+                    store
+                        .link_blob(&repository, &Digest::sha256_of(&[i]), 1, 1, Some(quota))
+                        .await
+                })
+            })
+            .collect();
+        let mut linked = 0;
+        for write in writes {
+            match write.await.unwrap() {
+                Ok(()) => linked += 1,
+                Err(StorageError::QuotaExceeded { .. }) => {}
+                Err(other) => panic!("{other}"),
+            }
+        }
+        assert_eq!(linked, 10);
+        assert_eq!(a.usage(&quota).await.unwrap(), 10);
+        assert_eq!(b.totals().await.unwrap().blobs, 10);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn racing_sqlite_writers_keep_one_quota() {
+        let (dir, a) = open_sqlite();
+        let b = SqliteMetadataStore::open(&dir.path().join("metadata.db")).unwrap();
+        racing_writers_keep_one_quota(Arc::new(a), Arc::new(b)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn racing_postgres_writers_keep_one_quota() {
+        let url = berth_testkit::postgres().database();
+        let (a, b) = tokio::join!(open_postgres(&url), open_postgres(&url));
+        racing_writers_keep_one_quota(Arc::new(a), Arc::new(b)).await;
+    }
+
+    /// Two processes moving one tag at once, each also pushing the image:
+    /// the tag ends on one of them, and both images stay whole.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn racing_postgres_pushes_of_one_tag_end_consistent() {
+        let url = berth_testkit::postgres().database();
+        let (a, b) = tokio::join!(open_postgres(&url), open_postgres(&url));
+        let (a, b): (Arc<dyn MetadataStore>, Arc<dyn MetadataStore>) = (Arc::new(a), Arc::new(b));
+        let app = name("app");
+        let tag = Tag::parse("latest").unwrap();
+        let layer = Digest::sha256_of(b"layer");
+        a.link_blob(&app, &layer, 5, 1, None).await.unwrap();
+        let pushes: Vec<_> = (0..20)
+            .map(|i| {
+                let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+                let (app, tag, layer) = (app.clone(), tag.clone(), layer.clone());
+                tokio::spawn(async move {
+                    let image = image(&format!("image {i}"), &[&layer]);
+                    store
+                        .put_manifest(
+                            &app,
+                            image.clone(),
+                            Some(&tag),
+                            2 + i,
+                            WriteRules::default(),
+                        )
+                        .await
+                        .map(|()| image.digest)
+                })
+            })
+            .collect();
+        let mut pushed = Vec::new();
+        for push in pushes {
+            pushed.push(push.await.unwrap().unwrap());
+        }
+        let tagged = b.resolve_tag(&app, &tag).await.unwrap().unwrap();
+        assert!(pushed.contains(&tagged.digest));
+        for digest in &pushed {
+            assert!(a.manifest(&app, digest).await.unwrap().is_some());
+        }
+        let usage = b.repository_usage(None, 10).await.unwrap();
+        assert_eq!((usage[0].manifests, usage[0].tags), (20, 1));
+        let sizes: usize = (0..20).map(|i| format!("image {i}").len()).sum();
+        assert_eq!(usage[0].bytes, 5 + sizes as u64);
+    }
+
+    /// berth processes starting together on an empty database: one creates
+    /// the schema, the others wait for it and find it done.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn postgres_processes_starting_together_migrate_once() {
+        let url = berth_testkit::postgres().database();
+        let (a, b, c) = tokio::join!(
+            open_postgres(&url),
+            open_postgres(&url),
+            open_postgres(&url)
+        );
+        for store in [&a, &b, &c] {
+            store.ping().await.unwrap();
+        }
+        let version = berth_testkit::postgres().run(
+            url.rsplit('/').next().unwrap(),
+            "SELECT version FROM berth_schema",
+        );
+        assert_eq!(version.trim(), "1");
     }
 }
