@@ -15,7 +15,7 @@ use berth_registry::{
 };
 use berth_server::TrustedProxies;
 use berth_server::body::BodyPace;
-use berth_storage::PostgresOptions;
+use berth_storage::{PostgresOptions, S3Options};
 use clap::builder::BoolishValueParser;
 use clap::{Args, ValueEnum};
 use ipnet::IpNet;
@@ -51,6 +51,27 @@ pub struct ServeArgs {
     /// [default: DATA_DIR/metadata.db]
     #[arg(long, env = "BERTH_DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
+
+    /// Keep blobs in this S3 bucket instead of DATA_DIR/blobs: with
+    /// --database-url, for several berth processes serving one registry;
+    /// credentials from [s3] or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY
+    /// [default: none, blobs on local disk]
+    #[arg(long, env = "BERTH_S3_BUCKET", value_name = "BUCKET")]
+    pub s3_bucket: Option<String>,
+
+    /// The S3 endpoint of a self-hosted store (Garage, MinIO, Ceph), e.g.
+    /// http://garage:3900; requests then name the bucket in the path
+    /// [default: AWS]
+    #[arg(long, env = "BERTH_S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+
+    /// The bucket's region [default: us-east-1, or AWS_REGION]
+    #[arg(long, env = "BERTH_S3_REGION", value_name = "REGION")]
+    pub s3_region: Option<String>,
+
+    /// Keep berth's objects under this key prefix of the bucket [default: none]
+    #[arg(long, env = "BERTH_S3_PREFIX", value_name = "PREFIX")]
+    pub s3_prefix: Option<String>,
 
     /// Also serve /metrics (Prometheus) on this address alone and openly, for
     /// scraping inside the cluster; on the registry's port /metrics takes an
@@ -307,6 +328,27 @@ struct FileConfig {
     upstream: Vec<FileUpstream>,
     #[serde(default)]
     database: FileDatabase,
+    #[serde(default)]
+    s3: FileS3,
+}
+
+/// `[s3]`: blobs in an S3 bucket instead of the data directory.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileS3 {
+    bucket: Option<String>,
+    endpoint: Option<String>,
+    region: Option<String>,
+    prefix: Option<String>,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    /// The secret apart from this file, e.g. a mounted Secret's file.
+    secret_access_key_file: Option<PathBuf>,
+    /// Path-style requests; the default with an endpoint.
+    path_style: Option<bool>,
+    ca_file: Option<PathBuf>,
+    /// Whether collections list the whole bucket for unrecorded bytes.
+    sweep_unrecorded: Option<bool>,
 }
 
 /// `[database]`: metadata in PostgreSQL instead of the embedded file.
@@ -523,6 +565,8 @@ pub struct ServeConfig {
     pub cache: Option<CacheConfig>,
     /// PostgreSQL for the metadata; `None` for the embedded SQLite file.
     pub database: Option<PostgresOptions>,
+    /// An S3 bucket for the blobs; `None` for the data directory.
+    pub s3: Option<S3Options>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -681,9 +725,21 @@ impl ServeArgs {
         let database_timeout = duration("database.timeout", &file.database.timeout)?;
         let database = database_options(self.database_url, &file.database, database_timeout)
             .map_err(invalid)?;
+        let s3 = s3_options(
+            S3Flags {
+                bucket: self.s3_bucket,
+                endpoint: self.s3_endpoint,
+                region: self.s3_region,
+                prefix: self.s3_prefix,
+            },
+            &file.s3,
+        )
+        .map_err(invalid)?;
+        let sweep_unrecorded = s3.is_none() || file.s3.sweep_unrecorded.unwrap_or(false);
         let defaults = RegistryConfig::default();
         Ok(ServeConfig {
             database,
+            s3,
             metrics_addr: self.metrics_addr.or(file.metrics_addr),
             addr: self
                 .addr
@@ -722,6 +778,7 @@ impl ServeArgs {
                 gc_grace: gc_grace.unwrap_or(defaults.gc_grace),
                 gc_untagged_after: gc_untagged_after.unwrap_or(defaults.gc_untagged_after),
                 rules,
+                sweep_unrecorded,
                 ..defaults
             },
             auth: AuthSettings {
@@ -741,6 +798,70 @@ impl ServeArgs {
 
 /// The pull-through cache of the file, checked; adds its size limit to
 /// `rules`.
+/// The `--s3-*` flags (and their variables), over `[s3]`.
+struct S3Flags {
+    bucket: Option<String>,
+    endpoint: Option<String>,
+    region: Option<String>,
+    prefix: Option<String>,
+}
+
+/// S3 settings from the flags or `[s3]`, if a bucket is given.
+fn s3_options(flags: S3Flags, file: &FileS3) -> Result<Option<S3Options>, String> {
+    let Some(bucket) = flags.bucket.or_else(|| file.bucket.clone()) else {
+        if flags.endpoint.is_some() || file.endpoint.is_some() || file.access_key_id.is_some() {
+            return Err(
+                "S3 settings without a bucket: give --s3-bucket (BERTH_S3_BUCKET) or \
+                        [s3] bucket, or remove them to keep blobs on local disk"
+                    .into(),
+            );
+        }
+        return Ok(None);
+    };
+    let endpoint = flags
+        .endpoint
+        .or_else(|| file.endpoint.clone())
+        .unwrap_or_default();
+    if !endpoint.is_empty() && !endpoint.starts_with("http://") && !endpoint.starts_with("https://")
+    {
+        return Err(format!(
+            "the S3 endpoint {endpoint:?} needs its scheme: http://… or https://…"
+        ));
+    }
+    let secret = match (&file.secret_access_key, &file.secret_access_key_file) {
+        (Some(_), Some(_)) => {
+            return Err("give s3.secret_access_key or s3.secret_access_key_file, not both".into());
+        }
+        (Some(secret), None) => Some(secret.clone()),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("s3.secret_access_key_file {}: {e}", path.display()))?,
+        ),
+        (None, None) => None,
+    };
+    if file.access_key_id.is_some() != secret.is_some() {
+        return Err(
+            "give s3.access_key_id with its secret, or neither (to use the AWS environment)".into(),
+        );
+    }
+    Ok(Some(S3Options {
+        path_style: file.path_style.unwrap_or(!endpoint.is_empty()),
+        endpoint,
+        region: flags
+            .region
+            .or_else(|| file.region.clone())
+            .unwrap_or_default(),
+        bucket,
+        access_key_id: file.access_key_id.clone(),
+        secret_access_key: secret,
+        prefix: flags
+            .prefix
+            .or_else(|| file.prefix.clone())
+            .unwrap_or_default(),
+        ca_file: file.ca_file.clone(),
+    }))
+}
+
 /// PostgreSQL settings from the flag or `[database]`, if a URL is given.
 fn database_options(
     url: Option<String>,

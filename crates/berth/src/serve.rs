@@ -21,7 +21,9 @@ use berth_client::Credentials;
 use berth_registry::{GcOptions, Registry, RegistryError};
 use berth_server::AppState;
 use berth_server::metrics::Metrics;
-use berth_storage::{FsBlobStore, MetadataStore, PostgresMetadataStore, SqliteMetadataStore};
+use berth_storage::{
+    BlobStore, FsBlobStore, MetadataStore, PostgresMetadataStore, S3BlobStore, SqliteMetadataStore,
+};
 use hyper_util::rt::TokioTimer;
 use tokio::net::TcpListener;
 
@@ -89,9 +91,26 @@ async fn serve(config: ServeConfig) -> Result<()> {
             data_dir.display()
         )
     })?;
-    let _lock = lock_data_dir(&config)?;
-    let blobs = FsBlobStore::open(data_dir, config.reserve_space)
-        .with_context(|| format!("cannot open blob storage in {}", data_dir.display()))?;
+    // Blobs and metadata both shared: any number of berth processes may
+    // serve them. Otherwise this process keeps state of the data directory's
+    // stores (upload hash state, SQLite's single writer) alone.
+    let _lock = match (&config.s3, &config.database) {
+        (Some(_), Some(_)) => None,
+        _ => Some(lock_data_dir(&config)?),
+    };
+    let blobs: Arc<dyn BlobStore> = match &config.s3 {
+        None => Arc::new(
+            FsBlobStore::open(data_dir, config.reserve_space)
+                .with_context(|| format!("cannot open blob storage in {}", data_dir.display()))?,
+        ),
+        Some(options) => Arc::new(S3BlobStore::open(options).await.with_context(|| {
+            format!(
+                "cannot reach the S3 bucket {:?}: check --s3-bucket, --s3-endpoint and the \
+                 credentials ([s3] or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)",
+                options.bucket
+            )
+        })?),
+    };
     let metadata: Arc<dyn MetadataStore> = match &config.database {
         None => Arc::new(
             SqliteMetadataStore::open(&data_dir.join("metadata.db"))
@@ -102,11 +121,7 @@ async fn serve(config: ServeConfig) -> Result<()> {
              (BERTH_DATABASE_URL, [database] url) and that the server accepts berth's user",
         )?),
     };
-    let registry = Arc::new(Registry::new(
-        Arc::new(blobs),
-        metadata,
-        config.registry.clone(),
-    ));
+    let registry = Arc::new(Registry::new(blobs, metadata, config.registry.clone()));
     let auth = Arc::new(open_authenticator(&config)?);
     let cache = match &config.cache {
         Some(cache) => Some(Arc::new(open_cache(registry.clone(), cache, data_dir)?)),

@@ -6,6 +6,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 use sha2::Digest as _;
+use sha2::digest::common::hazmat::SerializableState as _;
 
 /// The digest algorithms berth can verify. The spec registers exactly these two.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -141,6 +142,29 @@ impl Hasher {
         }
     }
 
+    /// The hash state as bytes, so that another process can resume it
+    /// ([`Hasher::resume`]): an upload continued on another replica is not
+    /// read again to be hashed.
+    pub fn state(&self) -> Vec<u8> {
+        match self {
+            Hasher::Sha256(h) => h.serialize().to_vec(),
+            Hasher::Sha512(h) => h.serialize().to_vec(),
+        }
+    }
+
+    /// A hasher continuing from a [`Hasher::state`]; `None` if `state` is
+    /// not one of `algorithm`.
+    pub fn resume(algorithm: Algorithm, state: &[u8]) -> Option<Self> {
+        Some(match algorithm {
+            Algorithm::Sha256 => {
+                Hasher::Sha256(sha2::Sha256::deserialize(state.try_into().ok()?).ok()?)
+            }
+            Algorithm::Sha512 => {
+                Hasher::Sha512(sha2::Sha512::deserialize(state.try_into().ok()?).ok()?)
+            }
+        })
+    }
+
     pub fn finish(self) -> Digest {
         match self {
             Hasher::Sha256(h) => Digest(format!("sha256:{}", hex::encode(h.finalize()))),
@@ -162,6 +186,21 @@ mod tests {
         assert_eq!(Digest::parse(EMPTY).unwrap(), d);
         assert_eq!(d.algorithm(), Algorithm::Sha256);
         assert_eq!(d.encoded().len(), 64);
+    }
+
+    #[test]
+    fn a_hash_resumes_from_its_state() {
+        for algorithm in [Algorithm::Sha256, Algorithm::Sha512] {
+            let mut whole = Hasher::new(algorithm);
+            whole.update(b"hello, resumable world");
+            let mut first = Hasher::new(algorithm);
+            first.update(b"hello, ");
+            let state = first.state();
+            let mut second = Hasher::resume(algorithm, &state).unwrap();
+            second.update(b"resumable world");
+            assert_eq!(second.finish(), whole.finish());
+            assert!(Hasher::resume(algorithm, &state[1..]).is_none());
+        }
     }
 
     #[test]

@@ -698,6 +698,9 @@ impl Registry {
         }
 
         self.renew(lease).await?;
+        if !self.config.sweep_unrecorded {
+            return Ok(report);
+        }
         let orphans = self.orphans(cutoff, progress).await?;
         for batch in orphans.chunks(BATCH) {
             let work = std::time::Instant::now();

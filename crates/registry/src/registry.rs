@@ -37,6 +37,10 @@ pub struct RegistryConfig {
     pub gc_untagged_after: Duration,
     /// Quotas, immutable tags and retention.
     pub rules: StorageRules,
+    /// Whether each collection also lists every stored blob to remove bytes
+    /// no metadata records (left by a crash between storing and recording):
+    /// cheap on a local disk, a full bucket listing on S3, where it is off.
+    pub sweep_unrecorded: bool,
 }
 
 impl Default for RegistryConfig {
@@ -49,6 +53,7 @@ impl Default for RegistryConfig {
             gc_grace: Duration::from_secs(3600),
             gc_untagged_after: Duration::from_secs(7 * 24 * 3600),
             rules: StorageRules::default(),
+            sweep_unrecorded: true,
         }
     }
 }

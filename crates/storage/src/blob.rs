@@ -24,6 +24,48 @@ pub struct Stashed {
     pub key: String,
 }
 
+impl Stashed {
+    /// `digest`'s bytes stashed at `at`, under a key naming both
+    /// (`<algorithm>-<hex>-<millis>-<unique>`), so that what is stashed is
+    /// known from a listing alone.
+    pub(crate) fn new(digest: &Digest, at: Timestamp, unique: &str) -> Self {
+        Stashed {
+            digest: digest.clone(),
+            at,
+            key: format!(
+                "{}-{}-{at}-{unique}",
+                digest.algorithm().name(),
+                digest.encoded()
+            ),
+        }
+    }
+
+    /// The stash `key` names, if it names one.
+    pub(crate) fn parse(key: String) -> Option<Self> {
+        let mut parts = key.splitn(4, '-');
+        let (algorithm, hex, at) = (parts.next()?, parts.next()?, parts.next()?);
+        let digest = Digest::parse(&format!("{algorithm}:{hex}")).ok()?;
+        let at = at.parse().ok()?;
+        Some(Stashed { digest, at, key })
+    }
+}
+
+/// How an upload's request body ended.
+pub(crate) enum Ending {
+    Complete,
+    /// The body failed (the client vanished, the body timed out).
+    Interrupted(std::io::Error),
+    /// A chunk sent more bytes than it declared.
+    Overflow,
+}
+
+/// Now, in Unix milliseconds.
+pub(crate) fn now_millis() -> Timestamp {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as Timestamp)
+}
+
 /// Room claimed in a blob store by a writer outside it; given back when
 /// dropped.
 pub struct RoomClaim(#[allow(dead_code)] Option<Box<dyn std::any::Any + Send + Sync>>);

@@ -32,7 +32,7 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
-use crate::blob::{BlobStore, ByteStream, RoomClaim, Stashed, StoredBlob};
+use crate::blob::{BlobStore, ByteStream, Ending, RoomClaim, Stashed, StoredBlob, now_millis};
 use crate::metadata::Timestamp;
 use crate::{Received, StorageError, StorageResult};
 
@@ -48,15 +48,6 @@ const DRAIN_AFTER_FAILURE: u64 = 1 << 30;
 
 /// How many bytes an upload writes between checks of the free space.
 const SPACE_CHECK_EVERY: u64 = 8 * 1024 * 1024;
-
-/// How receiving an appended body ended.
-enum Ending {
-    Complete,
-    /// The body failed (the client vanished, the body timed out).
-    Interrupted(io::Error),
-    /// A chunk sent more bytes than it declared.
-    Overflow,
-}
 
 /// An upload's hash state after its last byte, kept so a chunked upload is
 /// hashed once while it arrives. Lost on restart; then rebuilt from the file.
@@ -325,21 +316,6 @@ fn write_chunks(
     }
     out.flush().map_err(write_error)?;
     Ok(UploadHash { size, hasher })
-}
-
-/// The digest a stash file holds and when it was stashed:
-/// `<algorithm>-<hex>-<millis>-<unique>`.
-fn parse_stash_key(name: &str) -> Option<(Digest, Timestamp)> {
-    let mut parts = name.splitn(4, '-');
-    let (algorithm, hex, at) = (parts.next()?, parts.next()?, parts.next()?);
-    let digest = Digest::parse(&format!("{algorithm}:{hex}")).ok()?;
-    Some((digest, at.parse().ok()?))
-}
-
-fn now_millis() -> Timestamp {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as Timestamp)
 }
 
 /// The blobs under `blobs/<algorithm>/` after `after`, in order, at most
@@ -651,17 +627,7 @@ impl BlobStore for FsBlobStore {
         let moves: Vec<(PathBuf, Stashed)> = digests
             .iter()
             .map(|digest| {
-                let key = format!(
-                    "{}-{}-{at}-{}",
-                    digest.algorithm().name(),
-                    digest.encoded(),
-                    self.unique()
-                );
-                let stashed = Stashed {
-                    digest: digest.clone(),
-                    at,
-                    key,
-                };
+                let stashed = Stashed::new(digest, at, &self.unique());
                 (self.blob_path(digest), stashed)
             })
             .collect();
@@ -722,9 +688,7 @@ impl BlobStore for FsBlobStore {
             let mut stashed = Vec::new();
             for entry in fs::read_dir(trash)? {
                 let key = entry?.file_name().to_string_lossy().into_owned();
-                if let Some((digest, at)) = parse_stash_key(&key) {
-                    stashed.push(Stashed { digest, at, key });
-                }
+                stashed.extend(Stashed::parse(key));
             }
             Ok(stashed)
         })

@@ -7,7 +7,8 @@
 //!   stored once whatever the number of repositories using them, plus the
 //!   temporary files of uploads in progress. [`FsBlobStore`] keeps them on local
 //!   disk and makes a blob visible only once its digest is verified and its bytes
-//!   are durable.
+//!   are durable; [`S3BlobStore`] keeps them in an S3-compatible bucket that
+//!   several berth processes share.
 //! * [`MetadataStore`]: repositories, tags, manifests, which repository may read
 //!   which blob, the subject → referrer index and upload sessions.
 //!   [`SqliteMetadataStore`] is the embedded default;
@@ -19,6 +20,7 @@ mod error;
 mod fs;
 mod lookup_cache;
 mod metadata;
+mod s3;
 mod sql;
 
 pub use blob::{BlobStore, ByteStream, RoomClaim, Stashed, StoredBlob};
@@ -29,4 +31,5 @@ pub use metadata::{
     MetadataStore, NewManifest, Quota, ReferrerRecord, RepositorySnapshot, RepositoryUsage,
     StorageTotals, TagSnapshot, Timestamp, UploadRecord, WriteRules,
 };
+pub use s3::{S3BlobStore, S3Options};
 pub use sql::{PostgresMetadataStore, PostgresOptions, SqliteMetadataStore};

@@ -5,7 +5,10 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+mod garage;
 mod postgres;
+mod watchdog;
+pub use garage::{GARAGE_KEY_ID, GARAGE_SECRET, GarageServer, garage};
 pub use postgres::{PostgresServer, postgres};
 
 use sha2::Digest as _;

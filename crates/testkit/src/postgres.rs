@@ -2,12 +2,12 @@
 //!
 //! One server per test process, started on first use in a temporary
 //! directory on a loopback port; each test takes a fresh database of its
-//! own. A watchdog shell stops the server and removes its directory once the
+//! own. A watchdog stops the server and removes its directory once the
 //! test process is gone, however it ends (statics are never dropped).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -112,34 +112,8 @@ impl PostgresServer {
             // Durability is not what the tests check; speed is welcome.
             .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
             .args(["-c", "max_connections=300"]);
-        let log = std::fs::File::create(dir.join("log")).expect("log file");
-        let watched = std::process::id().to_string();
-        let mut watchdog = Command::new("sh");
-        watchdog
-            .args([
-                "-c",
-                r#"watched=$1 dir=$2; shift 2
-                   "$@" & server=$!
-                   while kill -0 "$watched" 2>/dev/null && kill -0 "$server" 2>/dev/null; do
-                       sleep 0.5
-                   done
-                   kill -INT "$server" 2>/dev/null; wait "$server"; rm -rf "$dir""#,
-                "watchdog",
-                &watched,
-            ])
-            .arg(&dir)
-            .arg(postgres.get_program())
-            .args(postgres.get_args())
-            .envs(postgres.get_envs().filter_map(|(k, v)| Some((k, v?))))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log);
-        let mut watchdog = watchdog
-            .spawn()
-            .expect("cannot start PostgreSQL's watchdog");
-        // Reaped here if it ends first (a server that would not start);
-        // otherwise it outlives this process, by design.
-        std::thread::spawn(move || watchdog.wait());
+        // SIGINT: PostgreSQL's fast shutdown.
+        crate::watchdog::spawn_watched(&postgres, &dir, "INT");
         let server = PostgresServer {
             port,
             bin,

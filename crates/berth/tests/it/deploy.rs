@@ -58,6 +58,32 @@ fn every_overlay_renders_and_validates() {
             );
         }
     }
+    // Replicas on shared stores: no volume claim, a rolling update, the
+    // stores' and the signing key's Secrets mounted where berth.toml says.
+    let replicas = render("replicas");
+    let file = work.path().join("replicas.yaml");
+    std::fs::write(&file, &replicas).unwrap();
+    succeed(validator().arg(&file));
+    for needed in [
+        "replicas: 3",
+        "type: RollingUpdate",
+        "secretName: berth-stores",
+        "secretName: berth-signing-key",
+        "password_file = \"/etc/berth/stores/database-password\"",
+        "secret_access_key_file = \"/etc/berth/stores/s3-secret\"",
+        "mountPath: /etc/berth/stores",
+    ] {
+        assert!(
+            replicas.contains(needed),
+            "replicas lacks {needed}:\n{replicas}"
+        );
+    }
+    for absent in ["PersistentVolumeClaim", "claimName", "Recreate"] {
+        assert!(
+            !replicas.contains(absent),
+            "replicas has {absent}:\n{replicas}"
+        );
+    }
     let ingress = render("ingress-tls");
     assert!(ingress.contains("cert-manager.io/cluster-issuer"));
     // Behind the ingress, clients are sent to the token endpoint over https.

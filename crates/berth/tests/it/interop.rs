@@ -3,23 +3,8 @@
 
 use std::path::Path;
 
-use crate::common::image::Layout;
+use crate::common::image::{Layout, layout_digest};
 use crate::common::{Server, run_tool_failing, sha256, skopeo, succeed};
-
-/// The manifest digest index.json gives for `tag`.
-fn layout_digest(dir: &Path, tag: &str) -> String {
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
-    index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
-        .unwrap_or_else(|| panic!("{tag} not in {}", dir.display()))["digest"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
 
 fn blob_names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir.join("blobs/sha256"))

@@ -1,8 +1,12 @@
 //! berth on shared stores: metadata in PostgreSQL (the test process's own
-//! server, from Debian's packages).
+//! server, from Debian's packages) and blobs in S3 (the test process's own
+//! Garage), several processes serving one registry.
 
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt as _;
+
+use crate::common::image::{Layout, layout_digest};
 use crate::common::*;
 
 /// An unreachable or misnamed database stops the start with the setting
@@ -68,4 +72,158 @@ async fn the_metadata_is_the_databases() {
     assert_eq!(tags["tags"], serde_json::json!(["v1"]));
     let catalog = get("/v2/_catalog").await;
     assert_eq!(catalog["repositories"], serde_json::json!(["shared/app"]));
+}
+
+/// `berth.toml` for replicas sharing one PostgreSQL database and one bucket
+/// of the test Garage.
+fn shared_config(dir: &std::path::Path) -> String {
+    let path = dir.join("berth.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[database]\nurl = \"{}\"\n\n[s3]\nendpoint = \"{}\"\nregion = \"garage\"\n\
+             bucket = \"{}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
+            berth_testkit::postgres().database(),
+            berth_testkit::garage().endpoint(),
+            berth_testkit::garage().bucket(),
+            berth_testkit::GARAGE_KEY_ID,
+            berth_testkit::GARAGE_SECRET,
+        ),
+    )
+    .unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// Two berth processes on one bucket and one database (and the data
+/// directory's users and keys, as a shared volume or Secret would give
+/// them) are one registry: skopeo pushes a multi-arch index through one and
+/// pulls it through the other byte for byte; one upload alternates its
+/// chunks between them; a replica killed mid-push leaves nothing partial,
+/// and the push redone through the other completes.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_on_one_bucket_and_one_database_are_one_registry() {
+    let data = tempfile::tempdir().unwrap();
+    let config = shared_config(data.path());
+    let a = Server::start_in(data.path(), &["--config", &config]);
+    let mut b = Server::start_in(data.path(), &["--config", &config]);
+
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    let mut layout = Layout::new(&source);
+    let index = layout.index(&["amd64", "arm64"], 3);
+    layout.tag(&index, "v1");
+    skopeo(
+        &a,
+        &[
+            "copy",
+            "--all",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:v1", source.display()),
+            &format!("docker://{}/team/app:v1", a.addr),
+        ],
+    );
+    let pulled = work.path().join("pulled");
+    skopeo(
+        &b,
+        &[
+            "copy",
+            "--all",
+            "--src-tls-verify=false",
+            &format!("docker://{}/team/app:v1", b.addr),
+            &format!("oci:{}:v1", pulled.display()),
+        ],
+    );
+    assert_eq!(layout_digest(&pulled, "v1"), index.digest);
+
+    // One upload, its chunks alternating between the replicas, and sizes
+    // on both sides of S3's 5 MiB part minimum.
+    let (api_a, api_b) = (Api::new(&a), Api::new(&b));
+    let content = berth_testkit::noise((20 << 20) + 5, 9);
+    let digest = berth_testkit::sha256(&content);
+    let r = api_a
+        .http
+        .post(api_a.url("/v2/team/big/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let mut location = r.headers()["location"].to_str().unwrap().to_owned();
+    let cuts = [0, 1000, 6 << 20, (9 << 20) + 3, content.len()];
+    for (i, window) in cuts.windows(2).enumerate() {
+        let api = if i % 2 == 0 { &api_a } else { &api_b };
+        let r = api
+            .http
+            .patch(api.url(&location))
+            .header("content-range", format!("{}-{}", window[0], window[1] - 1))
+            .body(content[window[0]..window[1]].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+        assert_eq!(
+            r.headers()["range"],
+            format!("0-{}", window[1] - 1).as_str()
+        );
+        location = r.headers()["location"].to_str().unwrap().to_owned();
+    }
+    let r = api_b
+        .http
+        .put(api_b.url(&format!("{location}?digest={digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let r = api_a
+        .http
+        .get(api_a.url(&format!("/v2/team/big/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.bytes().await.unwrap() == content,
+        "the blob is the bytes sent"
+    );
+
+    // A push streaming into b when b is killed.
+    let pushed = berth_testkit::noise(200 * 65536, 11);
+    let pushed_digest = berth_testkit::sha256(&pushed);
+    let r = api_b
+        .http
+        .post(api_b.url("/v2/team/killed/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let chunks: Vec<Vec<u8>> = pushed.chunks(65536).map(<[u8]>::to_vec).collect();
+    let body = futures_util::stream::iter(chunks).then(|chunk| async move {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        Ok::<_, std::io::Error>(chunk)
+    });
+    let upload = tokio::spawn(
+        api_b
+            .http
+            .patch(api_b.url(&location))
+            .body(reqwest::Body::wrap_stream(body))
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    b.kill9();
+    assert!(upload.await.unwrap().is_err(), "the client saw b die");
+    let blob = format!("/v2/team/killed/blobs/{pushed_digest}");
+    let r = api_a.http.head(api_a.url(&blob)).send().await.unwrap();
+    assert_eq!(r.status(), 404, "nothing partial is visible");
+    // Redone through a, whole.
+    let r = api_a
+        .http
+        .post(api_a.url(&format!(
+            "/v2/team/killed/blobs/uploads/?digest={pushed_digest}"
+        )))
+        .body(pushed.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let r = api_a.http.get(api_a.url(&blob)).send().await.unwrap();
+    assert!(r.bytes().await.unwrap() == pushed);
 }

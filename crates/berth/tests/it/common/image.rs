@@ -138,3 +138,18 @@ impl<'a> Layout<'a> {
         std::fs::write(self.dir.join("index.json"), index).unwrap();
     }
 }
+
+/// The manifest digest index.json gives for `tag`.
+pub fn layout_digest(dir: &Path, tag: &str) -> String {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap_or_else(|| panic!("{tag} not in {}", dir.display()))["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}

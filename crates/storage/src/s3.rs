@@ -1,0 +1,887 @@
+//! Blobs in S3-compatible object storage, shared by every berth process on
+//! the bucket.
+//!
+//! `object_store` (the Apache Arrow project's object storage crate) speaks
+//! S3 to AWS and to self-hosted stores (Garage, MinIO, Ceph) alike, and
+//! exposes S3's multipart calls one by one, which an upload resumable from
+//! any process needs: no upload state lives in memory.
+//!
+//! Layout under the optional prefix:
+//!
+//! * `blobs/<algorithm>/<hex>`: a blob, only ever written with bytes whose
+//!   digest was verified.
+//! * `uploads/<id>/state`: an upload's progress as JSON ([`UploadState`]):
+//!   its S3 multipart upload and parts, the small pieces after them, and the
+//!   SHA-256 state of every byte so far, so that the next chunk, on any
+//!   process, continues without reading anything again.
+//! * `uploads/<id>/data`: the multipart upload's target; `uploads/<id>/piece-<offset>`:
+//!   bytes not yet in a part (S3 parts are 5 MiB at least, clients send
+//!   chunks of any size).
+//! * `trash/<algorithm>-<hex>-<millis>-<unique>`: bytes a collection moved
+//!   aside.
+
+use std::ops::Range;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use berth_oci::{Algorithm, Digest, Hasher};
+use bytes::{Bytes, BytesMut};
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path;
+use object_store::{
+    Certificate, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, WriteMultipart,
+};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt;
+
+use crate::blob::{BlobStore, ByteStream, Ending, RoomClaim, Stashed, StoredBlob, now_millis};
+use crate::error::Received;
+use crate::{StorageError, StorageResult};
+
+/// The size of every multipart part but the last: above S3's 5 MiB minimum,
+/// and what a chunk buffers in memory at most.
+const PART_SIZE: usize = 8 << 20;
+
+/// How to reach the bucket.
+#[derive(Clone, Default)]
+pub struct S3Options {
+    /// `https://…` or `http://…`; empty for AWS itself.
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    /// Static credentials; without them, the AWS environment variables,
+    /// web identity or instance metadata.
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// Key prefix inside the bucket, to share one bucket.
+    pub prefix: String,
+    /// `http://endpoint/bucket/key` rather than `http://bucket.endpoint/key`:
+    /// what self-hosted stores need.
+    pub path_style: bool,
+    /// A CA certificate (PEM) to trust for the endpoint.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Leaves out the secret.
+impl std::fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Options")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("path_style", &self.path_style)
+            .finish_non_exhaustive()
+    }
+}
+
+pub struct S3BlobStore {
+    s3: Arc<AmazonS3>,
+    prefix: String,
+}
+
+/// An upload's progress, kept beside its bytes.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct UploadState {
+    /// The S3 multipart upload holding the full parts, once there is one.
+    multipart: Option<String>,
+    /// ETags of the parts, in order, each [`PART_SIZE`] bytes.
+    parts: Vec<String>,
+    /// Lengths of the pieces after the parts, in order.
+    pieces: Vec<u64>,
+    /// SHA-256 state of every byte so far (hex).
+    sha256: String,
+    /// Where the whole content is once committed (verified).
+    committed: Option<String>,
+}
+
+impl UploadState {
+    fn parted(&self) -> u64 {
+        self.parts.len() as u64 * PART_SIZE as u64
+    }
+
+    fn size(&self) -> u64 {
+        self.parted() + self.pieces.iter().sum::<u64>()
+    }
+
+    fn hasher(&self) -> StorageResult<Hasher> {
+        if self.sha256.is_empty() {
+            return Ok(Hasher::new(Algorithm::Sha256));
+        }
+        hex::decode(&self.sha256)
+            .ok()
+            .and_then(|state| Hasher::resume(Algorithm::Sha256, &state))
+            .ok_or_else(|| corrupt("an upload's hash state cannot be read"))
+    }
+}
+
+fn corrupt(message: &str) -> StorageError {
+    StorageError::Io(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        message.to_owned(),
+    ))
+}
+
+fn s3_error(e: object_store::Error) -> StorageError {
+    StorageError::Io(std::io::Error::other(e))
+}
+
+fn is_not_found(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::NotFound { .. })
+}
+
+/// Upload ids are berth's own (UUIDs); anything else is not an upload.
+fn valid_upload_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+impl S3BlobStore {
+    /// Connects to the bucket (checking it answers).
+    pub async fn open(options: &S3Options) -> StorageResult<Self> {
+        // The process's TLS provider (ring, as for everything berth
+        // connects to), unless one is installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut client = ClientOptions::new();
+        if let Some(ca) = &options.ca_file {
+            let pem = tokio::fs::read(ca).await?;
+            for certificate in Certificate::from_pem_bundle(&pem).map_err(s3_error)? {
+                client = client.with_root_certificate(certificate);
+            }
+        }
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(&options.bucket)
+            .with_virtual_hosted_style_request(!options.path_style)
+            .with_client_options(client);
+        if !options.region.is_empty() {
+            builder = builder.with_region(&options.region);
+        }
+        if !options.endpoint.is_empty() {
+            builder = builder
+                .with_endpoint(&options.endpoint)
+                .with_allow_http(options.endpoint.starts_with("http://"));
+        }
+        if let (Some(id), Some(secret)) = (&options.access_key_id, &options.secret_access_key) {
+            builder = builder
+                .with_access_key_id(id)
+                .with_secret_access_key(secret.trim_end_matches(['\r', '\n']));
+        }
+        let s3 = builder.build().map_err(s3_error)?;
+        let prefix = options.prefix.trim_matches('/');
+        let store = S3BlobStore {
+            s3: Arc::new(s3),
+            prefix: if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            },
+        };
+        // One listing request: wrong credentials, bucket or endpoint fail
+        // the start, not the first push.
+        store
+            .s3
+            .list_with_delimiter(Some(&store.key("blobs")))
+            .await
+            .map_err(s3_error)?;
+        Ok(store)
+    }
+
+    fn key(&self, rest: &str) -> Path {
+        Path::from(format!("{}{rest}", self.prefix))
+    }
+
+    fn blob_key(&self, digest: &Digest) -> Path {
+        self.key(&format!(
+            "blobs/{}/{}",
+            digest.algorithm().name(),
+            digest.encoded()
+        ))
+    }
+
+    fn upload_key(&self, id: &str, name: &str) -> StorageResult<Path> {
+        if !valid_upload_id(id) {
+            return Err(StorageError::UploadNotFound(id.to_owned()));
+        }
+        Ok(self.key(&format!("uploads/{id}/{name}")))
+    }
+
+    fn piece_key(&self, id: &str, offset: u64) -> StorageResult<Path> {
+        self.upload_key(id, &format!("piece-{offset}"))
+    }
+
+    async fn load(&self, id: &str) -> StorageResult<UploadState> {
+        let key = self.upload_key(id, "state")?;
+        match self.s3.get(&key).await {
+            Ok(found) => {
+                let bytes = found.bytes().await.map_err(s3_error)?;
+                serde_json::from_slice(&bytes)
+                    .map_err(|_| corrupt("an upload's state cannot be read"))
+            }
+            Err(e) if is_not_found(&e) => Err(StorageError::UploadNotFound(id.to_owned())),
+            Err(e) => Err(s3_error(e)),
+        }
+    }
+
+    async fn save(&self, id: &str, state: &UploadState) -> StorageResult<()> {
+        let json = serde_json::to_vec(state).expect("upload state serializes");
+        self.s3
+            .put(&self.upload_key(id, "state")?, json.into())
+            .await
+            .map_err(s3_error)?;
+        Ok(())
+    }
+
+    async fn get_bytes(&self, key: &Path) -> StorageResult<Bytes> {
+        self.s3
+            .get(key)
+            .await
+            .map_err(s3_error)?
+            .bytes()
+            .await
+            .map_err(s3_error)
+    }
+
+    /// The pieces' bytes, in order.
+    async fn read_pieces(&self, id: &str, state: &UploadState) -> StorageResult<BytesMut> {
+        let mut bytes = BytesMut::new();
+        let mut offset = state.parted();
+        for len in &state.pieces {
+            bytes.extend_from_slice(&self.get_bytes(&self.piece_key(id, offset)?).await?);
+            offset += len;
+        }
+        Ok(bytes)
+    }
+
+    async fn delete_quietly(&self, key: &Path) {
+        if let Err(e) = self.s3.delete(key).await
+            && !is_not_found(&e)
+        {
+            tracing::debug!(%key, error = %e, "cannot delete an object");
+        }
+    }
+
+    /// Sends full parts out of `buffer` (holding the bytes after the
+    /// recorded parts) into the upload's multipart upload.
+    async fn send_parts(
+        &self,
+        id: &str,
+        state: &mut UploadState,
+        buffer: &mut BytesMut,
+    ) -> StorageResult<()> {
+        while buffer.len() >= PART_SIZE {
+            let data = self.upload_key(id, "data")?;
+            let multipart = match &state.multipart {
+                Some(multipart) => multipart.clone(),
+                None => {
+                    let created = self.s3.create_multipart(&data).await.map_err(s3_error)?;
+                    state.multipart = Some(created.clone());
+                    created
+                }
+            };
+            let part = buffer.split_to(PART_SIZE).freeze();
+            let PartId { content_id } = self
+                .s3
+                .put_part(&data, &multipart, state.parts.len(), part.into())
+                .await
+                .map_err(s3_error)?;
+            state.parts.push(content_id);
+        }
+        Ok(())
+    }
+
+    /// The whole content of a verified upload, in one object; returns its key.
+    async fn assemble(&self, id: &str, state: &UploadState) -> StorageResult<Path> {
+        let rest = self.read_pieces(id, state).await?.freeze();
+        let Some(multipart) = &state.multipart else {
+            let whole = self.upload_key(id, "whole")?;
+            self.s3.put(&whole, rest.into()).await.map_err(s3_error)?;
+            return Ok(whole);
+        };
+        let data = self.upload_key(id, "data")?;
+        let mut parts: Vec<PartId> = state
+            .parts
+            .iter()
+            .map(|etag| PartId {
+                content_id: etag.clone(),
+            })
+            .collect();
+        if !rest.is_empty() {
+            // The last part may be smaller than S3's minimum.
+            parts.push(
+                self.s3
+                    .put_part(&data, multipart, parts.len(), rest.into())
+                    .await
+                    .map_err(s3_error)?,
+            );
+        }
+        self.s3
+            .complete_multipart(&data, multipart, parts)
+            .await
+            .map_err(s3_error)?;
+        Ok(data)
+    }
+}
+
+#[async_trait]
+impl BlobStore for S3BlobStore {
+    async fn stat(&self, digest: &Digest) -> StorageResult<Option<u64>> {
+        match self.s3.head(&self.blob_key(digest)).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(s3_error(e)),
+        }
+    }
+
+    async fn read(&self, digest: &Digest, range: Option<Range<u64>>) -> StorageResult<ByteStream> {
+        let options = GetOptions {
+            range: range.map(GetRange::Bounded),
+            ..GetOptions::default()
+        };
+        match self.s3.get_opts(&self.blob_key(digest), options).await {
+            Ok(found) => Ok(found.into_stream().map_err(std::io::Error::other).boxed()),
+            Err(e) if is_not_found(&e) => Err(StorageError::BlobNotFound(digest.clone())),
+            Err(e) => Err(s3_error(e)),
+        }
+    }
+
+    async fn read_all(&self, digest: &Digest) -> StorageResult<Bytes> {
+        match self.s3.get(&self.blob_key(digest)).await {
+            Ok(found) => found.bytes().await.map_err(s3_error),
+            Err(e) if is_not_found(&e) => Err(StorageError::BlobNotFound(digest.clone())),
+            Err(e) => Err(s3_error(e)),
+        }
+    }
+
+    async fn write_all(&self, digest: &Digest, content: Bytes) -> StorageResult<()> {
+        self.s3
+            .put(&self.blob_key(digest), content.into())
+            .await
+            .map_err(s3_error)?;
+        Ok(())
+    }
+
+    async fn create_upload(&self, id: &str) -> StorageResult<()> {
+        self.save(id, &UploadState::default()).await
+    }
+
+    async fn upload_size(&self, id: &str) -> StorageResult<u64> {
+        Ok(self.load(id).await?.size())
+    }
+
+    async fn append_upload(
+        &self,
+        id: &str,
+        offset: u64,
+        expected: Option<u64>,
+        mut body: ByteStream,
+    ) -> StorageResult<u64> {
+        let mut state = self.load(id).await?;
+        let size = state.size();
+        if offset != size {
+            return Err(StorageError::UploadOffset { size, offset });
+        }
+        let had_multipart = state.multipart.is_some();
+        let mut hasher = state.hasher()?;
+        let pieces = state.pieces.iter().sum::<u64>() as usize;
+        // The bytes after the parts, once they fill a part: the pieces are
+        // read back only then.
+        let mut buffer = BytesMut::new();
+        let mut pieces_read = pieces == 0;
+        let mut received = 0u64;
+        let mut ending = Ending::Complete;
+        while let Some(item) = body.next().await {
+            let chunk = match item {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    ending = Ending::Interrupted(e);
+                    break;
+                }
+            };
+            received += chunk.len() as u64;
+            if expected.is_some_and(|expected| received > expected) {
+                ending = Ending::Overflow;
+                break;
+            }
+            hasher.update(&chunk);
+            buffer.extend_from_slice(&chunk);
+            if !pieces_read && pieces + buffer.len() >= PART_SIZE {
+                let mut all = self.read_pieces(id, &state).await?;
+                all.extend_from_slice(&buffer);
+                buffer = all;
+                state.pieces.clear();
+                pieces_read = true;
+            }
+            if pieces_read {
+                self.send_parts(id, &mut state, &mut buffer).await?;
+            }
+        }
+        let verdict = match ending {
+            // A stream keeps what arrived (saved below), then reports it.
+            Ending::Interrupted(e) => Err(StorageError::BodyInterrupted(e.to_string())),
+            Ending::Overflow => Err(StorageError::ChunkLength {
+                expected: expected.unwrap_or_default(),
+                received: Received::MoreThan(expected.unwrap_or_default()),
+            }),
+            Ending::Complete => match expected {
+                Some(expected) if expected != received => Err(StorageError::ChunkLength {
+                    expected,
+                    received: Received::Exactly(received),
+                }),
+                _ => Ok(()),
+            },
+        };
+        if expected.is_some()
+            && let Err(e) = verdict
+        {
+            // A declared chunk is kept whole or not at all: the state is not
+            // saved, so parts sent meanwhile are written over by the next
+            // chunk's, and a multipart upload begun for them is dropped.
+            if !had_multipart && let Some(multipart) = &state.multipart {
+                let _ = self
+                    .s3
+                    .abort_multipart(&self.upload_key(id, "data")?, multipart)
+                    .await;
+            }
+            return Err(e);
+        }
+        if !buffer.is_empty() {
+            let at = state.size();
+            state.pieces.push(buffer.len() as u64);
+            self.s3
+                .put(&self.piece_key(id, at)?, buffer.freeze().into())
+                .await
+                .map_err(s3_error)?;
+        }
+        state.sha256 = hex::encode(hasher.state());
+        self.save(id, &state).await?;
+        let size = state.size();
+        verdict.map(|()| size)
+    }
+
+    async fn commit_upload(&self, id: &str, expected: &Digest) -> StorageResult<u64> {
+        let mut state = self.load(id).await?;
+        let size = state.size();
+        let whole = self.assemble(id, &state).await?;
+        let actual = if expected.algorithm() == Algorithm::Sha256 {
+            state.hasher()?.finish()
+        } else {
+            // Only SHA-256 is hashed as the bytes arrive; others are read
+            // again (rare: clients push SHA-256).
+            let mut hasher = Hasher::new(expected.algorithm());
+            let mut stream = self.s3.get(&whole).await.map_err(s3_error)?.into_stream();
+            while let Some(chunk) = stream.next().await {
+                hasher.update(&chunk.map_err(s3_error)?);
+            }
+            hasher.finish()
+        };
+        if actual != *expected {
+            self.delete_upload(id).await?;
+            return Err(StorageError::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        state.committed = Some(whole.to_string());
+        self.save(id, &state).await?;
+        Ok(size)
+    }
+
+    async fn settle_upload(&self, id: &str, digest: &Digest) -> StorageResult<()> {
+        let state = self.load(id).await?;
+        let Some(whole) = &state.committed else {
+            return Err(StorageError::UploadNotFound(id.to_owned()));
+        };
+        // A server-side copy: the bytes do not pass through berth again.
+        self.s3
+            .copy(&Path::from(whole.as_str()), &self.blob_key(digest))
+            .await
+            .map_err(s3_error)?;
+        self.delete_upload(id).await
+    }
+
+    async fn import(&self, digest: &Digest, file: &FsPath) -> StorageResult<()> {
+        let mut source = tokio::fs::File::open(file).await?;
+        let upload = self
+            .s3
+            .put_multipart(&self.blob_key(digest))
+            .await
+            .map_err(s3_error)?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let mut buffer = vec![0; 1 << 20];
+        loop {
+            let read = source.read(&mut buffer).await?;
+            if read == 0 {
+                break;
+            }
+            writer.wait_for_capacity(4).await.map_err(s3_error)?;
+            writer.write(&buffer[..read]);
+        }
+        writer.finish().await.map_err(s3_error)?;
+        tokio::fs::remove_file(file).await?;
+        Ok(())
+    }
+
+    async fn claim_room(&self, _bytes: u64) -> StorageResult<RoomClaim> {
+        // The bucket's capacity is the object store's to manage.
+        Ok(RoomClaim::none())
+    }
+
+    async fn delete_upload(&self, id: &str) -> StorageResult<()> {
+        if !valid_upload_id(id) {
+            return Ok(());
+        }
+        if let Ok(state) = self.load(id).await
+            && let Some(multipart) = &state.multipart
+            && state.committed.is_none()
+        {
+            let _ = self
+                .s3
+                .abort_multipart(&self.upload_key(id, "data")?, multipart)
+                .await;
+        }
+        let objects: Vec<_> = self
+            .s3
+            .list(Some(&self.key(&format!("uploads/{id}"))))
+            .try_collect()
+            .await
+            .map_err(s3_error)?;
+        for object in objects {
+            self.delete_quietly(&object.location).await;
+        }
+        Ok(())
+    }
+
+    async fn stash(&self, digests: &[Digest]) -> StorageResult<Vec<Stashed>> {
+        let at = now_millis();
+        let mut stashed = Vec::new();
+        for digest in digests {
+            let entry = Stashed::new(digest, at, &uuid::Uuid::new_v4().simple().to_string());
+            match self
+                .s3
+                .copy(
+                    &self.blob_key(digest),
+                    &self.key(&format!("trash/{}", entry.key)),
+                )
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => return Err(s3_error(e)),
+            }
+            self.delete_quietly(&self.blob_key(digest)).await;
+            stashed.push(entry);
+        }
+        Ok(stashed)
+    }
+
+    async fn restore(&self, stashed: Vec<Stashed>) -> StorageResult<()> {
+        for entry in stashed {
+            let trash = self.key(&format!("trash/{}", entry.key));
+            match self.s3.copy(&trash, &self.blob_key(&entry.digest)).await {
+                Ok(()) => self.delete_quietly(&trash).await,
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(s3_error(e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn purge(&self, stashed: Vec<Stashed>) -> StorageResult<()> {
+        for entry in stashed {
+            self.delete_quietly(&self.key(&format!("trash/{}", entry.key)))
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn stashed(&self) -> StorageResult<Vec<Stashed>> {
+        let objects: Vec<_> = self
+            .s3
+            .list(Some(&self.key("trash")))
+            .try_collect()
+            .await
+            .map_err(s3_error)?;
+        Ok(objects
+            .into_iter()
+            .filter_map(|object| Stashed::parse(object.location.filename()?.to_owned()))
+            .collect())
+    }
+
+    async fn list(&self, after: Option<&Digest>, limit: usize) -> StorageResult<Vec<StoredBlob>> {
+        let blobs = self.key("blobs");
+        let mut listing = match after {
+            Some(after) => self
+                .s3
+                .list_with_offset(Some(&blobs), &self.blob_key(after)),
+            None => self.s3.list(Some(&blobs)),
+        };
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let Some(object) = listing.next().await else {
+                break;
+            };
+            let object = object.map_err(s3_error)?;
+            let mut parts = object
+                .location
+                .parts()
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev();
+            let (Some(hex), Some(algorithm)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let Ok(digest) = Digest::parse(&format!("{}:{}", algorithm.as_ref(), hex.as_ref()))
+            else {
+                continue;
+            };
+            out.push(StoredBlob {
+                digest,
+                size: object.size,
+                modified: object.last_modified.timestamp_millis(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_testkit::{GARAGE_KEY_ID, GARAGE_SECRET, garage, noise};
+    use futures_util::stream;
+
+    /// A store on a fresh bucket of the test Garage; `open` again with the
+    /// same options for a second process on the same bucket.
+    fn options() -> S3Options {
+        S3Options {
+            endpoint: garage().endpoint(),
+            region: "garage".into(),
+            bucket: garage().bucket(),
+            access_key_id: Some(GARAGE_KEY_ID.into()),
+            secret_access_key: Some(GARAGE_SECRET.into()),
+            prefix: "registry".into(),
+            path_style: true,
+            ca_file: None,
+        }
+    }
+
+    fn body(chunks: Vec<Vec<u8>>) -> ByteStream {
+        stream::iter(chunks.into_iter().map(|c| Ok(Bytes::from(c)))).boxed()
+    }
+
+    async fn collect(stream: ByteStream) -> Vec<u8> {
+        let chunks: Vec<Bytes> = stream.try_collect().await.unwrap();
+        chunks.concat()
+    }
+
+    /// Chunks of every size (tiny, under S3's part minimum, several parts
+    /// in one streamed body) alternating between two processes: the blob
+    /// is exactly the bytes, verified without reading them again.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_upload_continues_on_another_process_in_chunks_of_any_size() {
+        let options = options();
+        let a = S3BlobStore::open(&options).await.unwrap();
+        let b = S3BlobStore::open(&options).await.unwrap();
+        let content = noise(3 * PART_SIZE + 12345, 1);
+        let digest = Digest::sha256_of(&content);
+        a.create_upload("u-1").await.unwrap();
+        let cuts = [
+            0,
+            10,
+            1000,
+            3 << 20,
+            (3 << 20) + 1,
+            2 * PART_SIZE + 7,
+            content.len(),
+        ];
+        for (i, window) in cuts.windows(2).enumerate() {
+            let store = if i % 2 == 0 { &a } else { &b };
+            let chunk = content[window[0]..window[1]].to_vec();
+            // The big one arrives as a stream of small reads.
+            let pieces: Vec<Vec<u8>> = chunk.chunks(64 << 10).map(<[u8]>::to_vec).collect();
+            let declared = (i % 3 != 0).then_some(chunk.len() as u64);
+            let size = store
+                .append_upload("u-1", window[0] as u64, declared, body(pieces))
+                .await
+                .unwrap();
+            assert_eq!(size, window[1] as u64);
+            assert_eq!(
+                if i % 2 == 0 { &b } else { &a }
+                    .upload_size("u-1")
+                    .await
+                    .unwrap(),
+                size
+            );
+        }
+        assert_eq!(b.stat(&digest).await.unwrap(), None);
+        assert_eq!(
+            a.commit_upload("u-1", &digest).await.unwrap(),
+            content.len() as u64
+        );
+        // Committed is not yet the blob: the metadata records it first.
+        assert_eq!(b.stat(&digest).await.unwrap(), None);
+        b.settle_upload("u-1", &digest).await.unwrap();
+        assert_eq!(a.stat(&digest).await.unwrap(), Some(content.len() as u64));
+        assert_eq!(collect(a.read(&digest, None).await.unwrap()).await, content);
+        let range = PART_SIZE as u64 - 5..PART_SIZE as u64 + 5;
+        assert_eq!(
+            collect(b.read(&digest, Some(range.clone())).await.unwrap()).await,
+            content[range.start as usize..range.end as usize]
+        );
+        assert!(matches!(
+            a.upload_size("u-1").await,
+            Err(StorageError::UploadNotFound(_))
+        ));
+        let left = a.s3.list(Some(&a.key("uploads"))).count().await;
+        assert_eq!(left, 0, "the upload's objects are gone");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_wrong_digest_publishes_nothing_and_offsets_are_checked() {
+        let store = S3BlobStore::open(&options()).await.unwrap();
+        store.create_upload("u-2").await.unwrap();
+        store
+            .append_upload("u-2", 0, None, body(vec![b"some bytes".to_vec()]))
+            .await
+            .unwrap();
+        assert!(matches!(
+            store
+                .append_upload("u-2", 3, None, body(vec![b"x".to_vec()]))
+                .await,
+            Err(StorageError::UploadOffset {
+                size: 10,
+                offset: 3
+            })
+        ));
+        let claimed = Digest::sha256_of(b"other bytes");
+        assert!(matches!(
+            store.commit_upload("u-2", &claimed).await,
+            Err(StorageError::DigestMismatch { .. })
+        ));
+        assert_eq!(store.stat(&claimed).await.unwrap(), None);
+        assert!(matches!(
+            store.upload_size("u-2").await,
+            Err(StorageError::UploadNotFound(_))
+        ));
+        assert!(matches!(
+            store.upload_size("../etc").await,
+            Err(StorageError::UploadNotFound(_))
+        ));
+    }
+
+    /// A declared chunk is kept whole or not at all, even across a part;
+    /// a stream keeps what arrived before it broke.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn chunks_are_whole_or_nothing_and_streams_keep_what_arrived() {
+        let store = S3BlobStore::open(&options()).await.unwrap();
+        store.create_upload("u-3").await.unwrap();
+        let head = noise(1000, 2);
+        store
+            .append_upload("u-3", 0, Some(1000), body(vec![head.clone()]))
+            .await
+            .unwrap();
+        let broken = |bytes: Vec<u8>| -> ByteStream {
+            stream::iter(vec![
+                Ok(Bytes::from(bytes)),
+                Err(std::io::Error::other("connection reset")),
+            ])
+            .boxed()
+        };
+        let big = noise(PART_SIZE + 10, 3);
+        assert!(matches!(
+            store
+                .append_upload("u-3", 1000, Some(2 * PART_SIZE as u64), broken(big.clone()))
+                .await,
+            Err(StorageError::BodyInterrupted(_))
+        ));
+        assert!(matches!(
+            store
+                .append_upload("u-3", 1000, Some(5), body(vec![b"123456".to_vec()]))
+                .await,
+            Err(StorageError::ChunkLength {
+                expected: 5,
+                received: Received::MoreThan(5)
+            })
+        ));
+        assert_eq!(store.upload_size("u-3").await.unwrap(), 1000);
+        assert!(matches!(
+            store
+                .append_upload("u-3", 1000, None, broken(big.clone()))
+                .await,
+            Err(StorageError::BodyInterrupted(_))
+        ));
+        let size = store.upload_size("u-3").await.unwrap();
+        assert_eq!(size, 1000 + big.len() as u64);
+        let content = [head, big].concat();
+        let digest = Digest::sha256_of(&content);
+        store.commit_upload("u-3", &digest).await.unwrap();
+        store.settle_upload("u-3", &digest).await.unwrap();
+        assert_eq!(store.read_all(&digest).await.unwrap(), content);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn stashed_bytes_are_restored_or_purged_and_blobs_are_listed() {
+        let store = S3BlobStore::open(&options()).await.unwrap();
+        let blobs: Vec<(Digest, Bytes)> = (0..3u8)
+            .map(|i| {
+                let content = Bytes::from(vec![i; 10 + i as usize]);
+                (Digest::sha256_of(&content), content)
+            })
+            .collect();
+        for (digest, content) in &blobs {
+            store.write_all(digest, content.clone()).await.unwrap();
+        }
+        let mut digests: Vec<_> = blobs.iter().map(|(d, _)| d.clone()).collect();
+        digests.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        let listed = store.list(None, 10).await.unwrap();
+        assert_eq!(
+            listed.iter().map(|b| b.digest.clone()).collect::<Vec<_>>(),
+            digests
+        );
+        let after = store.list(Some(&digests[0]), 1).await.unwrap();
+        assert_eq!(after[0].digest, digests[1]);
+        let stashed = store.stash(&digests[..2]).await.unwrap();
+        assert_eq!(stashed.len(), 2);
+        assert_eq!(store.stat(&digests[0]).await.unwrap(), None);
+        let mut found = store.stashed().await.unwrap();
+        found.sort_by(|a, b| a.digest.as_str().cmp(b.digest.as_str()));
+        assert_eq!(found, stashed);
+        store.restore(vec![stashed[0].clone()]).await.unwrap();
+        store.purge(vec![stashed[1].clone()]).await.unwrap();
+        assert!(store.stat(&digests[0]).await.unwrap().is_some());
+        assert_eq!(store.stat(&digests[1]).await.unwrap(), None);
+        assert!(store.stashed().await.unwrap().is_empty());
+        // Settled already by another remover: skipped.
+        store.purge(stashed).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_imported_file_becomes_the_blob() {
+        let store = S3BlobStore::open(&options()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("download");
+        let content = noise(PART_SIZE + 3, 4);
+        std::fs::write(&file, &content).unwrap();
+        let digest = Digest::sha256_of(&content);
+        store.import(&digest, &file).await.unwrap();
+        assert!(!file.exists());
+        assert_eq!(store.read_all(&digest).await.unwrap(), content);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_wrong_secret_or_bucket_fails_the_start() {
+        let options = options();
+        let wrong = S3Options {
+            secret_access_key: Some("0".repeat(64)),
+            ..options.clone()
+        };
+        assert!(S3BlobStore::open(&wrong).await.is_err());
+        let missing = S3Options {
+            bucket: "no-such-bucket".into(),
+            ..options
+        };
+        assert!(S3BlobStore::open(&missing).await.is_err());
+    }
+}
