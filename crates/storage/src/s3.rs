@@ -212,16 +212,11 @@ impl S3BlobStore {
     }
 
     async fn load(&self, id: &str) -> StorageResult<UploadState> {
-        let key = self.upload_key(id, "state")?;
-        match self.s3.get(&key).await {
-            Ok(found) => {
-                let bytes = found.bytes().await.map_err(s3_error)?;
-                serde_json::from_slice(&bytes)
-                    .map_err(|_| corrupt("an upload's state cannot be read"))
-            }
-            Err(e) if is_not_found(&e) => Err(StorageError::UploadNotFound(id.to_owned())),
-            Err(e) => Err(s3_error(e)),
-        }
+        let bytes = self
+            .fetch(&self.upload_key(id, "state")?)
+            .await?
+            .ok_or_else(|| StorageError::UploadNotFound(id.to_owned()))?;
+        serde_json::from_slice(&bytes).map_err(|_| corrupt("an upload's state cannot be read"))
     }
 
     async fn save(&self, id: &str, state: &UploadState) -> StorageResult<()> {
@@ -233,14 +228,13 @@ impl S3BlobStore {
         Ok(())
     }
 
-    async fn get_bytes(&self, key: &Path) -> StorageResult<Bytes> {
-        self.s3
-            .get(key)
-            .await
-            .map_err(s3_error)?
-            .bytes()
-            .await
-            .map_err(s3_error)
+    /// An object's bytes, or `None` if there is no such object.
+    async fn fetch(&self, key: &Path) -> StorageResult<Option<Bytes>> {
+        match self.s3.get(key).await {
+            Ok(found) => Ok(Some(found.bytes().await.map_err(s3_error)?)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(s3_error(e)),
+        }
     }
 
     /// The pieces' bytes, in order.
@@ -248,7 +242,11 @@ impl S3BlobStore {
         let mut bytes = BytesMut::new();
         let mut offset = state.parted();
         for len in &state.pieces {
-            bytes.extend_from_slice(&self.get_bytes(&self.piece_key(id, offset)?).await?);
+            let piece = self
+                .fetch(&self.piece_key(id, offset)?)
+                .await?
+                .ok_or_else(|| corrupt("a piece of an upload is missing"))?;
+            bytes.extend_from_slice(&piece);
             offset += len;
         }
         Ok(bytes)
@@ -347,11 +345,9 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn read_all(&self, digest: &Digest) -> StorageResult<Bytes> {
-        match self.s3.get(&self.blob_key(digest)).await {
-            Ok(found) => found.bytes().await.map_err(s3_error),
-            Err(e) if is_not_found(&e) => Err(StorageError::BlobNotFound(digest.clone())),
-            Err(e) => Err(s3_error(e)),
-        }
+        self.fetch(&self.blob_key(digest))
+            .await?
+            .ok_or_else(|| StorageError::BlobNotFound(digest.clone()))
     }
 
     async fn write_all(&self, digest: &Digest, content: Bytes) -> StorageResult<()> {

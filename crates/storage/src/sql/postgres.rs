@@ -176,19 +176,23 @@ impl Postgres {
         })
     }
 
-    fn try_write<T>(
+    /// Runs `f` in one transaction of `isolation` (a read-only one without
+    /// `durability`) and commits it.
+    fn transaction<T>(
         &self,
-        durability: Durability,
+        isolation: IsolationLevel,
+        durability: Option<Durability>,
         f: &mut dyn FnMut(&mut dyn Conn) -> StorageResult<T>,
     ) -> StorageResult<T> {
         let mut client = self.runtime.block_on(self.pool.get())?;
         let tx = self.runtime.block_on(
             client
                 .build_transaction()
-                .isolation_level(IsolationLevel::Serializable)
+                .isolation_level(isolation)
+                .read_only(durability.is_none())
                 .start(),
         )?;
-        if durability == Durability::Deferred {
+        if durability == Some(Durability::Deferred) {
             // A power cut may lose it, never tear it.
             self.runtime
                 .block_on(tx.batch_execute("SET LOCAL synchronous_commit = off"))?;
@@ -317,20 +321,8 @@ impl Engine for Postgres {
         &self,
         f: &mut dyn FnMut(&mut dyn Conn) -> StorageResult<T>,
     ) -> StorageResult<T> {
-        let mut client = self.runtime.block_on(self.pool.get())?;
-        let tx = self.runtime.block_on(
-            client
-                .build_transaction()
-                .isolation_level(IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start(),
-        )?;
-        let out = f(&mut PgConn {
-            client: &tx,
-            runtime: &self.runtime,
-        })?;
-        self.runtime.block_on(tx.commit())?;
-        Ok(out)
+        // Every query sees the moment of the first; nothing is written.
+        self.transaction(IsolationLevel::RepeatableRead, None, f)
     }
 
     fn write<T>(
@@ -340,7 +332,7 @@ impl Engine for Postgres {
     ) -> StorageResult<T> {
         let mut attempt = 0;
         loop {
-            match self.try_write(durability, f) {
+            match self.transaction(IsolationLevel::Serializable, Some(durability), f) {
                 Err(StorageError::Database(e))
                     if e.kind == DatabaseErrorKind::Conflict && attempt < CONFLICT_ATTEMPTS =>
                 {
