@@ -83,6 +83,13 @@ fn b64url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// A new token signing key: ECDSA P-256 (ES256), PKCS#8 PEM.
+pub fn new_signing_key() -> Result<String, String> {
+    rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map(|key| key.serialize_pem())
+        .map_err(|e| e.to_string())
+}
+
 impl TokenIssuer {
     /// Loads the PEM key at `path`, creating it (mode 0600) if absent.
     pub fn load_or_create(
@@ -99,9 +106,7 @@ impl TokenIssuer {
         let pem = match std::fs::read_to_string(path) {
             Ok(pem) => pem,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-                    .map_err(|e| key_error(e.to_string()))?;
-                let pem = key.serialize_pem();
+                let pem = new_signing_key().map_err(key_error)?;
                 crate::files::write_private(path, &pem).map_err(|e| key_error(e.to_string()))?;
                 pem
             }

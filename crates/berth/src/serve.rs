@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use axum_server::accept::NoDelayAcceptor;
@@ -36,6 +36,10 @@ use crate::tls;
 
 /// Where berth writes the password of the `admin` user it creates.
 pub const ADMIN_PASSWORD_FILE: &str = "admin-password";
+/// The token signing key berth makes, inside the data directory.
+const SIGNING_KEY_FILE: &str = "token-signing-key.pem";
+/// The signing key's name among the values a shared database keeps.
+const SHARED_SIGNING_KEY: &str = "token-signing-key.pem";
 /// The robot accounts of `berth robot`, inside the data directory.
 pub const ROBOTS_FILE: &str = "robots.json";
 /// How long `docker login`'s identity token (a refresh token) stays valid.
@@ -121,8 +125,17 @@ async fn serve(config: ServeConfig) -> Result<()> {
              (BERTH_DATABASE_URL, [database] url) and that the server accepts berth's user",
         )?),
     };
-    let registry = Arc::new(Registry::new(blobs, metadata, config.registry.clone()));
-    let auth = Arc::new(open_authenticator(&config)?);
+    let registry = Arc::new(Registry::new(
+        blobs,
+        metadata.clone(),
+        config.registry.clone(),
+    ));
+    let signing_key = match (&config.auth.signing_key, &config.database) {
+        (Some(path), _) => path.clone(),
+        (None, None) => data_dir.join(SIGNING_KEY_FILE),
+        (None, Some(_)) => shared_signing_key(&*metadata, data_dir).await?,
+    };
+    let auth = Arc::new(open_authenticator(&config, signing_key)?);
     let cache = match &config.cache {
         Some(cache) => Some(Arc::new(open_cache(registry.clone(), cache, data_dir)?)),
         None => None,
@@ -318,10 +331,37 @@ fn credential_source(upstream: &UpstreamConfig) -> CredentialSource {
     }
 }
 
+/// With metadata that other berth processes share, the token signing key is
+/// the database's: a token one process issues, every other accepts. This data
+/// directory's key, if it has one, is offered first, so that tokens issued
+/// before the move to a shared database stay valid. Kept in the data
+/// directory as well, where the authenticator reads it.
+async fn shared_signing_key(metadata: &dyn MetadataStore, data_dir: &Path) -> Result<PathBuf> {
+    let path = data_dir.join(SIGNING_KEY_FILE);
+    let local = match std::fs::read_to_string(&path) {
+        Ok(pem) => Some(pem),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let offered = match &local {
+        Some(pem) => pem.clone(),
+        None => berth_auth::token::new_signing_key().map_err(anyhow::Error::msg)?,
+    };
+    let shared = metadata
+        .shared_value(SHARED_SIGNING_KEY, &offered)
+        .await
+        .context("cannot read the token signing key from the database")?;
+    if local.as_ref() != Some(&shared) {
+        write_private(&path, &shared)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(path)
+}
+
 /// The user file, robots and token key, creating an `admin` user with a random
 /// password when berth manages the user file itself and it has no users yet:
 /// a new registry is never open to anonymous writes.
-fn open_authenticator(config: &ServeConfig) -> Result<Authenticator> {
+fn open_authenticator(config: &ServeConfig, signing_key: PathBuf) -> Result<Authenticator> {
     let data_dir = &config.data_dir;
     let htpasswd = match &config.auth.htpasswd {
         Some(path) => path.clone(),
@@ -351,11 +391,7 @@ fn open_authenticator(config: &ServeConfig) -> Result<Authenticator> {
     let authenticator = Authenticator::new(AuthConfig {
         htpasswd,
         robots: data_dir.join(ROBOTS_FILE),
-        signing_key: config
-            .auth
-            .signing_key
-            .clone()
-            .unwrap_or_else(|| data_dir.join("token-signing-key.pem")),
+        signing_key,
         policy: Policy::new(config.auth.policy.clone()).map_err(anyhow::Error::msg)?,
         service: config.auth.service.clone(),
         issuer: "berth".to_owned(),

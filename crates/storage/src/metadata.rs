@@ -426,4 +426,11 @@ pub trait MetadataStore: Send + Sync + 'static {
     ) -> StorageResult<bool>;
 
     async fn release_lease(&self, name: &str, holder: &str) -> StorageResult<()>;
+
+    // ----- shared settings ---------------------------------------------------
+
+    /// The value every berth process on this store shares under `name`:
+    /// `initial` if none is kept yet (whichever process asks first sets
+    /// it), so that processes agree on, say, the token signing key.
+    async fn shared_value(&self, name: &str, initial: &str) -> StorageResult<String>;
 }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 
+use crate::common::daemons::Containerd;
 use crate::common::image::{Layout, layout_digest};
 use crate::common::*;
 
@@ -51,14 +52,22 @@ fn an_unreachable_database_stops_the_start_and_names_the_setting() {
 }
 
 /// The metadata lives in the database: a berth started on another data
-/// directory but the same database lists the same repositories and tags.
+/// directory but the same database lists the same repositories and tags,
+/// and signs tokens with the same key.
 #[tokio::test]
 async fn the_metadata_is_the_databases() {
     let url = berth_testkit::postgres().database();
     let server = Server::start(&["--database-url", &url]);
     Api::new(&server).push_image("shared/app", "v1", 7).await;
+    let key = std::fs::read_to_string(server.data_dir.join("token-signing-key.pem")).unwrap();
     drop(server);
     let other = Server::start(&["--database-url", &url]);
+    // The first process's token signing key is the database's, so every
+    // other process signs and checks tokens with it.
+    assert_eq!(
+        std::fs::read_to_string(other.data_dir.join("token-signing-key.pem")).unwrap(),
+        key
+    );
     let api = Api::new(&other);
     let get = |path: &str| {
         let request = api.http.get(api.url(path));
@@ -74,16 +83,15 @@ async fn the_metadata_is_the_databases() {
     assert_eq!(catalog["repositories"], serde_json::json!(["shared/app"]));
 }
 
-/// `berth.toml` for replicas sharing one PostgreSQL database and one bucket
-/// of the test Garage.
+/// `berth.toml` for replicas sharing one bucket of the test Garage (the
+/// database is given by flag, which the suite's PostgreSQL run leaves alone).
 fn shared_config(dir: &std::path::Path) -> String {
     let path = dir.join("berth.toml");
     std::fs::write(
         &path,
         format!(
-            "[database]\nurl = \"{}\"\n\n[s3]\nendpoint = \"{}\"\nregion = \"garage\"\n\
+            "[s3]\nendpoint = \"{}\"\nregion = \"garage\"\n\
              bucket = \"{}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
-            berth_testkit::postgres().database(),
             berth_testkit::garage().endpoint(),
             berth_testkit::garage().bucket(),
             berth_testkit::GARAGE_KEY_ID,
@@ -94,50 +102,99 @@ fn shared_config(dir: &std::path::Path) -> String {
     path.to_str().unwrap().to_owned()
 }
 
-/// Two berth processes on one bucket and one database (and the data
-/// directory's users and keys, as a shared volume or Secret would give
-/// them) are one registry: skopeo pushes a multi-arch index through one and
-/// pulls it through the other byte for byte; one upload alternates its
-/// chunks between them; a replica killed mid-push leaves nothing partial,
-/// and the push redone through the other completes.
+/// Two berth processes on one bucket and one database, each with a data
+/// directory of its own (as pods have) and the users of one htpasswd file
+/// (as a mounted Secret gives them), are one registry: a token one issues
+/// the other accepts; skopeo pushes a multi-arch index through one and pulls
+/// it through the other byte for byte, and containerd pulls it through
+/// either; one upload alternates its chunks between them; a replica killed
+/// mid-push leaves nothing partial, and the push redone through the other
+/// completes.
 #[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_on_one_bucket_and_one_database_are_one_registry() {
-    let data = tempfile::tempdir().unwrap();
-    let config = shared_config(data.path());
-    let a = Server::start_in(data.path(), &["--config", &config]);
-    let mut b = Server::start_in(data.path(), &["--config", &config]);
+    let shared = tempfile::tempdir().unwrap();
+    let config = shared_config(shared.path());
+    let htpasswd = shared.path().join("htpasswd");
+    add_user(&htpasswd, "admin", "admin-pw");
+    let database = berth_testkit::postgres().database();
+    let args = [
+        "--config",
+        &config,
+        "--database-url",
+        &database,
+        "--htpasswd",
+        htpasswd.to_str().unwrap(),
+    ];
+    let a = Server::start(&args);
+    let mut b = Server::start(&args);
+    let creds = "admin:admin-pw";
+
+    // One signing key, kept in the database: a's token is good at b.
+    let api_a = Api::with_credentials(&a, "admin", "admin-pw");
+    let api_b = Api::with_credentials(&b, "admin", "admin-pw");
+    let r = api_a
+        .http
+        .get(api_a.url("/token?service=berth&scope=repository:team/app:pull,push"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let token: serde_json::Value = r.json().await.unwrap();
+    let r = reqwest::Client::new()
+        .get(b.url("/v2/team/app/tags/list"))
+        .bearer_auth(token["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        404,
+        "b accepted a's token: the repository is unknown yet"
+    );
 
     let work = tempfile::tempdir().unwrap();
     let source = work.path().join("source");
     let mut layout = Layout::new(&source);
     let index = layout.index(&["amd64", "arm64"], 3);
     layout.tag(&index, "v1");
-    skopeo(
-        &a,
+    run_tool(
+        "skopeo",
         &[
             "copy",
             "--all",
             "--dest-tls-verify=false",
+            &format!("--dest-creds={creds}"),
             &format!("oci:{}:v1", source.display()),
             &format!("docker://{}/team/app:v1", a.addr),
         ],
     );
     let pulled = work.path().join("pulled");
-    skopeo(
-        &b,
+    run_tool(
+        "skopeo",
         &[
             "copy",
             "--all",
             "--src-tls-verify=false",
+            &format!("--src-creds={creds}"),
             &format!("docker://{}/team/app:v1", b.addr),
             &format!("oci:{}:v1", pulled.display()),
         ],
     );
     assert_eq!(layout_digest(&pulled, "v1"), index.digest);
+    // containerd, the kubelet's runtime, through the token flow of either.
+    let containerd = Containerd::start();
+    for server in [&a, &b] {
+        let image = format!("{}/team/app:v1", server.addr);
+        succeed(
+            containerd
+                .ctr(&["images", "pull", "--plain-http", "--snapshotter", "native"])
+                .args(["--all-platforms", "--user", creds, &image]),
+        );
+        assert_eq!(containerd.image_digest(&image), index.digest);
+    }
 
     // One upload, its chunks alternating between the replicas, and sizes
     // on both sides of S3's 5 MiB part minimum.
-    let (api_a, api_b) = (Api::new(&a), Api::new(&b));
     let content = berth_testkit::noise((20 << 20) + 5, 9);
     let digest = berth_testkit::sha256(&content);
     let r = api_a

@@ -1147,6 +1147,24 @@ impl<E: Engine> MetadataStore for SqlMetadataStore<E> {
         })
         .await
     }
+
+    async fn shared_value(&self, name: &str, initial: &str) -> StorageResult<String> {
+        let (name, initial) = (name.to_owned(), initial.to_owned());
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO shared_values (name, value) VALUES ($1, $2)
+                 ON CONFLICT (name) DO NOTHING",
+                &params![&name, &initial],
+            )?;
+            Ok(tx
+                .value(
+                    "SELECT value FROM shared_values WHERE name = $1",
+                    &params![&name],
+                )?
+                .expect("shared value just ensured"))
+        })
+        .await
+    }
 }
 
 /// Reads everything collection decides from.
@@ -1351,6 +1369,7 @@ mod tests {
         collection_deletes_only_what_is_still_unused,
         tagging_refreshes_what_the_tag_makes_reachable,
         one_holder_of_a_lease_at_a_time,
+        the_first_value_offered_is_shared,
         listings_page_in_byte_order,
         referrers_filter_and_page,
         uploads_expire_only_when_stale,
@@ -1721,6 +1740,12 @@ mod tests {
         assert!(store.take_lease("gc", "a", 212, 270).await.unwrap());
     }
 
+    async fn the_first_value_offered_is_shared(store: &dyn MetadataStore) {
+        assert_eq!(store.shared_value("key", "first").await.unwrap(), "first");
+        assert_eq!(store.shared_value("key", "second").await.unwrap(), "first");
+        assert_eq!(store.shared_value("other", "x").await.unwrap(), "x");
+    }
+
     async fn listings_page_in_byte_order(store: &dyn MetadataStore) {
         let blob = Digest::sha256_of(b"layer");
         // '-' (0x2d) sorts before '/' (0x2f): byte order, not a locale's.
@@ -1976,6 +2001,6 @@ mod tests {
             url.rsplit('/').next().unwrap(),
             "SELECT version FROM berth_schema",
         );
-        assert_eq!(version.trim(), "1");
+        assert_eq!(version.trim(), "2");
     }
 }

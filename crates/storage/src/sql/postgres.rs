@@ -29,7 +29,8 @@ use crate::{StorageError, StorageResult};
 
 /// The schema, as the migrations that build it in order: the table
 /// `berth_schema` holds how many were applied. Append to change it; never
-/// edit one that has shipped. The first is the SQLite store's third schema.
+/// edit one that has shipped. The first is the SQLite store's third schema,
+/// the second its fourth.
 const MIGRATIONS: &[&str] = &[
     // 1: the schema the SQLite store reached with its third migration.
     r#"
@@ -98,6 +99,8 @@ const MIGRATIONS: &[&str] = &[
         until  BIGINT NOT NULL
     );
     "#,
+    // 2: values every process on the store shares (the token signing key).
+    r#"CREATE TABLE shared_values (name TEXT COLLATE "C" PRIMARY KEY, value TEXT NOT NULL);"#,
 ];
 
 /// The advisory lock berth processes take to migrate one at a time.

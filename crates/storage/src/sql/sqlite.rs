@@ -111,6 +111,8 @@ const MIGRATIONS: &[&str] = &[
         until  INTEGER NOT NULL
     );
     ",
+    // 4: values every process on the store shares (the token signing key).
+    "CREATE TABLE shared_values (name TEXT PRIMARY KEY, value TEXT NOT NULL);",
 ];
 
 /// Connections kept open; readers run in parallel in WAL mode.
