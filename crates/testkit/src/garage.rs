@@ -1,6 +1,7 @@
-//! A real S3 store for the tests: Garage, a single node per test process,
-//! started on first use in a temporary directory on loopback ports; each
-//! test takes a fresh bucket of its own. As for PostgreSQL, a watchdog
+//! A real S3 store for the tests: Garage, a single node per test process
+//! and, for the tests that want one, a three-node cluster, started on first
+//! use in temporary directories on loopback ports; each test takes a fresh
+//! bucket of its own. As for PostgreSQL, a watchdog
 //! shell stops it and removes its directory once the test process is gone.
 
 use std::path::PathBuf;
@@ -11,8 +12,10 @@ use std::time::{Duration, Instant};
 
 pub struct GarageServer {
     bin: PathBuf,
-    config: PathBuf,
-    s3_port: u16,
+    /// Each node's configuration file; administration goes through the first.
+    configs: Vec<PathBuf>,
+    /// Each node's S3 port.
+    s3_ports: Vec<u16>,
     buckets: AtomicU32,
 }
 
@@ -21,11 +24,18 @@ pub struct GarageServer {
 pub const GARAGE_KEY_ID: &str = "GK0123456789abcdef01234567";
 pub const GARAGE_SECRET: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
-/// The test process's Garage, started on first use. Fails the test, never
-/// skips it, when Garage is not installed.
+/// The test process's single-node Garage, started on first use. Fails the
+/// test, never skips it, when Garage is not installed.
 pub fn garage() -> &'static GarageServer {
     static SERVER: OnceLock<GarageServer> = OnceLock::new();
-    SERVER.get_or_init(GarageServer::start)
+    SERVER.get_or_init(|| GarageServer::start(1))
+}
+
+/// The test process's three-node Garage cluster, every object on all three
+/// nodes (as a production cluster keeps it), started on first use.
+pub fn garage_cluster() -> &'static GarageServer {
+    static SERVER: OnceLock<GarageServer> = OnceLock::new();
+    SERVER.get_or_init(|| GarageServer::start(3))
 }
 
 /// `$BERTH_GARAGE`, else where `scripts/test` installs it, else `garage`.
@@ -53,7 +63,7 @@ fn free_port() -> u16 {
 }
 
 impl GarageServer {
-    fn start() -> Self {
+    fn start(nodes: usize) -> Self {
         let bin = garage_bin();
         assert!(
             Command::new(&bin)
@@ -63,6 +73,44 @@ impl GarageServer {
             "Garage is required for these tests but {bin:?} could not be run: scripts/test \
              installs it (cargo install garage), or point BERTH_GARAGE at it"
         );
+        let mut server = GarageServer {
+            bin,
+            configs: Vec::new(),
+            s3_ports: Vec::new(),
+            buckets: AtomicU32::new(0),
+        };
+        let mut ids = Vec::new();
+        for _ in 0..nodes {
+            let (config, s3, rpc) = server.start_node(nodes);
+            server.configs.push(config);
+            server.s3_ports.push(s3);
+            let id = server.node_id(server.configs.len() - 1);
+            ids.push(format!("{id}@127.0.0.1:{rpc}"));
+        }
+        for (zone, id) in ids.iter().enumerate() {
+            if zone > 0 {
+                server.run(&["node", "connect", id]);
+            }
+            let node = id.split('@').next().unwrap_or_default();
+            let zone = format!("dc{zone}");
+            server.run(&["layout", "assign", "-z", &zone, "-c", "1G", node]);
+        }
+        server.run(&["layout", "apply", "--version", "1"]);
+        server.run(&[
+            "key",
+            "import",
+            "--yes",
+            "-n",
+            "berth",
+            GARAGE_KEY_ID,
+            GARAGE_SECRET,
+        ]);
+        server
+    }
+
+    /// Starts one node of a cluster keeping `replicas` copies of each object;
+    /// returns its configuration file and S3 and RPC ports.
+    fn start_node(&self, replicas: usize) -> (PathBuf, u16, u16) {
         let dir = tempfile::Builder::new()
             .prefix("berth-garage-")
             .tempdir()
@@ -76,7 +124,7 @@ impl GarageServer {
                 r#"metadata_dir = "{dir}/meta"
 data_dir = "{dir}/data"
 db_engine = "sqlite"
-replication_factor = 1
+replication_factor = {replicas}
 rpc_bind_addr = "127.0.0.1:{rpc}"
 rpc_public_addr = "127.0.0.1:{rpc}"
 rpc_secret = "{secret}"
@@ -91,51 +139,39 @@ api_bind_addr = "127.0.0.1:{admin}"
             ),
         )
         .expect("Garage's configuration");
-        let mut command = Command::new(&bin);
+        let mut command = Command::new(&self.bin);
         command
             .arg("-c")
             .arg(&config)
             .arg("server")
             .env("RUST_LOG", "warn");
         crate::watchdog::spawn_watched(&command, &dir, "TERM");
-        let server = GarageServer {
-            bin,
-            config,
-            s3_port: s3,
-            buckets: AtomicU32::new(0),
-        };
+        (config, s3, rpc)
+    }
+
+    /// The id of node `index`, once it answers.
+    fn node_id(&self, index: usize) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
-        let node = loop {
-            let out = server.command(&["node", "id", "-q"]);
+        loop {
+            let out = self.command_on(index, &["node", "id", "-q"]);
             if out.status.success() {
                 let id = String::from_utf8_lossy(&out.stdout);
-                break id.split('@').next().unwrap_or_default().trim().to_owned();
+                return id.split('@').next().unwrap_or_default().trim().to_owned();
             }
+            let log = self.configs[index].with_file_name("log");
             assert!(
                 Instant::now() < deadline,
                 "Garage did not start: {}",
-                std::fs::read_to_string(dir.join("log")).unwrap_or_default()
+                std::fs::read_to_string(log).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(100));
-        };
-        server.run(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
-        server.run(&["layout", "apply", "--version", "1"]);
-        server.run(&[
-            "key",
-            "import",
-            "--yes",
-            "-n",
-            "berth",
-            GARAGE_KEY_ID,
-            GARAGE_SECRET,
-        ]);
-        server
+        }
     }
 
-    fn command(&self, args: &[&str]) -> std::process::Output {
+    fn command_on(&self, index: usize, args: &[&str]) -> std::process::Output {
         Command::new(&self.bin)
             .arg("-c")
-            .arg(&self.config)
+            .arg(&self.configs[index])
             .args(args)
             .env("RUST_LOG", "warn")
             .output()
@@ -144,7 +180,7 @@ api_bind_addr = "127.0.0.1:{admin}"
 
     /// Runs a `garage` administration command; returns what it printed.
     pub fn run(&self, args: &[&str]) -> String {
-        let out = self.command(args);
+        let out = self.command_on(0, args);
         assert!(
             out.status.success(),
             "garage {args:?} failed: {}{}",
@@ -154,9 +190,14 @@ api_bind_addr = "127.0.0.1:{admin}"
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// The S3 endpoint, `http://127.0.0.1:<port>`.
+    /// The first node's S3 endpoint, `http://127.0.0.1:<port>`.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.s3_port)
+        self.endpoint_of(0)
+    }
+
+    /// Node `index`'s S3 endpoint.
+    pub fn endpoint_of(&self, index: usize) -> String {
+        format!("http://127.0.0.1:{}", self.s3_ports[index])
     }
 
     /// A new, empty bucket the test key may read and write; returns its name.

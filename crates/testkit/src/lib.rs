@@ -8,7 +8,7 @@ use std::process::Command;
 mod garage;
 mod postgres;
 mod watchdog;
-pub use garage::{GARAGE_KEY_ID, GARAGE_SECRET, GarageServer, garage};
+pub use garage::{GARAGE_KEY_ID, GARAGE_SECRET, GarageServer, garage, garage_cluster};
 pub use postgres::{PostgresServer, postgres};
 
 use sha2::Digest as _;

@@ -83,17 +83,17 @@ async fn the_metadata_is_the_databases() {
     assert_eq!(catalog["repositories"], serde_json::json!(["shared/app"]));
 }
 
-/// `berth.toml` for replicas sharing one bucket of the test Garage (the
-/// database is given by flag, which the suite's PostgreSQL run leaves alone).
-fn shared_config(dir: &std::path::Path) -> String {
-    let path = dir.join("berth.toml");
+/// `berth.toml` for a replica on `bucket` of the test Garage cluster,
+/// through node `node` (the database is given by flag, which the suite's
+/// PostgreSQL run leaves alone).
+fn replica_config(dir: &std::path::Path, bucket: &str, node: usize) -> String {
+    let path = dir.join(format!("berth-{node}.toml"));
     std::fs::write(
         &path,
         format!(
             "[s3]\nendpoint = \"{}\"\nregion = \"garage\"\n\
-             bucket = \"{}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
-            berth_testkit::garage().endpoint(),
-            berth_testkit::garage().bucket(),
+             bucket = \"{bucket}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
+            berth_testkit::garage_cluster().endpoint_of(node),
             berth_testkit::GARAGE_KEY_ID,
             berth_testkit::GARAGE_SECRET,
         ),
@@ -102,9 +102,10 @@ fn shared_config(dir: &std::path::Path) -> String {
     path.to_str().unwrap().to_owned()
 }
 
-/// Two berth processes on one bucket and one database, each with a data
-/// directory of its own (as pods have) and the users of one htpasswd file
-/// (as a mounted Secret gives them), are one registry: a token one issues
+/// Two berth processes on one bucket of a three-node Garage cluster (each
+/// through another node) and one database, each with a data directory of
+/// its own (as pods have) and the users of one htpasswd file (as a mounted
+/// Secret gives them), are one registry: a token one issues
 /// the other accepts; skopeo pushes a multi-arch index through one and pulls
 /// it through the other byte for byte, and containerd pulls it through
 /// either; one upload alternates its chunks between them; a replica killed
@@ -113,20 +114,22 @@ fn shared_config(dir: &std::path::Path) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_on_one_bucket_and_one_database_are_one_registry() {
     let shared = tempfile::tempdir().unwrap();
-    let config = shared_config(shared.path());
+    let bucket = berth_testkit::garage_cluster().bucket();
     let htpasswd = shared.path().join("htpasswd");
     add_user(&htpasswd, "admin", "admin-pw");
     let database = berth_testkit::postgres().database();
-    let args = [
-        "--config",
-        &config,
-        "--database-url",
-        &database,
-        "--htpasswd",
-        htpasswd.to_str().unwrap(),
-    ];
-    let a = Server::start(&args);
-    let mut b = Server::start(&args);
+    let replica = |node: usize| {
+        Server::start(&[
+            "--config",
+            &replica_config(shared.path(), &bucket, node),
+            "--database-url",
+            &database,
+            "--htpasswd",
+            htpasswd.to_str().unwrap(),
+        ])
+    };
+    let a = replica(0);
+    let mut b = replica(1);
     let creds = "admin:admin-pw";
 
     // One signing key, kept in the database: a's token is good at b.
