@@ -20,6 +20,7 @@
 //! * `trash/<algorithm>-<hex>-<millis>-<unique>`: bytes a collection moved
 //!   aside.
 
+use std::collections::VecDeque;
 use std::ops::Range;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
@@ -36,6 +37,7 @@ use object_store::{
 };
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
+use tokio::task::JoinHandle;
 
 use crate::blob::{BlobStore, ByteStream, Ending, RoomClaim, Stashed, StoredBlob, now_millis};
 use crate::error::Received;
@@ -44,6 +46,45 @@ use crate::{StorageError, StorageResult};
 /// The size of every multipart part but the last: above S3's 5 MiB minimum,
 /// and what a chunk buffers in memory at most.
 const PART_SIZE: usize = 8 << 20;
+
+/// Parts of one upload sent to S3 at the same time, at most: enough to keep
+/// receiving while S3 stores, and a bound on the memory a chunk holds.
+const PARTS_IN_FLIGHT: usize = 3;
+
+/// Parts on their way to S3, in order; aborted if dropped unfinished (a
+/// failed chunk: the next one writes over their part numbers).
+#[derive(Default)]
+struct PartsInFlight(VecDeque<JoinHandle<object_store::Result<PartId>>>);
+
+impl PartsInFlight {
+    /// Waits for the oldest part and records it.
+    async fn next_into(&mut self, state: &mut UploadState) -> StorageResult<()> {
+        if let Some(sent) = self.0.pop_front() {
+            let PartId { content_id } = sent
+                .await
+                .map_err(|e| StorageError::Io(std::io::Error::other(e)))?
+                .map_err(s3_error)?;
+            state.parts.push(content_id);
+        }
+        Ok(())
+    }
+
+    /// Waits for every part and records them.
+    async fn finish_into(&mut self, state: &mut UploadState) -> StorageResult<()> {
+        while !self.0.is_empty() {
+            self.next_into(state).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PartsInFlight {
+    fn drop(&mut self) {
+        for sending in &self.0 {
+            sending.abort();
+        }
+    }
+}
 
 /// How to reach the bucket.
 #[derive(Clone, Default)]
@@ -261,12 +302,15 @@ impl S3BlobStore {
     }
 
     /// Sends full parts out of `buffer` (holding the bytes after the
-    /// recorded parts) into the upload's multipart upload.
+    /// recorded parts) into the upload's multipart upload, each as a task of
+    /// its own so the body keeps arriving meanwhile; waits only while
+    /// [`PARTS_IN_FLIGHT`] are on their way.
     async fn send_parts(
         &self,
         id: &str,
         state: &mut UploadState,
         buffer: &mut BytesMut,
+        sending: &mut PartsInFlight,
     ) -> StorageResult<()> {
         while buffer.len() >= PART_SIZE {
             let data = self.upload_key(id, "data")?;
@@ -278,13 +322,15 @@ impl S3BlobStore {
                     created
                 }
             };
+            if sending.0.len() == PARTS_IN_FLIGHT {
+                sending.next_into(state).await?;
+            }
             let part = buffer.split_to(PART_SIZE).freeze();
-            let PartId { content_id } = self
-                .s3
-                .put_part(&data, &multipart, state.parts.len(), part.into())
-                .await
-                .map_err(s3_error)?;
-            state.parts.push(content_id);
+            let index = state.parts.len() + sending.0.len();
+            let s3 = self.s3.clone();
+            sending.0.push_back(tokio::spawn(async move {
+                s3.put_part(&data, &multipart, index, part.into()).await
+            }));
         }
         Ok(())
     }
@@ -387,6 +433,7 @@ impl BlobStore for S3BlobStore {
         let mut pieces_read = pieces == 0;
         let mut received = 0u64;
         let mut ending = Ending::Complete;
+        let mut sending = PartsInFlight::default();
         while let Some(item) = body.next().await {
             let chunk = match item {
                 Ok(chunk) => chunk,
@@ -410,9 +457,11 @@ impl BlobStore for S3BlobStore {
                 pieces_read = true;
             }
             if pieces_read {
-                self.send_parts(id, &mut state, &mut buffer).await?;
+                self.send_parts(id, &mut state, &mut buffer, &mut sending)
+                    .await?;
             }
         }
+        sending.finish_into(&mut state).await?;
         let verdict = match ending {
             // A stream keeps what arrived (saved below), then reports it.
             Ending::Interrupted(e) => Err(StorageError::BodyInterrupted(e.to_string())),
