@@ -1,9 +1,11 @@
-//! An in-memory cache of manifest lookups for the embedded metadata store.
+//! An in-memory cache of manifest lookups for the metadata store.
 //!
 //! Pulls resolve `<repository>:<tag>` on every request, so a cache of those
-//! answers takes the database off the hot path. It is only correct because the
-//! embedded store has a single process writing it (berth locks its data
-//! directory), and every write goes through this cache's invalidation.
+//! answers takes the database off the hot path. It is correct only while
+//! every write reaches its invalidation: this process's writes directly, and
+//! on a database other processes write, theirs through the database's
+//! notifications; while those cannot arrive (the listening connection is
+//! down), the cache is suspended and answers nothing.
 //!
 //! Coherence: readers note the write epoch before querying the database and
 //! insert their answer only if no write completed meanwhile; writers bump the
@@ -12,6 +14,7 @@
 //! the new epoch and inserts nothing.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use quick_cache::sync::Cache;
 
@@ -27,6 +30,8 @@ pub struct LookupKey {
 pub struct LookupCache {
     entries: Cache<LookupKey, ManifestRecord>,
     epoch: Mutex<u64>,
+    /// Whether every write reaches the cache; changed under the epoch lock.
+    live: AtomicBool,
 }
 
 /// The epoch a reader saw before it queried the database.
@@ -34,15 +39,36 @@ pub struct LookupCache {
 pub struct Epoch(u64);
 
 impl LookupCache {
-    pub fn new(capacity: usize) -> Self {
+    /// A cache answering from the start (`live`), or only once resumed.
+    pub fn new(capacity: usize, live: bool) -> Self {
         LookupCache {
             entries: Cache::new(capacity),
             epoch: Mutex::new(0),
+            live: AtomicBool::new(live),
         }
     }
 
     pub fn get(&self, key: &LookupKey) -> Option<ManifestRecord> {
+        if !self.live.load(Ordering::Acquire) {
+            return None;
+        }
         self.entries.get(key)
+    }
+
+    /// Writes may now go unseen: forget everything, answer nothing.
+    pub fn suspend(&self) {
+        let mut epoch = self.epoch.lock().expect("epoch lock");
+        *epoch += 1;
+        self.live.store(false, Ordering::Release);
+        self.entries.clear();
+    }
+
+    /// Every write is seen again: start from nothing.
+    pub fn resume(&self) {
+        let mut epoch = self.epoch.lock().expect("epoch lock");
+        *epoch += 1;
+        self.entries.clear();
+        self.live.store(true, Ordering::Release);
     }
 
     pub fn epoch(&self) -> Epoch {
@@ -53,7 +79,7 @@ impl LookupCache {
     /// completed since.
     pub fn insert(&self, seen: Epoch, key: LookupKey, record: ManifestRecord) {
         let epoch = self.epoch.lock().expect("epoch lock");
-        if *epoch == seen.0 {
+        if *epoch == seen.0 && self.live.load(Ordering::Acquire) {
             self.entries.insert(key, record);
         }
     }
@@ -97,7 +123,7 @@ mod tests {
 
     #[test]
     fn a_read_racing_a_write_is_not_cached() {
-        let cache = LookupCache::new(10);
+        let cache = LookupCache::new(10, true);
         let seen = cache.epoch();
         cache.invalidate([key("v1")]); // a write committed after the read began
         cache.insert(seen, key("v1"), record());
@@ -106,6 +132,25 @@ mod tests {
         cache.insert(seen, key("v1"), record());
         assert_eq!(cache.get(&key("v1")), Some(record()));
         cache.invalidate_repository("repo");
+        assert_eq!(cache.get(&key("v1")), None);
+    }
+
+    #[test]
+    fn a_suspended_cache_answers_and_keeps_nothing() {
+        let cache = LookupCache::new(10, false);
+        let seen = cache.epoch();
+        cache.insert(seen, key("v1"), record());
+        assert_eq!(cache.get(&key("v1")), None);
+        cache.resume();
+        let seen = cache.epoch();
+        cache.insert(seen, key("v1"), record());
+        assert_eq!(cache.get(&key("v1")), Some(record()));
+        // A read begun before the suspension does not fill it afterwards.
+        let seen = cache.epoch();
+        cache.suspend();
+        assert_eq!(cache.get(&key("v1")), None);
+        cache.resume();
+        cache.insert(seen, key("v1"), record());
         assert_eq!(cache.get(&key("v1")), None);
     }
 }

@@ -5,7 +5,10 @@
 //! adapts them. Values are 64-bit integers and text only (timestamps, sizes
 //! and digests need nothing else), so both engines map them exactly.
 
+use std::sync::Arc;
+
 use crate::error::DatabaseErrorKind;
+use crate::lookup_cache::LookupCache;
 use crate::{StorageError, StorageResult};
 
 /// A statement parameter.
@@ -212,9 +215,14 @@ pub enum Durability {
 /// serializable isolation) runs the aborted one again, so `f` must do all
 /// its work through the connection and keep no effect outside it.
 pub trait Engine: Send + Sync + 'static {
-    /// Whether this process is the store's only writer, so an in-memory
-    /// cache of lookups stays coherent with it.
-    const SINGLE_WRITER: bool;
+    /// Keeps `lookups` coherent with the writes of other processes: resumes
+    /// it while their [`Engine::announce_stale`]s arrive, suspends it while
+    /// they cannot. An engine this process alone writes resumes it at once.
+    fn watch_lookups(&self, lookups: Arc<LookupCache>);
+
+    /// Within a write's transaction: tells the other processes on the
+    /// database, once it commits, that `repository`'s lookups are stale.
+    fn announce_stale(&self, tx: &mut dyn Conn, repository: &str) -> StorageResult<()>;
 
     /// Runs `f` outside a transaction: each statement sees what was
     /// committed before it.

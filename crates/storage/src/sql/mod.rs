@@ -40,9 +40,8 @@ const LOOKUP_CACHE_ENTRIES: usize = 100_000;
 
 pub struct SqlMetadataStore<E> {
     engine: Arc<E>,
-    /// Only for an engine written by this process alone: another process's
-    /// writes would not invalidate it.
-    lookups: Option<Arc<LookupCache>>,
+    /// Kept coherent with other processes' writes by the engine.
+    lookups: Arc<LookupCache>,
 }
 
 /// What a manifest or tag write makes stale in the lookup cache.
@@ -52,6 +51,16 @@ enum Stale {
     Keys(Vec<LookupKey>),
     /// Every lookup in the repository.
     Repository(String),
+}
+
+impl Stale {
+    /// The repository whose lookups other processes must forget, if any.
+    fn repository(&self) -> Option<&str> {
+        match self {
+            Stale::Keys(keys) => keys.first().map(|key| key.repository.as_str()),
+            Stale::Repository(name) => Some(name),
+        }
+    }
 }
 
 impl SqlMetadataStore<Sqlite> {
@@ -70,9 +79,11 @@ impl SqlMetadataStore<Postgres> {
 
 impl<E: Engine> SqlMetadataStore<E> {
     pub fn new(engine: E) -> Self {
+        let lookups = Arc::new(LookupCache::new(LOOKUP_CACHE_ENTRIES, false));
+        engine.watch_lookups(lookups.clone());
         SqlMetadataStore {
             engine: Arc::new(engine),
-            lookups: E::SINGLE_WRITER.then(|| Arc::new(LookupCache::new(LOOKUP_CACHE_ENTRIES))),
+            lookups,
         }
     }
 
@@ -88,10 +99,10 @@ impl<E: Engine> SqlMetadataStore<E> {
             repository: repository.to_string(),
             reference: reference.to_owned(),
         };
-        if let Some(hit) = self.lookups.as_ref().and_then(|l| l.get(&key)) {
+        if let Some(hit) = self.lookups.get(&key) {
             return Ok(Some(hit));
         }
-        let seen = self.lookups.as_ref().map(|l| l.epoch());
+        let seen = self.lookups.epoch();
         let (repository, reference) = (key.repository.clone(), key.reference.clone());
         let found = self
             .read(move |conn| {
@@ -100,8 +111,8 @@ impl<E: Engine> SqlMetadataStore<E> {
                     .transpose()
             })
             .await?;
-        if let (Some(record), Some(lookups), Some(seen)) = (&found, &self.lookups, seen) {
-            lookups.insert(seen, key, record.clone());
+        if let Some(record) = &found {
+            self.lookups.insert(seen, key, record.clone());
         }
         Ok(found)
     }
@@ -171,13 +182,21 @@ impl<E: Engine> SqlMetadataStore<E> {
     ) -> StorageResult<T> {
         let lookups = self.lookups.clone();
         self.blocking(move |engine| {
-            let outcome = engine.write(durability, &mut f);
-            match (lookups, stale) {
-                (Some(lookups), Some(Stale::Keys(keys))) => lookups.invalidate(keys),
-                (Some(lookups), Some(Stale::Repository(name))) => {
-                    lookups.invalidate_repository(&name)
+            let announced = stale
+                .as_ref()
+                .and_then(Stale::repository)
+                .map(str::to_owned);
+            let outcome = engine.write(durability, &mut |tx| {
+                let out = f(tx)?;
+                if let Some(repository) = &announced {
+                    engine.announce_stale(tx, repository)?;
                 }
-                _ => {}
+                Ok(out)
+            });
+            match stale {
+                Some(Stale::Keys(keys)) => lookups.invalidate(keys),
+                Some(Stale::Repository(name)) => lookups.invalidate_repository(&name),
+                None => {}
             }
             outcome
         })
@@ -1982,6 +2001,46 @@ mod tests {
         assert_eq!((usage[0].manifests, usage[0].tags), (20, 1));
         let sizes: usize = (0..20).map(|i| format!("image {i}").len()).sum();
         assert_eq!(usage[0].bytes, 5 + sizes as u64);
+    }
+
+    /// A tag another process moves is answered from this process's cache
+    /// only until the database's notification of the move arrives.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_tag_another_postgres_process_moves_is_not_served_from_the_cache() {
+        let url = berth_testkit::postgres().database();
+        let (a, b) = tokio::join!(open_postgres(&url), open_postgres(&url));
+        let app = name("app");
+        let tag = Tag::parse("latest").unwrap();
+        let (old, new) = (manifest("one"), manifest("two"));
+        a.put_manifest(&app, old.clone(), Some(&tag), 1, WriteRules::default())
+            .await
+            .unwrap();
+        let key = LookupKey {
+            repository: "app".into(),
+            reference: "latest".into(),
+        };
+        // Cached once a's listening connection is up.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while a.lookups.get(&key).is_none() {
+            assert!(Instant::now() < deadline, "a never caches the tag");
+            a.resolve_tag(&app, &tag).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        b.put_manifest(&app, new.clone(), Some(&tag), 2, WriteRules::default())
+            .await
+            .unwrap();
+        loop {
+            let answer = a.resolve_tag(&app, &tag).await.unwrap().unwrap();
+            if answer.digest == new.digest {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a still answers {}",
+                answer.digest
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// berth processes starting together on an empty database: one creates

@@ -15,16 +15,19 @@
 //! lists them, whatever the database's locale.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures_util::StreamExt as _;
 use tokio::runtime::Handle;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{IsolationLevel, NoTls};
+use tokio_postgres::{AsyncMessage, IsolationLevel, NoTls};
 
 use super::conn::{Conn, Durability, Engine, Param, Value};
 use crate::error::DatabaseErrorKind;
+use crate::lookup_cache::LookupCache;
 use crate::{StorageError, StorageResult};
 
 /// The schema, as the migrations that build it in order: the table
@@ -137,6 +140,8 @@ impl std::fmt::Debug for PostgresOptions {
 pub struct Postgres {
     pool: Pool,
     runtime: Handle,
+    /// For the connection that listens to other processes' writes.
+    config: tokio_postgres::Config,
 }
 
 impl Postgres {
@@ -159,7 +164,7 @@ impl Postgres {
             config.connect_timeout(options.timeout);
         }
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -176,6 +181,7 @@ impl Postgres {
         Ok(Postgres {
             pool,
             runtime: Handle::current(),
+            config,
         })
     }
 
@@ -309,8 +315,20 @@ impl<C: GenericClient + Sync> Conn for PgConn<'_, C> {
 }
 
 impl Engine for Postgres {
-    /// Other berth processes write the same database.
-    const SINGLE_WRITER: bool = false;
+    /// Other berth processes write the same database: their writes arrive
+    /// as notifications on a connection of its own.
+    fn watch_lookups(&self, lookups: Arc<LookupCache>) {
+        self.runtime.spawn(listen(self.config.clone(), lookups));
+    }
+
+    fn announce_stale(&self, tx: &mut dyn Conn, repository: &str) -> StorageResult<()> {
+        // Delivered when (and only if) the transaction commits.
+        tx.execute(
+            "SELECT pg_notify('berth_stale_lookups', $1)",
+            &[Param::Text(repository)],
+        )
+        .map(drop)
+    }
 
     fn read<T>(&self, f: &mut dyn FnMut(&mut dyn Conn) -> StorageResult<T>) -> StorageResult<T> {
         let client = self.runtime.block_on(self.pool.get())?;
@@ -346,6 +364,74 @@ impl Engine for Postgres {
             }
         }
     }
+}
+
+/// How often the listening connection is checked, and how long berth waits
+/// before connecting it again.
+const LISTEN_CHECK: Duration = Duration::from_secs(5);
+
+/// Forwards other processes' announcements of stale lookups to `lookups`,
+/// reconnecting when the connection fails; the cache is suspended whenever
+/// they might be missed.
+async fn listen(config: tokio_postgres::Config, lookups: Arc<LookupCache>) {
+    loop {
+        if let Err(e) = listen_once(&config, &lookups).await {
+            tracing::warn!(
+                error = %e,
+                "not hearing of other berth processes' writes; manifest lookups go to the \
+                 database until the connection is back"
+            );
+        }
+        lookups.suspend();
+        tokio::time::sleep(LISTEN_CHECK).await;
+    }
+}
+
+/// One listening connection, for as long as it works.
+async fn listen_once(
+    config: &tokio_postgres::Config,
+    lookups: &Arc<LookupCache>,
+) -> Result<(), String> {
+    let (client, mut connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
+    let notified = lookups.clone();
+    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+    let mut driver = tokio::spawn(async move {
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(stale)) => {
+                    notified.invalidate_repository(stale.payload())
+                }
+                Ok(_) => {}
+                Err(e) => return e.to_string(),
+            }
+        }
+        "the connection closed".to_owned()
+    });
+    let outcome: Result<(), String> = async {
+        client
+            .batch_execute("LISTEN berth_stale_lookups")
+            .await
+            .map_err(|e| e.to_string())?;
+        lookups.resume();
+        // A connection that vanished without a word would leave the cache
+        // answering with nothing heard: asked now and then.
+        loop {
+            tokio::select! {
+                ended = &mut driver => {
+                    return Err(ended.unwrap_or_else(|e| e.to_string()));
+                }
+                () = tokio::time::sleep(LISTEN_CHECK) => {}
+            }
+            match tokio::time::timeout(LISTEN_CHECK, client.simple_query("")).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(_) => return Err("the database did not answer in time".to_owned()),
+            }
+        }
+    }
+    .await;
+    driver.abort();
+    outcome
 }
 
 /// A few milliseconds, growing with `attempt` and jittered, so two

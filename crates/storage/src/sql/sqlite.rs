@@ -7,6 +7,7 @@
 //! (SQLite's default BINARY collation), as the registry API lists them.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use r2d2::Pool;
@@ -15,6 +16,7 @@ use r2d2_sqlite::rusqlite::{self, Connection, ToSql, TransactionBehavior, types:
 
 use super::conn::{Conn, Durability, Engine, Param, Value};
 use crate::error::DatabaseErrorKind;
+use crate::lookup_cache::LookupCache;
 use crate::{StorageError, StorageResult};
 
 /// The schema, as the migrations that build it in order: `PRAGMA
@@ -236,8 +238,15 @@ impl Conn for SqliteConn<'_> {
 }
 
 impl Engine for Sqlite {
-    /// berth locks the data directory the database lives in.
-    const SINGLE_WRITER: bool = true;
+    /// berth locks the data directory the database lives in: every write
+    /// is this process's.
+    fn watch_lookups(&self, lookups: Arc<LookupCache>) {
+        lookups.resume();
+    }
+
+    fn announce_stale(&self, _tx: &mut dyn Conn, _repository: &str) -> StorageResult<()> {
+        Ok(())
+    }
 
     fn read<T>(&self, f: &mut dyn FnMut(&mut dyn Conn) -> StorageResult<T>) -> StorageResult<T> {
         f(&mut SqliteConn(&*self.pool.get()?))
