@@ -390,11 +390,15 @@ impl PullThroughCache {
                 .map_err(|e| self.blob_error(upstream, e, &digest));
         }
         match self.registry.blob(&route.local, digest.as_str()).await {
-            Ok(blob) => {
+            // Recorded with its bytes in place. A record alone is what another
+            // berth process on the same stores leaves while it moves a
+            // download into place (or a file lost behind berth's back): a
+            // miss here, downloaded again.
+            Ok(blob) if self.registry.blob_stored(&digest).await? => {
                 self.stats.blob_hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(CachedBlob::Stored(blob));
             }
-            Err(RegistryError::BlobUnknown(_)) => {}
+            Ok(_) | Err(RegistryError::BlobUnknown(_)) => {}
             Err(e) => return Err(e.into()),
         }
         upstream.throttled()?;

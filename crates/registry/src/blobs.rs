@@ -49,6 +49,13 @@ impl Registry {
         }
     }
 
+    /// Whether the blob store holds `digest`'s bytes. A blob is recorded
+    /// before its bytes are in place, so for a moment another berth process
+    /// on the same stores may see the record alone.
+    pub async fn blob_stored(&self, digest: &Digest) -> Result<bool> {
+        Ok(self.blobs.stat(digest).await?.is_some())
+    }
+
     /// Stores a local file whose bytes the caller verified have `digest`
     /// (a pull-through cache's download) as that blob of `repository`:
     /// recorded first, the file made the blob second, as an upload is.

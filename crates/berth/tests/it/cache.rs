@@ -351,6 +351,32 @@ async fn concurrent_cold_pulls_fetch_each_blob_once() {
 /// Upstream gone: cached tags and digests still pull, the tag check
 /// failing at once, and the log says the copy is stale. A hanging upstream
 /// costs one timeout, after which it is left alone for a while.
+/// A blob recorded without its bytes (what another berth process on the
+/// same stores leaves for the moment between recording a download and
+/// moving it into place, or a file lost behind berth's back) is a miss:
+/// downloaded again, not an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_recorded_blob_without_its_bytes_is_downloaded_again() {
+    let upstream = Server::start(&[]);
+    let image = push(&Api::new(&upstream), "library/app", "1", &[100_000], 5).await;
+    let cache = Cache::of(&upstream, "");
+    let http = Api::anonymous(&cache.server).http;
+    pull(&http, &cache.server.base, "hub/app", "1").await;
+    let (layer, _) = image.layer(0);
+    let path = format!("/v2/library/app/blobs/{layer}");
+    assert_eq!(requests(&upstream, "GET", &path, 200, 1), 1);
+    // Moved into place once verified, just after the client's last byte.
+    let stored = cache.server.blob_file(layer);
+    wait_until("the layer is stored", || stored.exists());
+    std::fs::remove_file(&stored).unwrap();
+    assert_eq!(
+        pull(&http, &cache.server.base, "hub/app", "1").await,
+        image.digest
+    );
+    assert_eq!(requests(&upstream, "GET", &path, 200, 2), 2);
+    wait_until("the layer is stored again", || stored.exists());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_upstream_outage_serves_the_cached_copy() {
     let mut upstream = Server::start(&[]);
