@@ -349,6 +349,8 @@ struct FileS3 {
     ca_file: Option<PathBuf>,
     /// Whether collections list the whole bucket for unrecorded bytes.
     sweep_unrecorded: Option<bool>,
+    /// Blob downloads redirected to URLs presigned for this long.
+    presigned_redirect: Option<String>,
 }
 
 /// `[database]`: metadata in PostgreSQL instead of the embedded file.
@@ -725,6 +727,7 @@ impl ServeArgs {
         let database_timeout = duration("database.timeout", &file.database.timeout)?;
         let database = database_options(self.database_url, &file.database, database_timeout)
             .map_err(invalid)?;
+        let presigned_redirect = duration("s3.presigned_redirect", &file.s3.presigned_redirect)?;
         let s3 = s3_options(
             S3Flags {
                 bucket: self.s3_bucket,
@@ -733,6 +736,7 @@ impl ServeArgs {
                 prefix: self.s3_prefix,
             },
             &file.s3,
+            presigned_redirect,
         )
         .map_err(invalid)?;
         let sweep_unrecorded = s3.is_none() || file.s3.sweep_unrecorded.unwrap_or(false);
@@ -798,6 +802,9 @@ impl ServeArgs {
 
 /// The pull-through cache of the file, checked; adds its size limit to
 /// `rules`.
+/// The longest an S3 presigned URL may be valid (SigV4's limit).
+const MAX_PRESIGNED: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// The `--s3-*` flags (and their variables), over `[s3]`.
 struct S3Flags {
     bucket: Option<String>,
@@ -807,7 +814,11 @@ struct S3Flags {
 }
 
 /// S3 settings from the flags or `[s3]`, if a bucket is given.
-fn s3_options(flags: S3Flags, file: &FileS3) -> Result<Option<S3Options>, String> {
+fn s3_options(
+    flags: S3Flags,
+    file: &FileS3,
+    presigned_redirect: Option<Duration>,
+) -> Result<Option<S3Options>, String> {
     let Some(bucket) = flags.bucket.or_else(|| file.bucket.clone()) else {
         if flags.endpoint.is_some() || file.endpoint.is_some() || file.access_key_id.is_some() {
             return Err(
@@ -818,6 +829,11 @@ fn s3_options(flags: S3Flags, file: &FileS3) -> Result<Option<S3Options>, String
         }
         return Ok(None);
     };
+    if presigned_redirect.is_some_and(|d| d.is_zero() || d > MAX_PRESIGNED) {
+        return Err(
+            "s3.presigned_redirect must be from 1s to 7d, the longest an S3 signature lasts".into(),
+        );
+    }
     let endpoint = flags
         .endpoint
         .or_else(|| file.endpoint.clone())
@@ -859,6 +875,7 @@ fn s3_options(flags: S3Flags, file: &FileS3) -> Result<Option<S3Options>, String
             .or_else(|| file.prefix.clone())
             .unwrap_or_default(),
         ca_file: file.ca_file.clone(),
+        presigned_redirect,
     }))
 }
 
@@ -1297,6 +1314,63 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("pool_size"), "{err}");
+    }
+
+    #[test]
+    fn blobs_in_s3_from_the_file_or_the_flags() {
+        assert!(resolve_file(&write("")).unwrap().s3.is_none());
+        let secret = write("s3cret\n");
+        let file = write(&format!(
+            "[s3]\nbucket = \"berth\"\nendpoint = \"http://garage:3900\"\nregion = \"garage\"\n\
+             access_key_id = \"GK1\"\nsecret_access_key_file = {:?}\n\
+             presigned_redirect = \"15m\"\n",
+            secret.path()
+        ));
+        let c = resolve_file(&file).unwrap();
+        let s3 = c.s3.unwrap();
+        assert_eq!(
+            (s3.bucket.as_str(), s3.endpoint.as_str(), s3.region.as_str()),
+            ("berth", "http://garage:3900", "garage")
+        );
+        assert!(s3.path_style, "the default with an endpoint");
+        assert_eq!(s3.secret_access_key.as_deref(), Some("s3cret\n"));
+        assert_eq!(s3.presigned_redirect, Some(Duration::from_secs(900)));
+        assert!(!format!("{s3:?}").contains("s3cret"));
+        assert!(
+            !c.registry.sweep_unrecorded,
+            "no bucket-wide listing by default"
+        );
+        // The flags (and BERTH_S3_*) over the file; AWS without an endpoint.
+        let args = ServeArgs {
+            s3_bucket: Some("other".into()),
+            s3_prefix: Some("registry".into()),
+            ..Default::default()
+        };
+        let s3 = args.resolve().unwrap().s3.unwrap();
+        assert_eq!(
+            (s3.bucket.as_str(), s3.prefix.as_str()),
+            ("other", "registry")
+        );
+        assert!(!s3.path_style && s3.endpoint.is_empty());
+        for (text, named) in [
+            (
+                "[s3]\nendpoint = \"http://garage:3900\"\n",
+                "without a bucket",
+            ),
+            (
+                "[s3]\nbucket = \"b\"\nendpoint = \"garage:3900\"\n",
+                "scheme",
+            ),
+            (
+                "[s3]\nbucket = \"b\"\naccess_key_id = \"GK1\"\n",
+                "with its secret",
+            ),
+            ("[s3]\nbucket = \"b\"\npresigned_redirect = \"8d\"\n", "7d"),
+            ("[s3]\nbucket = \"b\"\npresigned_redirect = \"0s\"\n", "7d"),
+        ] {
+            let err = resolve_file(&write(text)).unwrap_err().to_string();
+            assert!(err.contains(named), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -119,6 +119,12 @@ impl Registry {
     }
 
     /// Streams a blob, or the byte `range` of it (which must lie within it).
+    /// Where the client may fetch `blob` from the blob store itself, when
+    /// the store is set to hand out such URLs.
+    pub async fn blob_download_url(&self, blob: &Blob) -> Result<Option<String>> {
+        Ok(self.blobs.download_url(&blob.digest).await?)
+    }
+
     pub async fn read_blob(&self, blob: &Blob, range: Option<ByteRange>) -> Result<ByteStream> {
         debug_assert!(range.as_ref().is_none_or(|r| r.end <= blob.size));
         Ok(self.blobs.read(&blob.digest, range).await?)

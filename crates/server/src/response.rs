@@ -95,6 +95,24 @@ impl IntoResponse for BlobContent {
     }
 }
 
+/// 307: fetch the blob from the blob store itself (a presigned URL), `Range`
+/// and all; 307 keeps the method, as Distribution's redirect option does.
+pub struct BlobRedirect<'a> {
+    pub digest: &'a Digest,
+    pub url: String,
+}
+
+impl IntoResponse for BlobRedirect<'_> {
+    fn into_response(self) -> Response {
+        let headers = vec![
+            (header::LOCATION, self.url),
+            (header::CONTENT_LENGTH, "0".to_owned()),
+            (DOCKER_CONTENT_DIGEST, self.digest.to_string()),
+        ];
+        respond(StatusCode::TEMPORARY_REDIRECT, headers, Body::empty())
+    }
+}
+
 /// 201: a blob is in the repository (uploaded or mounted).
 pub struct BlobCreated<'a> {
     pub repository: &'a str,

@@ -188,6 +188,10 @@ pub trait BlobStore: Send + Sync + 'static {
     /// by one that stopped between its two steps, to be settled by the next.
     async fn stashed(&self) -> StorageResult<Vec<Stashed>>;
 
+    /// Where a client may fetch `digest`'s bytes itself, without berth in
+    /// between (a presigned URL), if the store offers that and is set to.
+    async fn download_url(&self, digest: &Digest) -> StorageResult<Option<String>>;
+
     /// Up to `limit` stored blobs after `after`, in digest order.
     async fn list(&self, after: Option<&Digest>, limit: usize) -> StorageResult<Vec<StoredBlob>>;
 }

@@ -695,6 +695,10 @@ impl BlobStore for FsBlobStore {
         .await
     }
 
+    async fn download_url(&self, _digest: &Digest) -> StorageResult<Option<String>> {
+        Ok(None)
+    }
+
     async fn list(&self, after: Option<&Digest>, limit: usize) -> StorageResult<Vec<StoredBlob>> {
         let blobs = self.root.join("blobs");
         let after = after.cloned();

@@ -24,6 +24,7 @@ use std::collections::VecDeque;
 use std::ops::Range;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use berth_oci::{Algorithm, Digest, Hasher};
@@ -32,6 +33,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
+use object_store::signer::{Method, Signer};
 use object_store::{
     Certificate, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, WriteMultipart,
 };
@@ -104,6 +106,10 @@ pub struct S3Options {
     pub path_style: bool,
     /// A CA certificate (PEM) to trust for the endpoint.
     pub ca_file: Option<PathBuf>,
+    /// Answer blob downloads with a redirect to a URL presigned for this
+    /// long, so clients fetch the bytes from the store itself; `None` (the
+    /// default) serves them through berth.
+    pub presigned_redirect: Option<Duration>,
 }
 
 /// Leaves out the secret.
@@ -115,6 +121,7 @@ impl std::fmt::Debug for S3Options {
             .field("bucket", &self.bucket)
             .field("prefix", &self.prefix)
             .field("path_style", &self.path_style)
+            .field("presigned_redirect", &self.presigned_redirect)
             .finish_non_exhaustive()
     }
 }
@@ -122,6 +129,7 @@ impl std::fmt::Debug for S3Options {
 pub struct S3BlobStore {
     s3: Arc<AmazonS3>,
     prefix: String,
+    presigned_redirect: Option<Duration>,
 }
 
 /// An upload's progress, kept beside its bytes.
@@ -218,6 +226,7 @@ impl S3BlobStore {
             } else {
                 format!("{prefix}/")
             },
+            presigned_redirect: options.presigned_redirect,
         };
         // One listing request: wrong credentials, bucket or endpoint fail
         // the start, not the first push.
@@ -659,6 +668,18 @@ impl BlobStore for S3BlobStore {
             .collect())
     }
 
+    async fn download_url(&self, digest: &Digest) -> StorageResult<Option<String>> {
+        let Some(lifetime) = self.presigned_redirect else {
+            return Ok(None);
+        };
+        let url = self
+            .s3
+            .signed_url(Method::GET, &self.blob_key(digest), lifetime)
+            .await
+            .map_err(s3_error)?;
+        Ok(Some(url.into()))
+    }
+
     async fn list(&self, after: Option<&Digest>, limit: usize) -> StorageResult<Vec<StoredBlob>> {
         let blobs = self.key("blobs");
         let mut listing = match after {
@@ -714,6 +735,7 @@ mod tests {
             prefix: "registry".into(),
             path_style: true,
             ca_file: None,
+            presigned_redirect: None,
         }
     }
 

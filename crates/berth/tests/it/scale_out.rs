@@ -86,13 +86,13 @@ async fn the_metadata_is_the_databases() {
 /// `berth.toml` for a replica on `bucket` of the test Garage cluster,
 /// through node `node` (the database is given by flag, which the suite's
 /// PostgreSQL run leaves alone).
-fn replica_config(dir: &std::path::Path, bucket: &str, node: usize) -> String {
+fn replica_config(dir: &std::path::Path, bucket: &str, node: usize, extra: &str) -> String {
     let path = dir.join(format!("berth-{node}.toml"));
     std::fs::write(
         &path,
         format!(
             "[s3]\nendpoint = \"{}\"\nregion = \"garage\"\n\
-             bucket = \"{bucket}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
+             bucket = \"{bucket}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n{extra}",
             berth_testkit::garage_cluster().endpoint_of(node),
             berth_testkit::GARAGE_KEY_ID,
             berth_testkit::GARAGE_SECRET,
@@ -118,18 +118,19 @@ async fn two_replicas_on_one_bucket_and_one_database_are_one_registry() {
     let htpasswd = shared.path().join("htpasswd");
     add_user(&htpasswd, "admin", "admin-pw");
     let database = berth_testkit::postgres().database();
-    let replica = |node: usize| {
+    let replica = |node: usize, extra: &str| {
         Server::start(&[
             "--config",
-            &replica_config(shared.path(), &bucket, node),
+            &replica_config(shared.path(), &bucket, node, extra),
             "--database-url",
             &database,
             "--htpasswd",
             htpasswd.to_str().unwrap(),
         ])
     };
-    let a = replica(0);
-    let mut b = replica(1);
+    let a = replica(0, "");
+    // b sends blob downloads to Garage itself, with presigned URLs.
+    let mut b = replica(1, "presigned_redirect = \"5m\"\n");
     let creds = "admin:admin-pw";
 
     // One signing key, kept in the database: a's token is good at b.
@@ -184,6 +185,38 @@ async fn two_replicas_on_one_bucket_and_one_database_are_one_registry() {
         ],
     );
     assert_eq!(layout_digest(&pulled, "v1"), index.digest);
+    // What skopeo followed at b: a 307 to the Garage node, signed.
+    let bytes = berth_testkit::noise(100_000, 4);
+    let digest = api_a.push_blob("team/app", &bytes).await;
+    let blob = format!("/v2/team/app/blobs/{digest}");
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_redirects
+        .get(b.url(&blob))
+        .basic_auth("admin", Some("admin-pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 307);
+    assert_eq!(r.headers()["docker-content-digest"], digest.as_str());
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        location.starts_with(&berth_testkit::garage_cluster().endpoint_of(1))
+            && location.contains("X-Amz-Signature="),
+        "{location}"
+    );
+    // A range is the store's to serve, through the redirect.
+    let r = api_b
+        .http
+        .get(b.url(&blob))
+        .header("range", "bytes=10-19")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.bytes().await.unwrap(), bytes[10..20]);
     // containerd, the kubelet's runtime, through the token flow of either.
     let containerd = Containerd::start();
     for server in [&a, &b] {

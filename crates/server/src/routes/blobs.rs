@@ -8,7 +8,7 @@ use berth_registry::ByteRange;
 
 use super::{Request, Result, done};
 use crate::error::EdgeError;
-use crate::response::BlobContent;
+use crate::response::{BlobContent, BlobRedirect};
 
 pub(super) async fn get(request: &Request<'_>, name: &str, digest: &str, head: bool) -> Result {
     let registry = &request.state.registry;
@@ -40,6 +40,10 @@ pub(super) async fn get(request: &Request<'_>, name: &str, digest: &str, head: b
         },
         None => registry.blob(name, digest).await?,
     };
+    if !head && let Some(url) = registry.blob_download_url(&blob).await? {
+        let digest = blob.digest();
+        return Ok(BlobRedirect { digest, url }.into_response());
+    }
     let range = if head {
         None
     } else {
