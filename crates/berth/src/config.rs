@@ -227,6 +227,21 @@ impl DataDirArgs {
         self.existing_dir(self.file()?)
     }
 
+    /// The PostgreSQL database berth serve keeps its metadata in, if any:
+    /// `flag` (--database-url or BERTH_DATABASE_URL), else the config
+    /// file's `[database]`.
+    pub fn database(&self, flag: Option<String>) -> anyhow::Result<Option<PostgresOptions>> {
+        let file = self.file()?.unwrap_or_default();
+        let timeout = file
+            .database
+            .timeout
+            .as_deref()
+            .map(humantime::parse_duration)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("database.timeout: {e}"))?;
+        database_options(flag, &file.database, timeout).map_err(anyhow::Error::msg)
+    }
+
     fn file(&self) -> anyhow::Result<Option<FileConfig>> {
         Ok(match &self.config {
             Some(config) => Some(load_file(config)?),

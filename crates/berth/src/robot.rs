@@ -1,16 +1,19 @@
 //! `berth robot`: robot accounts, credentials for machines with a limited scope
-//! and an optional expiry, kept in the data directory.
+//! and an optional expiry, kept in the data directory, or in the database
+//! when several berth processes share one.
 
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use berth_auth::Action;
 use berth_auth::files::{lock_for_update, write_private};
 use berth_auth::robots::RobotStore;
+use berth_storage::{MetadataStore, PostgresMetadataStore, PostgresOptions};
 use clap::{Args, Subcommand};
 
 use crate::config::DataDirArgs;
-use crate::serve::ROBOTS_FILE;
+use crate::serve::{ROBOTS_FILE, SHARED_ROBOTS};
 
 #[derive(Debug, Args)]
 pub struct RobotArgs {
@@ -18,6 +21,12 @@ pub struct RobotArgs {
     /// changes up within seconds
     #[command(flatten)]
     data_dir: DataDirArgs,
+
+    /// The PostgreSQL database of berth processes that share one (else
+    /// the config file's [database]): robots are kept there, for all of
+    /// them [default: the data directory's robots.json]
+    #[arg(long, env = "BERTH_DATABASE_URL", value_name = "URL", global = true)]
+    database_url: Option<String>,
 
     #[command(subcommand)]
     command: RobotCommand,
@@ -55,19 +64,75 @@ fn rfc3339(unix: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix)).to_string()
 }
 
+/// What a command changed, told once the change is kept.
+enum Done {
+    Listed,
+    Created {
+        username: String,
+        secret: String,
+        ttl: Option<Duration>,
+    },
+    Revoked(String),
+}
+
 pub fn run(args: RobotArgs) -> Result<()> {
-    let path = args.data_dir.resolve()?.join(ROBOTS_FILE);
+    match args.data_dir.database(args.database_url)? {
+        Some(database) => run_on_database(&database, &args.command),
+        None => run_on_file(&args.data_dir.resolve()?.join(ROBOTS_FILE), &args.command),
+    }
+}
+
+/// Robots in the data directory's file, for the berth serving it.
+fn run_on_file(path: &Path, command: &RobotCommand) -> Result<()> {
     // Two `berth robot` runs never lose each other's change.
-    let _lock = lock_for_update(&path)
+    let _lock = lock_for_update(path)
         .with_context(|| format!("cannot lock {} for the update", path.display()))?;
-    let text = match std::fs::read_to_string(&path) {
+    let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
     let mut store =
         RobotStore::parse(&text).with_context(|| format!("{} is not valid", path.display()))?;
-    match args.command {
+    let done = apply(&mut store, command)?;
+    if !matches!(done, Done::Listed) {
+        write_private(path, &store.render())?;
+    }
+    report(done);
+    Ok(())
+}
+
+/// Robots in the database several berth processes share: changed only if
+/// no other change came first (compare and set), else tried again on it.
+fn run_on_database(database: &PostgresOptions, command: &RobotCommand) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let metadata = PostgresMetadataStore::connect(database).await.context(
+            "cannot connect to the PostgreSQL database: check --database-url \
+             (BERTH_DATABASE_URL, [database] url in --config)",
+        )?;
+        loop {
+            let text = metadata.init_shared_value(SHARED_ROBOTS, "").await?;
+            let mut store =
+                RobotStore::parse(&text).context("the database's robots are not valid")?;
+            let done = apply(&mut store, command)?;
+            if matches!(done, Done::Listed)
+                || metadata
+                    .replace_shared_value(SHARED_ROBOTS, &text, &store.render())
+                    .await?
+            {
+                report(done);
+                return Ok(());
+            }
+        }
+    })
+}
+
+fn apply(store: &mut RobotStore, command: &RobotCommand) -> Result<Done> {
+    Ok(match command {
         RobotCommand::List => {
             let now = unix_now();
             for robot in &store.robots {
@@ -84,7 +149,7 @@ pub fn run(args: RobotArgs) -> Result<()> {
                     actions.join(",")
                 );
             }
-            return Ok(());
+            Done::Listed
         }
         RobotCommand::Create {
             name,
@@ -93,15 +158,36 @@ pub fn run(args: RobotArgs) -> Result<()> {
             ttl,
         } => {
             let mut parsed = Vec::new();
-            for action in &actions {
+            for action in actions {
                 parsed.extend(Action::parse_list(action).with_context(|| {
                     format!("action {action:?} is not pull, push, delete or *")
                 })?);
             }
             parsed.sort();
             parsed.dedup();
-            let (username, secret) = store.create(&name, repositories, parsed, ttl, unix_now())?;
-            write_private(&path, &store.render())?;
+            let (username, secret) =
+                store.create(name, repositories.clone(), parsed, *ttl, unix_now())?;
+            Done::Created {
+                username,
+                secret,
+                ttl: *ttl,
+            }
+        }
+        RobotCommand::Revoke { name } => {
+            store.revoke(name)?;
+            Done::Revoked(name.clone())
+        }
+    })
+}
+
+fn report(done: Done) {
+    match done {
+        Done::Listed => {}
+        Done::Created {
+            username,
+            secret,
+            ttl,
+        } => {
             println!("username: {username}");
             println!("password: {secret}");
             match ttl {
@@ -109,11 +195,6 @@ pub fn run(args: RobotArgs) -> Result<()> {
                 None => println!("expires: never"),
             }
         }
-        RobotCommand::Revoke { name } => {
-            store.revoke(&name)?;
-            write_private(&path, &store.render())?;
-            eprintln!("revoked robot.{name}");
-        }
+        Done::Revoked(name) => eprintln!("revoked robot.{name}"),
     }
-    Ok(())
 }

@@ -40,6 +40,11 @@ pub const ADMIN_PASSWORD_FILE: &str = "admin-password";
 const SIGNING_KEY_FILE: &str = "token-signing-key.pem";
 /// The signing key's name among the values a shared database keeps.
 const SHARED_SIGNING_KEY: &str = "token-signing-key.pem";
+/// The robot accounts' name among the values a shared database keeps.
+pub const SHARED_ROBOTS: &str = "robots.json";
+/// How often a berth on a shared database copies the robots it keeps into
+/// the data directory's file.
+const ROBOTS_SYNC: Duration = Duration::from_secs(2);
 /// The robot accounts of `berth robot`, inside the data directory.
 pub const ROBOTS_FILE: &str = "robots.json";
 /// How long `docker login`'s identity token (a refresh token) stays valid.
@@ -134,6 +139,10 @@ async fn serve(config: ServeConfig) -> Result<()> {
         (Some(path), _) => path.clone(),
         (None, None) => data_dir.join(SIGNING_KEY_FILE),
         (None, Some(_)) => shared_signing_key(&*metadata, data_dir).await?,
+    };
+    let robots_sync = match &config.database {
+        Some(_) => Some(shared_robots(metadata.clone(), data_dir).await?),
+        None => None,
     };
     let auth = Arc::new(open_authenticator(&config, signing_key)?);
     let cache = match &config.cache {
@@ -233,7 +242,7 @@ async fn serve(config: ServeConfig) -> Result<()> {
     }
     .with_context(|| format!("the {scheme} server failed"))?;
     expiry.abort();
-    for task in [collection, metrics].into_iter().flatten() {
+    for task in [collection, metrics, robots_sync].into_iter().flatten() {
         task.abort();
     }
     tracing::info!("berth stopped");
@@ -348,7 +357,7 @@ async fn shared_signing_key(metadata: &dyn MetadataStore, data_dir: &Path) -> Re
         None => berth_auth::token::new_signing_key().map_err(anyhow::Error::msg)?,
     };
     let shared = metadata
-        .shared_value(SHARED_SIGNING_KEY, &offered)
+        .init_shared_value(SHARED_SIGNING_KEY, &offered)
         .await
         .context("cannot read the token signing key from the database")?;
     if local.as_ref() != Some(&shared) {
@@ -356,6 +365,48 @@ async fn shared_signing_key(metadata: &dyn MetadataStore, data_dir: &Path) -> Re
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(path)
+}
+
+/// With a shared database, the robot accounts are the database's (what
+/// `berth robot` changes there): copied into the data directory's robots
+/// file, where the authenticator reads them, now and then every
+/// [`ROBOTS_SYNC`] by the task returned. A robots file the data directory
+/// already has is offered first, so robots made before the move to a shared
+/// database stay.
+async fn shared_robots(
+    metadata: Arc<dyn MetadataStore>,
+    data_dir: &Path,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let path = data_dir.join(ROBOTS_FILE);
+    let local = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let mut kept = metadata
+        .init_shared_value(SHARED_ROBOTS, &local)
+        .await
+        .context("cannot read the robot accounts from the database")?;
+    if kept != local {
+        write_private(&path, &kept).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(ROBOTS_SYNC).await;
+            match metadata.shared_value(SHARED_ROBOTS).await {
+                Ok(Some(now)) if now != kept => match write_private(&path, &now) {
+                    Ok(()) => kept = now,
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot write the robot accounts")
+                    }
+                },
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the robot accounts from the database")
+                }
+            }
+        }
+    }))
 }
 
 /// The user file, robots and token key, creating an `admin` user with a random

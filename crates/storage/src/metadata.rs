@@ -429,8 +429,21 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     // ----- shared settings ---------------------------------------------------
 
-    /// The value every berth process on this store shares under `name`:
-    /// `initial` if none is kept yet (whichever process asks first sets
-    /// it), so that processes agree on, say, the token signing key.
-    async fn shared_value(&self, name: &str, initial: &str) -> StorageResult<String>;
+    /// The value every berth process on this store shares under `name`
+    /// (the token signing key, the robot accounts), if one is kept.
+    async fn shared_value(&self, name: &str) -> StorageResult<Option<String>>;
+
+    /// The shared value `name`: `initial` if none is kept yet (whichever
+    /// process asks first sets it), so that processes agree on it.
+    async fn init_shared_value(&self, name: &str, initial: &str) -> StorageResult<String>;
+
+    /// Sets the shared value `name` to `value` if it is still `expected`
+    /// (compare and set: of two processes changing it at once, one is told
+    /// to read it again); returns whether it did.
+    async fn replace_shared_value(
+        &self,
+        name: &str,
+        expected: &str,
+        value: &str,
+    ) -> StorageResult<bool>;
 }

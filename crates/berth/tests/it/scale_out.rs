@@ -106,7 +106,8 @@ fn replica_config(dir: &std::path::Path, bucket: &str, node: usize, extra: &str)
 /// through another node) and one database, each with a data directory of
 /// its own (as pods have) and the users of one htpasswd file (as a mounted
 /// Secret gives them), are one registry: a token one issues
-/// the other accepts; skopeo pushes a multi-arch index through one and pulls
+/// the other accepts; a robot made in the database works at both, and
+/// stops at both once revoked; skopeo pushes a multi-arch index through one and pulls
 /// it through the other byte for byte, and containerd pulls it through
 /// either; one upload alternates its chunks between them; a replica killed
 /// mid-push leaves nothing partial, and the push redone through the other
@@ -227,6 +228,83 @@ async fn two_replicas_on_one_bucket_and_one_database_are_one_registry() {
                 .args(["--all-platforms", "--user", creds, &image]),
         );
         assert_eq!(containerd.image_digest(&image), index.digest);
+    }
+
+    // A robot made in the database works at both replicas, and once
+    // revoked at neither, within seconds.
+    let out = berth(
+        &[
+            "robot",
+            "create",
+            "ci",
+            "--repo",
+            "team/**",
+            "--actions",
+            "pull",
+            "--database-url",
+            &database,
+        ],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let password = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("password: "))
+        .unwrap()
+        .to_owned();
+    let robot_status = |server: &Server| {
+        let url = server.url("/v2/team/app/tags/list");
+        let password = password.clone();
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .basic_auth("robot.ci", Some(password))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    // Copied into each replica's data directory, then read by its
+    // authenticator (asked only then: failed logins are throttled).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for server in [&a, &b] {
+        let robots = server.data_dir.join("robots.json");
+        while !std::fs::read_to_string(&robots).is_ok_and(|r| r.contains("\"ci\"")) {
+            assert!(Instant::now() < deadline, "no robot at {}", server.addr);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for server in [&a, &b] {
+        assert_eq!(
+            robot_status(server).await,
+            200,
+            "the robot at {}",
+            server.addr
+        );
+    }
+    let out = berth(&["robot", "revoke", "ci", "--database-url", &database], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for server in [&a, &b] {
+        while robot_status(server).await != 401 {
+            assert!(
+                Instant::now() < deadline,
+                "the robot still works at {}",
+                server.addr
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     // One upload, its chunks alternating between the replicas, and sizes

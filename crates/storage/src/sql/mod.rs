@@ -1167,7 +1167,18 @@ impl<E: Engine> MetadataStore for SqlMetadataStore<E> {
         .await
     }
 
-    async fn shared_value(&self, name: &str, initial: &str) -> StorageResult<String> {
+    async fn shared_value(&self, name: &str) -> StorageResult<Option<String>> {
+        let name = name.to_owned();
+        self.read(move |conn| {
+            conn.value(
+                "SELECT value FROM shared_values WHERE name = $1",
+                &params![&name],
+            )
+        })
+        .await
+    }
+
+    async fn init_shared_value(&self, name: &str, initial: &str) -> StorageResult<String> {
         let (name, initial) = (name.to_owned(), initial.to_owned());
         self.write(move |tx| {
             tx.execute(
@@ -1181,6 +1192,22 @@ impl<E: Engine> MetadataStore for SqlMetadataStore<E> {
                     &params![&name],
                 )?
                 .expect("shared value just ensured"))
+        })
+        .await
+    }
+
+    async fn replace_shared_value(
+        &self,
+        name: &str,
+        expected: &str,
+        value: &str,
+    ) -> StorageResult<bool> {
+        let (name, expected, value) = (name.to_owned(), expected.to_owned(), value.to_owned());
+        self.write(move |tx| {
+            Ok(tx.execute(
+                "UPDATE shared_values SET value = $3 WHERE name = $1 AND value = $2",
+                &params![&name, &expected, &value],
+            )? == 1)
         })
         .await
     }
@@ -1760,9 +1787,33 @@ mod tests {
     }
 
     async fn the_first_value_offered_is_shared(store: &dyn MetadataStore) {
-        assert_eq!(store.shared_value("key", "first").await.unwrap(), "first");
-        assert_eq!(store.shared_value("key", "second").await.unwrap(), "first");
-        assert_eq!(store.shared_value("other", "x").await.unwrap(), "x");
+        assert_eq!(store.shared_value("key").await.unwrap(), None);
+        assert_eq!(
+            store.init_shared_value("key", "first").await.unwrap(),
+            "first"
+        );
+        assert_eq!(
+            store.init_shared_value("key", "second").await.unwrap(),
+            "first"
+        );
+        assert_eq!(store.init_shared_value("other", "x").await.unwrap(), "x");
+        // Changed only from what the changer read.
+        assert!(
+            !store
+                .replace_shared_value("key", "stale", "mine")
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .replace_shared_value("key", "first", "mine")
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.shared_value("key").await.unwrap().as_deref(),
+            Some("mine")
+        );
     }
 
     async fn listings_page_in_byte_order(store: &dyn MetadataStore) {
