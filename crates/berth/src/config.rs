@@ -377,6 +377,8 @@ struct FileDatabase {
     password_file: Option<PathBuf>,
     pool_size: Option<usize>,
     timeout: Option<String>,
+    /// A CA certificate (PEM) to trust for the server, beside the system's.
+    ca_file: Option<PathBuf>,
 }
 
 /// Connections each berth process keeps to PostgreSQL at most.
@@ -901,7 +903,11 @@ fn database_options(
     timeout: Option<Duration>,
 ) -> Result<Option<PostgresOptions>, String> {
     let Some(url) = url.or_else(|| file.url.clone()) else {
-        if file.password_file.is_some() || file.pool_size.is_some() || timeout.is_some() {
+        if file.password_file.is_some()
+            || file.pool_size.is_some()
+            || timeout.is_some()
+            || file.ca_file.is_some()
+        {
             return Err(
                 "[database] has settings but no url: add url = \"postgres://…\", or \
                         remove the table to keep the embedded database"
@@ -922,11 +928,15 @@ fn database_options(
     if pool_size == 0 {
         return Err("database.pool_size must be at least 1".into());
     }
+    // For sslmode=require: the server's certificate verified as for any
+    // server berth talks to.
+    let tls = berth_client::tls_config(file.ca_file.as_slice()).map_err(|e| e.to_string())?;
     Ok(Some(PostgresOptions {
         url,
         password,
         pool_size,
         timeout: timeout.unwrap_or(DEFAULT_DATABASE_TIMEOUT),
+        tls: Some(tls),
     }))
 }
 

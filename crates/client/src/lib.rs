@@ -46,7 +46,7 @@ pub const DOCKER_HUB_HOST: &str = "registry-1.docker.io";
 /// Failures setting up a client (requests never fail: they yield a [`Probe`]).
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot read CA file {path}: {source}; pass a PEM file with the registry's CA")]
+    #[error("cannot read CA file {path}: {source}; pass a PEM file with the server's CA")]
     CaFileRead {
         path: PathBuf,
         #[source]
@@ -197,13 +197,11 @@ fn read_ca(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>
     Ok(certs)
 }
 
-/// An HTTP client set up as the node's runtime would be: the system roots
-/// plus `config`'s CA files, names resolved so that DNS failures are
-/// recognisable, bounded connects, no proxy from the environment (it would
-/// change what is being talked to). Callers add their request timeouts.
-pub(crate) fn http_builder(config: &ClientConfig) -> Result<reqwest::ClientBuilder, ClientError> {
+/// TLS for any server berth talks to (registries, PostgreSQL): the system's
+/// roots, checked as the platform checks them, plus the CAs in `ca_files`.
+pub fn tls_config(ca_files: &[PathBuf]) -> Result<rustls::ClientConfig, ClientError> {
     let mut extra = Vec::new();
-    for path in &config.ca_files {
+    for path in ca_files {
         extra.extend(read_ca(path)?);
     }
     // ring keeps the build free of aws-lc.
@@ -211,14 +209,21 @@ pub(crate) fn http_builder(config: &ClientConfig) -> Result<reqwest::ClientBuild
     let verifier =
         rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
             .map_err(|e| ClientError::Tls(e.to_string()))?;
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ClientError::Tls(e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
+        .with_no_client_auth())
+}
+
+/// An HTTP client set up as the node's runtime would be: the system roots
+/// plus `config`'s CA files, names resolved so that DNS failures are
+/// recognisable, bounded connects, no proxy from the environment (it would
+/// change what is being talked to). Callers add their request timeouts.
+pub(crate) fn http_builder(config: &ClientConfig) -> Result<reqwest::ClientBuilder, ClientError> {
     Ok(reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
+        .tls_backend_preconfigured(tls_config(&config.ca_files)?)
         .dns_resolver(Arc::new(Resolver {
             timeout: config.connect_timeout,
         }))

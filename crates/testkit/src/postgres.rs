@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 pub struct PostgresServer {
     port: u16,
     bin: PathBuf,
+    /// The CA of the server's TLS certificate (for 127.0.0.1 and localhost).
+    ca_file: PathBuf,
     databases: AtomicU32,
 }
 
@@ -59,6 +61,81 @@ fn succeed(command: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A CA and a server certificate it signed for 127.0.0.1 and localhost, in
+/// `dir` (`ca.crt`, `server.crt`, `server.key`), made with openssl: the
+/// server's key belongs to the user PostgreSQL runs as, readable by it alone.
+fn make_certificates(dir: &Path, as_root: bool) {
+    let openssl = |args: &[&str]| {
+        succeed(Command::new("openssl").current_dir(dir).args(args));
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=berth test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n\
+         basicConstraints=CA:FALSE\n",
+    )
+    .expect("certificate extensions");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+    if as_root {
+        succeed(
+            Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(dir.join("server.key")),
+        );
+    }
+    std::fs::set_permissions(
+        dir.join("server.key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("the key's mode");
+}
+
 impl PostgresServer {
     fn start() -> Self {
         let bin = bin_dir();
@@ -90,6 +167,7 @@ impl PostgresServer {
         if as_root {
             succeed(Command::new("chown").arg("postgres:postgres").arg(&dir));
         }
+        make_certificates(&dir, as_root);
         let data = dir.join("data");
         succeed(run_as(&bin.join("initdb")).arg("-D").arg(&data).args([
             "-U",
@@ -111,12 +189,22 @@ impl PostgresServer {
             .args(["-h", "127.0.0.1", "-p", &port.to_string()])
             // Durability is not what the tests check; speed is welcome.
             .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
-            .args(["-c", "max_connections=300"]);
+            .args(["-c", "max_connections=300"])
+            // TLS for clients that ask (sslmode=require), plain for others.
+            .args(["-c", "ssl=on"])
+            .arg("-c")
+            .arg(format!(
+                "ssl_cert_file={}",
+                dir.join("server.crt").display()
+            ))
+            .arg("-c")
+            .arg(format!("ssl_key_file={}", dir.join("server.key").display()));
         // SIGINT: PostgreSQL's fast shutdown.
         crate::watchdog::spawn_watched(&postgres, &dir, "INT");
         let server = PostgresServer {
             port,
             bin,
+            ca_file: dir.join("ca.crt"),
             databases: AtomicU32::new(0),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -159,6 +247,11 @@ impl PostgresServer {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The CA (PEM) the server's TLS certificate chains to.
+    pub fn ca_file(&self) -> &Path {
+        &self.ca_file
     }
 
     /// A new, empty database; returns its connection URL.

@@ -398,3 +398,50 @@ async fn two_replicas_on_one_bucket_and_one_database_are_one_registry() {
     let r = api_a.http.get(api_a.url(&blob)).send().await.unwrap();
     assert!(r.bytes().await.unwrap() == pushed);
 }
+
+/// With `sslmode=require` berth speaks TLS to PostgreSQL and verifies the
+/// server's certificate, against `[database] ca_file` beside the system's
+/// CAs: without that CA the start stops and says why.
+#[tokio::test]
+async fn the_database_over_verified_tls() {
+    let postgres = berth_testkit::postgres();
+    let plain = postgres.database();
+    let database = plain.rsplit('/').next().unwrap().to_owned();
+    let url = format!("{plain}?sslmode=require");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("berth.toml");
+    std::fs::write(
+        &config,
+        format!("[database]\nca_file = {:?}\n", postgres.ca_file()),
+    )
+    .unwrap();
+    let server = Server::start(&["--config", config.to_str().unwrap(), "--database-url", &url]);
+    Api::new(&server).push_image("tls/app", "v1", 3).await;
+    let encrypted = postgres.run(
+        &database,
+        "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid)
+          WHERE ssl AND application_name = 'berth'",
+    );
+    assert!(encrypted.trim().parse::<u32>().unwrap() > 0, "{encrypted}");
+    drop(server);
+
+    let out = berth(
+        &[
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.path().join("data").to_str().unwrap(),
+            "--database-url",
+            &url,
+        ],
+        "",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("cannot connect to the PostgreSQL database")
+            && stderr.to_lowercase().contains("certificate"),
+        "{stderr}"
+    );
+}

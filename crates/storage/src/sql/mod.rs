@@ -1377,6 +1377,7 @@ mod tests {
             password: None,
             pool_size: 8,
             timeout: Duration::from_secs(10),
+            tls: None,
         };
         PostgresMetadataStore::connect(&options).await.unwrap()
     }

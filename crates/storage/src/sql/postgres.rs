@@ -2,8 +2,8 @@
 //! database.
 //!
 //! `tokio-postgres` (with `deadpool-postgres` pooling connections and
-//! keeping their prepared statements) is the asynchronous driver from the
-//! rust-postgres project; the store's logic is synchronous and shared with
+//! keeping their prepared statements, and TLS through rustls) is the
+//! asynchronous driver from the rust-postgres project; the store's logic is synchronous and shared with
 //! SQLite, so each statement is driven to completion from the blocking
 //! thread the store runs on.
 //!
@@ -21,9 +21,12 @@ use std::time::Duration;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::StreamExt as _;
 use tokio::runtime::Handle;
+use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{AsyncMessage, IsolationLevel, NoTls};
+use tokio_postgres::{AsyncMessage, IsolationLevel, NoTls, Socket};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::conn::{Conn, Durability, Engine, Param, Value};
 use crate::error::DatabaseErrorKind;
@@ -123,6 +126,9 @@ pub struct PostgresOptions {
     pub pool_size: usize,
     /// How long to wait for a connection before failing a request.
     pub timeout: Duration,
+    /// TLS for `sslmode=require` (the server's certificate verified by
+    /// it); other modes, and `None`, speak plain TCP.
+    pub tls: Option<rustls::ClientConfig>,
 }
 
 /// Leaves out the URL and the password, which may hold a secret.
@@ -131,6 +137,7 @@ impl std::fmt::Debug for PostgresOptions {
         f.debug_struct("PostgresOptions")
             .field("pool_size", &self.pool_size)
             .field("timeout", &self.timeout)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -142,6 +149,7 @@ pub struct Postgres {
     runtime: Handle,
     /// For the connection that listens to other processes' writes.
     config: tokio_postgres::Config,
+    tls: Option<MakeRustlsConnect>,
 }
 
 impl Postgres {
@@ -163,13 +171,24 @@ impl Postgres {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(options.timeout);
         }
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let tls = match config.get_ssl_mode() {
+            SslMode::Require => Some(MakeRustlsConnect::new(options.tls.clone().ok_or_else(
+                || {
+                    StorageError::database(
+                        DatabaseErrorKind::Other,
+                        "sslmode=require, but no TLS settings were given",
+                    )
+                },
+            )?)),
+            _ => None,
+        };
+        let recycling = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &tls {
+            Some(tls) => Manager::from_config(config.clone(), tls.clone(), recycling),
+            None => Manager::from_config(config.clone(), NoTls, recycling),
+        };
         let pool = Pool::builder(manager)
             .max_size(options.pool_size)
             .runtime(Runtime::Tokio1)
@@ -182,6 +201,7 @@ impl Postgres {
             pool,
             runtime: Handle::current(),
             config,
+            tls,
         })
     }
 
@@ -318,7 +338,8 @@ impl Engine for Postgres {
     /// Other berth processes write the same database: their writes arrive
     /// as notifications on a connection of its own.
     fn watch_lookups(&self, lookups: Arc<LookupCache>) {
-        self.runtime.spawn(listen(self.config.clone(), lookups));
+        self.runtime
+            .spawn(listen(self.config.clone(), self.tls.clone(), lookups));
     }
 
     fn announce_stale(&self, tx: &mut dyn Conn, repository: &str) -> StorageResult<()> {
@@ -373,9 +394,17 @@ const LISTEN_CHECK: Duration = Duration::from_secs(5);
 /// Forwards other processes' announcements of stale lookups to `lookups`,
 /// reconnecting when the connection fails; the cache is suspended whenever
 /// they might be missed.
-async fn listen(config: tokio_postgres::Config, lookups: Arc<LookupCache>) {
+async fn listen(
+    config: tokio_postgres::Config,
+    tls: Option<MakeRustlsConnect>,
+    lookups: Arc<LookupCache>,
+) {
     loop {
-        if let Err(e) = listen_once(&config, &lookups).await {
+        let listened = match &tls {
+            Some(tls) => listen_once(&config, tls.clone(), &lookups).await,
+            None => listen_once(&config, NoTls, &lookups).await,
+        };
+        if let Err(e) = listened {
             tracing::warn!(
                 error = %e,
                 "not hearing of other berth processes' writes; manifest lookups go to the \
@@ -388,11 +417,16 @@ async fn listen(config: tokio_postgres::Config, lookups: Arc<LookupCache>) {
 }
 
 /// One listening connection, for as long as it works.
-async fn listen_once(
+async fn listen_once<T>(
     config: &tokio_postgres::Config,
+    tls: T,
     lookups: &Arc<LookupCache>,
-) -> Result<(), String> {
-    let (client, mut connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
+) -> Result<(), String>
+where
+    T: MakeTlsConnect<Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, mut connection) = config.connect(tls).await.map_err(|e| e.to_string())?;
     let notified = lookups.clone();
     let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
     let mut driver = tokio::spawn(async move {
