@@ -13,7 +13,7 @@ use berth_storage::{MetadataStore, PostgresMetadataStore, PostgresOptions};
 use clap::{Args, Subcommand};
 
 use crate::config::DataDirArgs;
-use crate::serve::{ROBOTS_FILE, SHARED_ROBOTS};
+use crate::serve::ROBOTS_FILE;
 
 #[derive(Debug, Args)]
 pub struct RobotArgs {
@@ -115,13 +115,13 @@ fn run_on_database(database: &PostgresOptions, command: &RobotCommand) -> Result
              (BERTH_DATABASE_URL, [database] url in --config)",
         )?;
         loop {
-            let text = metadata.init_shared_value(SHARED_ROBOTS, "").await?;
+            let text = metadata.init_shared_value(ROBOTS_FILE, "").await?;
             let mut store =
                 RobotStore::parse(&text).context("the database's robots are not valid")?;
             let done = apply(&mut store, command)?;
             if matches!(done, Done::Listed)
                 || metadata
-                    .replace_shared_value(SHARED_ROBOTS, &text, &store.render())
+                    .replace_shared_value(ROBOTS_FILE, &text, &store.render())
                     .await?
             {
                 report(done);

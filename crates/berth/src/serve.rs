@@ -36,16 +36,14 @@ use crate::tls;
 
 /// Where berth writes the password of the `admin` user it creates.
 pub const ADMIN_PASSWORD_FILE: &str = "admin-password";
-/// The token signing key berth makes, inside the data directory.
+/// The token signing key berth makes, inside the data directory (and its
+/// name among the values a shared database keeps).
 const SIGNING_KEY_FILE: &str = "token-signing-key.pem";
-/// The signing key's name among the values a shared database keeps.
-const SHARED_SIGNING_KEY: &str = "token-signing-key.pem";
-/// The robot accounts' name among the values a shared database keeps.
-pub const SHARED_ROBOTS: &str = "robots.json";
 /// How often a berth on a shared database copies the robots it keeps into
 /// the data directory's file.
 const ROBOTS_SYNC: Duration = Duration::from_secs(2);
-/// The robot accounts of `berth robot`, inside the data directory.
+/// The robot accounts of `berth robot`, inside the data directory (and
+/// their name among the values a shared database keeps).
 pub const ROBOTS_FILE: &str = "robots.json";
 /// How long `docker login`'s identity token (a refresh token) stays valid.
 const REFRESH_TOKEN_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
@@ -340,60 +338,62 @@ fn credential_source(upstream: &UpstreamConfig) -> CredentialSource {
     }
 }
 
-/// With metadata that other berth processes share, the token signing key is
-/// the database's: a token one process issues, every other accepts. This data
-/// directory's key, if it has one, is offered first, so that tokens issued
-/// before the move to a shared database stay valid. Kept in the data
-/// directory as well, where the authenticator reads it.
-async fn shared_signing_key(metadata: &dyn MetadataStore, data_dir: &Path) -> Result<PathBuf> {
-    let path = data_dir.join(SIGNING_KEY_FILE);
+/// The shared value named after the data directory's file `name`, written
+/// into that file: the file's own content is offered first (so what a berth
+/// had before it shared a database stays), else `fresh()`'s; whichever
+/// process offers first sets it for all.
+async fn adopt_shared_file(
+    metadata: &dyn MetadataStore,
+    data_dir: &Path,
+    name: &str,
+    fresh: impl FnOnce() -> Result<String>,
+) -> Result<String> {
+    let path = data_dir.join(name);
     let local = match std::fs::read_to_string(&path) {
-        Ok(pem) => Some(pem),
+        Ok(text) => Some(text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
     let offered = match &local {
-        Some(pem) => pem.clone(),
-        None => berth_auth::token::new_signing_key().map_err(anyhow::Error::msg)?,
+        Some(text) => text.clone(),
+        None => fresh()?,
     };
     let shared = metadata
-        .init_shared_value(SHARED_SIGNING_KEY, &offered)
+        .init_shared_value(name, &offered)
         .await
-        .context("cannot read the token signing key from the database")?;
+        .with_context(|| format!("cannot read the shared {name} from the database"))?;
     if local.as_ref() != Some(&shared) {
         write_private(&path, &shared)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    Ok(path)
+    Ok(shared)
+}
+
+/// With metadata that other berth processes share, the token signing key is
+/// the database's: a token one process issues, every other accepts.
+async fn shared_signing_key(metadata: &dyn MetadataStore, data_dir: &Path) -> Result<PathBuf> {
+    adopt_shared_file(metadata, data_dir, SIGNING_KEY_FILE, || {
+        berth_auth::token::new_signing_key().map_err(anyhow::Error::msg)
+    })
+    .await?;
+    Ok(data_dir.join(SIGNING_KEY_FILE))
 }
 
 /// With a shared database, the robot accounts are the database's (what
 /// `berth robot` changes there): copied into the data directory's robots
 /// file, where the authenticator reads them, now and then every
-/// [`ROBOTS_SYNC`] by the task returned. A robots file the data directory
-/// already has is offered first, so robots made before the move to a shared
-/// database stay.
+/// [`ROBOTS_SYNC`] by the task returned.
 async fn shared_robots(
     metadata: Arc<dyn MetadataStore>,
     data_dir: &Path,
 ) -> Result<tokio::task::JoinHandle<()>> {
+    let mut kept =
+        adopt_shared_file(&*metadata, data_dir, ROBOTS_FILE, || Ok(String::new())).await?;
     let path = data_dir.join(ROBOTS_FILE);
-    let local = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
-    let mut kept = metadata
-        .init_shared_value(SHARED_ROBOTS, &local)
-        .await
-        .context("cannot read the robot accounts from the database")?;
-    if kept != local {
-        write_private(&path, &kept).with_context(|| format!("cannot write {}", path.display()))?;
-    }
     Ok(tokio::spawn(async move {
         loop {
             tokio::time::sleep(ROBOTS_SYNC).await;
-            match metadata.shared_value(SHARED_ROBOTS).await {
+            match metadata.shared_value(ROBOTS_FILE).await {
                 Ok(Some(now)) if now != kept => match write_private(&path, &now) {
                     Ok(()) => kept = now,
                     Err(e) => {
