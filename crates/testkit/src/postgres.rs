@@ -68,14 +68,21 @@ fn make_certificates(dir: &Path, as_root: bool) {
     let openssl = |args: &[&str]| {
         succeed(Command::new("openssl").current_dir(dir).args(args));
     };
-    openssl(&[
-        "req",
+    // A P-256 key, and a request for it (with -x509, a certificate it signs).
+    let request = |more: &[&str]| {
+        let mut args = vec![
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ];
+        args.push("-nodes");
+        args.extend(more);
+        openssl(&args);
+    };
+    request(&[
         "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
         "-keyout",
         "ca.key",
         "-out",
@@ -85,13 +92,7 @@ fn make_certificates(dir: &Path, as_root: bool) {
         "-subj",
         "/CN=berth test CA",
     ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
+    request(&[
         "-keyout",
         "server.key",
         "-out",
