@@ -16,6 +16,8 @@
 //!   database. Both run the same SQL.
 
 mod blob;
+#[cfg(test)]
+mod blob_suite;
 mod error;
 mod fs;
 mod lookup_cache;
