@@ -239,10 +239,11 @@ async fn monolithic_upload_with_wrong_digest_is_refused() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
-    let uploads = std::fs::read_dir(server.data_dir.join("uploads"))
-        .unwrap()
-        .count();
-    assert_eq!(uploads, 0, "a refused upload leaves no temporary data");
+    assert_eq!(
+        server.stored.count_under("uploads"),
+        0,
+        "a refused upload leaves no temporary data"
+    );
 }
 
 #[tokio::test]
@@ -1111,8 +1112,7 @@ async fn deleting_tags_manifests_and_blobs() {
     assert_eq!(r.status(), 404);
     assert_eq!(error_code(r).await, "BLOB_UNKNOWN");
     // Its bytes stay until a collection finds nothing uses them.
-    let file = server.blob_file(&blob);
-    assert!(file.exists());
+    assert!(server.stored.has_blob(&blob));
     let report = api.gc(false, Some(0)).await;
     assert!(
         report["blobs"]
@@ -1122,7 +1122,7 @@ async fn deleting_tags_manifests_and_blobs() {
             .any(|b| b["digest"] == blob.as_str()),
         "{report}"
     );
-    assert!(!file.exists());
+    assert!(!server.stored.has_blob(&blob));
 }
 
 #[tokio::test]
@@ -1196,12 +1196,7 @@ async fn abandoned_uploads_expire() {
         assert!(std::time::Instant::now() < deadline, "upload never expired");
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
-    assert_eq!(
-        std::fs::read_dir(server.data_dir.join("uploads"))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert_eq!(server.stored.count_under("uploads"), 0);
 
     // A chunk that streams in for longer than the time to live is in use,
     // not abandoned: the upload survives it and closes.
@@ -1371,7 +1366,8 @@ async fn metrics_count_requests_storage_collections_and_logins() {
 
 #[tokio::test]
 async fn sigterm_finishes_requests_in_flight_then_exits() {
-    let mut server = Server::start(&[]);
+    // On disk: the test sees the chunk arrive in the upload's file.
+    let mut server = Server::start_on_disk(&[]);
     let api = Api::new(&server);
     // A slow streamed chunk: the first half now, the rest after SIGTERM.
     // Halves of 1 MiB, so the first reaches the disk past the writer's
@@ -1595,7 +1591,9 @@ async fn streamed_patch(
 
 #[tokio::test]
 async fn a_second_server_on_the_same_directory_is_refused() {
-    let server = Server::start(&[]);
+    // Replicas on shared stores take no lock: the data directory's is for
+    // the embedded ones.
+    let server = Server::start_on_disk(&[]);
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
         .arg(&server.data_dir)

@@ -366,15 +366,15 @@ async fn a_recorded_blob_without_its_bytes_is_downloaded_again() {
     let path = format!("/v2/library/app/blobs/{layer}");
     assert_eq!(requests(&upstream, "GET", &path, 200, 1), 1);
     // Moved into place once verified, just after the client's last byte.
-    let stored = cache.server.blob_file(layer);
-    wait_until("the layer is stored", || stored.exists());
-    std::fs::remove_file(&stored).unwrap();
+    let stored = &cache.server.stored;
+    wait_until("the layer is stored", || stored.has_blob(layer));
+    stored.remove_blob(layer);
     assert_eq!(
         pull(&http, &cache.server.base, "hub/app", "1").await,
         image.digest
     );
     assert_eq!(requests(&upstream, "GET", &path, 200, 2), 2);
-    wait_until("the layer is stored again", || stored.exists());
+    wait_until("the layer is stored again", || stored.has_blob(layer));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -466,7 +466,7 @@ async fn an_upstream_killed_mid_blob_leaves_nothing_partial() {
     assert_eq!(again.status(), 200);
     assert_eq!(sha256(&again.bytes().await.unwrap()), digest);
     wait_until("the blob is stored", || {
-        cache.server.blob_file(&digest).exists()
+        cache.server.stored.has_blob(&digest)
     });
 }
 
@@ -498,7 +498,7 @@ async fn broken_off(response: reqwest::Response, size: usize, mut midway: impl F
 fn assert_nothing_kept(cache: &Cache, digest: &str) {
     cache.server.wait_for_line("nothing of it was cached");
     wait_until("the spool is empty", || spooled(&cache.server).is_empty());
-    assert!(!cache.server.blob_file(digest).exists());
+    assert!(!cache.server.stored.has_blob(digest));
 }
 
 fn upstream_alive(upstream: &Server) -> bool {
@@ -537,7 +537,7 @@ async fn a_download_outlives_its_client_and_a_stalled_one_keeps_nothing() {
     body.next().await.unwrap().unwrap();
     drop(body);
     wait_until("the abandoned download is stored", || {
-        cache.server.blob_file(first).exists()
+        cache.server.stored.has_blob(first)
     });
     let path = format!("/v2/library/big/blobs/{first}");
     assert_eq!(requests(&upstream, "GET", &path, 200, 1), 1);
@@ -623,12 +623,8 @@ async fn corrupt_upstream_content_is_caught() {
     let image = push(&Api::new(&first), "library/app", "1", &[2 << 20], 4).await;
     let (digest, bytes) = image.layer(0).clone();
     first.kill9();
-    for path in [first.blob_file(&digest), first.blob_file(&image.digest)] {
-        let mut content = std::fs::read(&path).unwrap();
-        let middle = content.len() / 2;
-        content[middle] ^= 0xff;
-        std::fs::write(&path, content).unwrap();
-    }
+    first.stored.corrupt_blob(&digest);
+    first.stored.corrupt_blob(&image.digest);
     // A fresh process: the upstream's memory holds no good copy.
     let upstream = Server::start_in(&first.data_dir, &[]);
     let cache = Cache::of(&upstream, "");
@@ -649,7 +645,7 @@ async fn corrupt_upstream_content_is_caught() {
             .server
             .wait_for_line(&format!("not {digest}; nothing of it was kept"));
         wait_until("the spool is empty", || spooled(&cache.server).is_empty());
-        assert!(!cache.server.blob_file(&digest).exists());
+        assert!(!cache.server.stored.has_blob(&digest));
     }
     // A range short of the blob's end waits for the verification, so it
     // never gets unverified bytes either.
@@ -713,9 +709,9 @@ async fn a_full_cache_evicts_the_least_recently_pulled() {
         .map(|m| m["digest"].as_str().unwrap())
         .collect();
     assert_eq!(evicted, [images[0].digest.as_str()], "{report}");
-    assert!(!cache.server.blob_file(&images[0].layer(0).0).exists());
+    assert!(!cache.server.stored.has_blob(&images[0].layer(0).0));
     for kept in [&images[1], &images[2], &pushed] {
-        assert!(cache.server.blob_file(&kept.layer(0).0).exists());
+        assert!(cache.server.stored.has_blob(&kept.layer(0).0));
     }
     assert_eq!(
         pull(&own.http, &cache.server.base, "team/own", "1").await,

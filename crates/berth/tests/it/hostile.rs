@@ -278,8 +278,8 @@ async fn content_missing_from_the_store_is_a_server_fault() {
             .as_str()
             .unwrap()
             .to_owned();
-    std::fs::remove_file(server.blob_file(&layer)).unwrap();
-    std::fs::remove_file(server.blob_file(&manifest_digest)).unwrap();
+    server.stored.remove_blob(&layer);
+    server.stored.remove_blob(&manifest_digest);
     drop(server);
     // A fresh process, so no manifest is served from memory.
     let server = Server::start_in(data.path(), &[]);

@@ -26,7 +26,7 @@ fn stderr(output: &std::process::Output) -> String {
 
 /// The blob store's bytes.
 fn stored(server: &Server) -> u64 {
-    du(&server.data_dir.join("blobs"))
+    server.stored.blob_bytes()
 }
 
 /// The sizes of the blobs of an OCI layout, as stored: manifest, config, layers.
@@ -300,7 +300,7 @@ actions = ["delete"]
         .await;
     assert_eq!(r.status(), 400);
     assert!(
-        !f.server.blob_file(&sha256(missing.as_bytes())).exists(),
+        !f.server.stored.has_blob(&sha256(missing.as_bytes())),
         "a refused manifest leaves no bytes"
     );
 }
@@ -535,8 +535,8 @@ limit = "64KiB"
         .unwrap();
     assert_eq!(r.status(), 403);
     assert_eq!(error_code(r).await, "DENIED");
-    assert!(!server.blob_file(&digest).exists());
-    assert_eq!(du(&server.data_dir.join("uploads")), 0);
+    assert!(!server.stored.has_blob(&digest));
+    assert_eq!(server.stored.count_under("uploads"), 0);
     // Other repositories are not bound by it.
     api.push_blob("team-b/app", &refused).await;
     let listed = stdout(&berth_admin(&server, &["repo", "list"]));
@@ -554,13 +554,20 @@ limit = "64KiB"
 /// it) go once older than the grace period; younger ones stay.
 #[tokio::test]
 async fn unrecorded_bytes_are_found_and_removed() {
-    let server = Server::start(&[]);
+    // On disk: files' ages are set here, and on S3 the sweep is off by
+    // default (it lists the whole bucket).
+    let server = Server::start_on_disk(&[]);
     let api = Api::new(&server);
     api.push_image("team/app", "v1", 1).await;
     let before = stored(&server);
     let place = |content: &[u8], age: Duration| {
         let digest = sha256(content);
-        let path = server.blob_file(&digest);
+        let hex = &digest["sha256:".len()..];
+        let path = server
+            .data_dir
+            .join("blobs/sha256")
+            .join(&hex[..2])
+            .join(hex);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         let file = std::fs::File::create(path).unwrap();
         use std::io::Write as _;
@@ -645,7 +652,7 @@ async fn a_full_disk_refuses_the_push_releases_its_space_and_recovers() {
     let tmpfs = Tmpfs::mount("96m");
     let data = tmpfs.path().join("data");
     let args = ["--reserve-space", "8MiB"];
-    let mut server = Server::start_in(&data, &args);
+    let mut server = Server::start_in_on_disk(&data, &args);
     let api = Api::new(&server);
     let (_, image) = api.push_image("team/app", "v1", 1).await;
     // Fill it with 10 MiB blobs until berth refuses one.
@@ -715,7 +722,7 @@ async fn a_full_disk_refuses_the_push_releases_its_space_and_recovers() {
     for restart in [false, true] {
         if restart {
             server.kill9();
-            server = Server::start_in(&data, &args);
+            server = Server::start_in_on_disk(&data, &args);
         }
         let api = Api::new(&server);
         let path = format!("/v2/team/app/manifests/{image}");
@@ -764,11 +771,7 @@ async fn bytes_left_aside_by_a_stopped_collection_are_put_back_at_start() {
         .as_millis()
         - 5 * 60 * 1000;
     let key = format!("sha256-{}-{stashed_at}-1.1.1", &layer["sha256:".len()..]);
-    std::fs::rename(
-        server.blob_file(&layer),
-        data.path().join("trash").join(key),
-    )
-    .unwrap();
+    server.stored.stash_blob(&layer, &key);
     let path = format!("/v2/team/app/blobs/{layer}");
     assert_eq!(status(&api, reqwest::Method::GET, &path).await, 500);
     server.kill9();
@@ -784,5 +787,5 @@ async fn bytes_left_aside_by_a_stopped_collection_are_put_back_at_start() {
         .await
         .unwrap();
     assert_eq!(sha256(&body), layer);
-    assert_eq!(du(&data.path().join("trash")), 0);
+    assert_eq!(server.stored.count_under("trash"), 0);
 }

@@ -83,17 +83,15 @@ async fn the_metadata_is_the_databases() {
     assert_eq!(catalog["repositories"], serde_json::json!(["shared/app"]));
 }
 
-/// `berth.toml` for a replica on `bucket` of the test Garage cluster,
-/// through node `node` (the database is given by flag, which the suite's
-/// PostgreSQL run leaves alone).
-fn replica_config(dir: &std::path::Path, bucket: &str, node: usize, extra: &str) -> String {
+/// `berth.toml` for a replica of the test Garage cluster: its credentials
+/// and `extra` (the bucket and the node are given by flag, which the
+/// suite's second run leaves alone).
+fn replica_config(dir: &std::path::Path, node: usize, extra: &str) -> String {
     let path = dir.join(format!("berth-{node}.toml"));
     std::fs::write(
         &path,
         format!(
-            "[s3]\nendpoint = \"{}\"\nregion = \"garage\"\n\
-             bucket = \"{bucket}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n{extra}",
-            berth_testkit::garage_cluster().endpoint_of(node),
+            "[s3]\nregion = \"garage\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n{extra}",
             berth_testkit::GARAGE_KEY_ID,
             berth_testkit::GARAGE_SECRET,
         ),
@@ -122,7 +120,11 @@ async fn two_replicas_on_one_bucket_and_one_database_are_one_registry() {
     let replica = |node: usize, extra: &str| {
         Server::start(&[
             "--config",
-            &replica_config(shared.path(), &bucket, node, extra),
+            &replica_config(shared.path(), node, extra),
+            "--s3-bucket",
+            &bucket,
+            "--s3-endpoint",
+            &berth_testkit::garage_cluster().endpoint_of(node),
             "--database-url",
             &database,
             "--htpasswd",

@@ -2,6 +2,9 @@
 
 pub mod daemons;
 pub mod image;
+mod stored;
+
+pub use stored::StoredBytes;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -15,6 +18,8 @@ pub struct Server {
     pub addr: String,
     pub base: String,
     pub data_dir: PathBuf,
+    /// Its blob store's bytes.
+    pub stored: StoredBytes,
     /// Keeps a temporary data directory alive for the server's lifetime.
     _temp: Option<tempfile::TempDir>,
     log: Arc<Mutex<Vec<String>>>,
@@ -29,21 +34,45 @@ impl Server {
         server
     }
 
+    /// A server that keeps everything in its data directory in every run of
+    /// the suite: for what only the embedded stores do (the data
+    /// directory's lock, a full disk, files' ages).
+    pub fn start_on_disk(args: &[&str]) -> Self {
+        let temp = tempfile::tempdir().unwrap();
+        let mut server = Server::start_in_on_disk(temp.path(), args);
+        server._temp = Some(temp);
+        server
+    }
+
+    /// [`Server::start_on_disk`] on `data_dir`.
+    pub fn start_in_on_disk(data_dir: &Path, args: &[&str]) -> Self {
+        Server::launch(data_dir, args, None)
+    }
+
     /// A server on `data_dir`, listening on a free loopback port.
     ///
-    /// With `BERTH_TEST_DATABASE=postgres`, its metadata goes to a database
-    /// of the test PostgreSQL server (the same one whenever `data_dir` is the
-    /// same), unless `args` choose one: the suite's second run.
+    /// In the suite's second run its metadata and blobs go to the
+    /// [`SharedStores`] of `data_dir`, unless `args` choose a database
+    /// (`--database-url`) or a bucket (`--s3-bucket`) themselves.
     pub fn start_in(data_dir: &Path, args: &[&str]) -> Self {
+        Server::launch(data_dir, args, SharedStores::of(data_dir))
+    }
+
+    fn launch(data_dir: &Path, args: &[&str], shared: Option<SharedStores>) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
         command
             .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(args);
-        if let Some(url) = test_database(data_dir)
-            && !args.contains(&"--database-url")
-        {
-            command.args(["--database-url", &url]);
+        let mut in_bucket = None;
+        if let Some(stores) = shared {
+            if !args.contains(&"--database-url") {
+                command.args(["--database-url", &stores.database_url]);
+            }
+            if !args.contains(&"--s3-bucket") {
+                command.envs(stores.s3_environment());
+                in_bucket = Some(stores);
+            }
         }
         let mut child = command
             .env("RUST_LOG", "info")
@@ -90,6 +119,7 @@ impl Server {
             base,
             addr,
             data_dir: data_dir.to_owned(),
+            stored: StoredBytes::of(data_dir, in_bucket.as_ref()),
             _temp: None,
             log,
         }
@@ -97,12 +127,6 @@ impl Server {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
-    }
-
-    /// Where the blob store keeps the bytes of `digest` (`sha256:…`).
-    pub fn blob_file(&self, digest: &str) -> PathBuf {
-        let hex = &digest["sha256:".len()..];
-        self.data_dir.join("blobs/sha256").join(&hex[..2]).join(hex)
     }
 
     /// The password of the `admin` user berth created on first start.
@@ -173,22 +197,54 @@ impl Server {
     }
 }
 
-/// The PostgreSQL database the suite's PostgreSQL run keeps `data_dir`'s
-/// metadata in; `None` in its default run, on the embedded database.
-pub fn test_database(data_dir: &Path) -> Option<String> {
-    static DATABASES: Mutex<Vec<(PathBuf, String)>> = Mutex::new(Vec::new());
-    match std::env::var("BERTH_TEST_DATABASE").as_deref() {
-        Ok("postgres") => {}
-        Ok("" | "sqlite") | Err(_) => return None,
-        Ok(other) => panic!("BERTH_TEST_DATABASE={other}: use postgres or sqlite"),
+/// Where the suite's second run (`BERTH_TEST_STORES=s3+postgres`) keeps a
+/// data directory's metadata and blobs: a database of the test PostgreSQL
+/// and a prefix of one bucket of the test Garage, the same ones whenever
+/// the data directory is the same (a restarted server finds its data).
+/// The default run keeps both in the data directory.
+#[derive(Clone)]
+pub struct SharedStores {
+    pub database_url: String,
+    pub bucket: String,
+    pub s3_prefix: String,
+}
+
+impl SharedStores {
+    /// `data_dir`'s stores in the second run; `None` in the default run.
+    pub fn of(data_dir: &Path) -> Option<Self> {
+        static BUCKET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        static STORES: Mutex<Vec<(PathBuf, SharedStores)>> = Mutex::new(Vec::new());
+        match std::env::var("BERTH_TEST_STORES").as_deref() {
+            Ok("s3+postgres") => {}
+            Ok("" | "embedded") | Err(_) => return None,
+            Ok(other) => panic!("BERTH_TEST_STORES={other}: use s3+postgres or embedded"),
+        }
+        let mut stores = STORES.lock().unwrap();
+        if let Some((_, found)) = stores.iter().find(|(dir, _)| dir == data_dir) {
+            return Some(found.clone());
+        }
+        let found = SharedStores {
+            database_url: berth_testkit::postgres().database(),
+            bucket: BUCKET
+                .get_or_init(|| berth_testkit::garage().bucket())
+                .clone(),
+            s3_prefix: format!("server-{}/", stores.len()),
+        };
+        stores.push((data_dir.to_owned(), found.clone()));
+        Some(found)
     }
-    let mut databases = DATABASES.lock().unwrap();
-    if let Some((_, url)) = databases.iter().find(|(dir, _)| dir == data_dir) {
-        return Some(url.clone());
+
+    /// The variables that point `berth serve` at the bucket.
+    pub fn s3_environment(&self) -> [(&'static str, String); 6] {
+        [
+            ("BERTH_S3_BUCKET", self.bucket.clone()),
+            ("BERTH_S3_ENDPOINT", berth_testkit::garage().endpoint()),
+            ("BERTH_S3_REGION", "garage".into()),
+            ("BERTH_S3_PREFIX", self.s3_prefix.clone()),
+            ("AWS_ACCESS_KEY_ID", berth_testkit::GARAGE_KEY_ID.into()),
+            ("AWS_SECRET_ACCESS_KEY", berth_testkit::GARAGE_SECRET.into()),
+        ]
     }
-    let url = berth_testkit::postgres().database();
-    databases.push((data_dir.to_owned(), url.clone()));
-    Some(url)
 }
 
 impl Drop for Server {
@@ -285,20 +341,24 @@ pub fn skopeo(server: &Server, args: &[&str]) -> String {
 
 /// What the files under `dir` hold, in bytes.
 pub fn du(dir: &Path) -> u64 {
+    file_sizes(dir).iter().sum()
+}
+
+/// The sizes of the files under `dir`, at any depth; none if it is absent.
+pub fn file_sizes(dir: &Path) -> Vec<u64> {
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
+        return Vec::new();
     };
-    entries
-        .map(|e| e.unwrap())
-        .map(|e| {
-            let meta = e.metadata().unwrap();
-            if meta.is_dir() {
-                du(&e.path())
-            } else {
-                meta.len()
-            }
-        })
-        .sum()
+    let mut sizes = Vec::new();
+    for entry in entries.map(Result::unwrap) {
+        let metadata = entry.metadata().unwrap();
+        if metadata.is_dir() {
+            sizes.extend(file_sizes(&entry.path()));
+        } else {
+            sizes.push(metadata.len());
+        }
+    }
+    sizes
 }
 
 /// Runs `berth ARGS --registry BASE -u admin --password-stdin` against `server`.
