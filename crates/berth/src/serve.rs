@@ -68,7 +68,11 @@ fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // A log nobody reads any more (a closed pipe) must not stop berth:
+        // reporting the failed write would panic in `eprintln!` on that
+        // same stderr, in whichever task logged, the shutdown's included.
+        .log_internal_errors(false);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),

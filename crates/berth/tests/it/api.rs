@@ -1364,6 +1364,26 @@ async fn metrics_count_requests_storage_collections_and_logins() {
     assert_eq!(refused.status(), 401);
 }
 
+/// Whatever read berth's log is gone (a closed pipe): berth goes on
+/// serving, and SIGTERM still stops it (reporting the failed write panicked
+/// in the task that logged, the shutdown's too, and berth never stopped).
+#[tokio::test]
+async fn a_closed_log_stops_neither_requests_nor_the_shutdown() {
+    let mut server = Server::start(&[]);
+    let api = Api::new(&server);
+    server.close_log();
+    for i in 0..3 {
+        // Each logs a line; the first closes the pipe, the others hit it.
+        api.push_blob("team/app", format!("blob {i}").as_bytes())
+            .await;
+    }
+    server.sigterm();
+    let status = server
+        .wait_exit(std::time::Duration::from_secs(10))
+        .expect("berth exits");
+    assert!(status.success(), "{status}");
+}
+
 #[tokio::test]
 async fn sigterm_finishes_requests_in_flight_then_exits() {
     // On disk: the test sees the chunk arrive in the upload's file.

@@ -9,6 +9,7 @@ pub use stored::StoredBytes;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ pub struct Server {
     /// Keeps a temporary data directory alive for the server's lifetime.
     _temp: Option<tempfile::TempDir>,
     log: Arc<Mutex<Vec<String>>>,
+    /// Set to stop reading the server's log, which closes its stderr pipe.
+    log_closed: Arc<AtomicBool>,
 }
 
 impl Server {
@@ -74,6 +77,9 @@ impl Server {
                 in_bucket = Some(stores);
             }
         }
+        // Before the server starts, so that nothing can fail between its
+        // start and the `Server` that stops it.
+        let stored = StoredBytes::of(data_dir, in_bucket.as_ref());
         let mut child = command
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -85,8 +91,13 @@ impl Server {
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
         let sink = log.clone();
+        let log_closed = Arc::new(AtomicBool::new(false));
+        let closed = log_closed.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if closed.load(Ordering::Relaxed) {
+                    break;
+                }
                 if let Some(rest) = line.split("listening on ").nth(1) {
                     let url: String = rest
                         .chars()
@@ -119,9 +130,10 @@ impl Server {
             base,
             addr,
             data_dir: data_dir.to_owned(),
-            stored: StoredBytes::of(data_dir, in_bucket.as_ref()),
+            stored,
             _temp: None,
             log,
+            log_closed,
         }
     }
 
@@ -140,6 +152,12 @@ impl Server {
     /// `admin:<password>`, as skopeo's --creds wants it.
     pub fn admin_creds(&self) -> String {
         format!("admin:{}", self.admin_password())
+    }
+
+    /// Stops reading the server's log: the pipe closes at its next line,
+    /// as when whatever read berth's stderr has gone.
+    pub fn close_log(&self) {
+        self.log_closed.store(true, Ordering::Relaxed);
     }
 
     pub fn log(&self) -> Vec<String> {
