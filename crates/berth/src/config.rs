@@ -361,6 +361,8 @@ struct FileS3 {
     secret_access_key_file: Option<PathBuf>,
     /// Path-style requests; the default with an endpoint.
     path_style: Option<bool>,
+    /// Signed request bodies; the default over plain HTTP only.
+    sign_payload: Option<bool>,
     ca_file: Option<PathBuf>,
     /// Whether collections list the whole bucket for unrecorded bytes.
     sweep_unrecorded: Option<bool>,
@@ -879,6 +881,7 @@ fn s3_options(
     }
     Ok(Some(S3Options {
         path_style: file.path_style.unwrap_or(!endpoint.is_empty()),
+        sign_payload: file.sign_payload.unwrap_or(endpoint.starts_with("http://")),
         endpoint,
         region: flags
             .region
@@ -1358,6 +1361,7 @@ mod tests {
             ("berth", "http://garage:3900", "garage")
         );
         assert!(s3.path_style, "the default with an endpoint");
+        assert!(s3.sign_payload, "the default over plain HTTP");
         assert_eq!(s3.secret_access_key.as_deref(), Some("s3cret\n"));
         assert_eq!(s3.presigned_redirect, Some(Duration::from_secs(900)));
         assert!(!format!("{s3:?}").contains("s3cret"));
@@ -1377,6 +1381,11 @@ mod tests {
             ("other", "registry")
         );
         assert!(!s3.path_style && s3.endpoint.is_empty());
+        assert!(!s3.sign_payload, "AWS is reached over HTTPS");
+        let https = write("[s3]\nbucket = \"b\"\nendpoint = \"https://minio:9000\"\n");
+        assert!(!resolve_file(&https).unwrap().s3.unwrap().sign_payload);
+        let signed = write("[s3]\nbucket = \"b\"\nsign_payload = true\n");
+        assert!(resolve_file(&signed).unwrap().s3.unwrap().sign_payload);
         for (text, named) in [
             (
                 "[s3]\nendpoint = \"http://garage:3900\"\n",

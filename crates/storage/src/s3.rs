@@ -106,6 +106,10 @@ pub struct S3Options {
     pub path_style: bool,
     /// A CA certificate (PEM) to trust for the endpoint.
     pub ca_file: Option<PathBuf>,
+    /// Whether requests sign a SHA-256 of their body, which costs a second
+    /// hash of every byte pushed. Worth it over plain HTTP; over HTTPS, TLS
+    /// already protects the body, so AWS's own SDKs send `UNSIGNED-PAYLOAD`.
+    pub sign_payload: bool,
     /// Answer blob downloads with a redirect to a URL presigned for this
     /// long, so clients fetch the bytes from the store itself; `None` (the
     /// default) serves them through berth.
@@ -121,6 +125,7 @@ impl std::fmt::Debug for S3Options {
             .field("bucket", &self.bucket)
             .field("prefix", &self.prefix)
             .field("path_style", &self.path_style)
+            .field("sign_payload", &self.sign_payload)
             .field("presigned_redirect", &self.presigned_redirect)
             .finish_non_exhaustive()
     }
@@ -203,6 +208,7 @@ impl S3BlobStore {
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(&options.bucket)
             .with_virtual_hosted_style_request(!options.path_style)
+            .with_unsigned_payload(!options.sign_payload)
             .with_client_options(client);
         if !options.region.is_empty() {
             builder = builder.with_region(&options.region);
@@ -457,6 +463,11 @@ impl BlobStore for S3BlobStore {
                 break;
             }
             hasher.update(&chunk);
+            if buffer.capacity() - buffer.len() < chunk.len() {
+                // Room for a whole part and this chunk at once: grown by
+                // doubling, the buffer would copy itself a dozen times a part.
+                buffer.reserve(PART_SIZE + chunk.len());
+            }
             buffer.extend_from_slice(&chunk);
             if !pieces_read && pieces + buffer.len() >= PART_SIZE {
                 let mut all = self.read_pieces(id, &state).await?;
