@@ -35,7 +35,8 @@ use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::signer::{Method, Signer};
 use object_store::{
-    Certificate, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, WriteMultipart,
+    Certificate, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload,
+    WriteMultipart,
 };
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
@@ -52,6 +53,79 @@ const PART_SIZE: usize = 8 << 20;
 /// Parts of one upload sent to S3 at the same time, at most: enough to keep
 /// receiving while S3 stores, and a bound on the memory a chunk holds.
 const PARTS_IN_FLIGHT: usize = 3;
+
+/// Chunks below this size are copied together before they join a part, so
+/// that a body of tiny chunks does not become a part of millions of them.
+const SMALL_CHUNK: usize = 4 << 10;
+
+/// The bytes after an upload's recorded parts, kept as the chunks they
+/// arrived in: a part goes to S3 as the list of its chunks, so no byte is
+/// copied into a part-sized buffer on the way.
+#[derive(Default)]
+struct Pending {
+    chunks: VecDeque<Bytes>,
+    /// Small chunks being copied together.
+    small: BytesMut,
+    len: usize,
+}
+
+impl Pending {
+    fn push(&mut self, chunk: Bytes) {
+        self.len += chunk.len();
+        if chunk.len() < SMALL_CHUNK {
+            self.small.extend_from_slice(&chunk);
+            if self.small.len() >= SMALL_CHUNK {
+                self.flush_small();
+            }
+        } else {
+            self.flush_small();
+            self.chunks.push_back(chunk);
+        }
+    }
+
+    fn flush_small(&mut self) {
+        if !self.small.is_empty() {
+            self.chunks.push_back(self.small.split().freeze());
+        }
+    }
+
+    /// `other`'s bytes after these.
+    fn append(&mut self, mut other: Pending) {
+        self.flush_small();
+        self.chunks.append(&mut other.chunks);
+        self.small = other.small;
+        self.len += other.len;
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The first `size` bytes (no more than there are).
+    fn take(&mut self, size: usize) -> PutPayload {
+        self.flush_small();
+        let mut taken = Vec::new();
+        let mut left = size;
+        while left > 0 {
+            let mut chunk = self.chunks.pop_front().expect("no more taken than pending");
+            if chunk.len() > left {
+                self.chunks.push_front(chunk.split_off(left));
+            }
+            left -= chunk.len();
+            taken.push(chunk);
+        }
+        self.len -= size;
+        taken.into_iter().collect()
+    }
+
+    fn take_all(&mut self) -> PutPayload {
+        self.take(self.len)
+    }
+}
 
 /// Parts on their way to S3, in order; aborted if dropped unfinished (a
 /// failed chunk: the next one writes over their part numbers).
@@ -294,15 +368,15 @@ impl S3BlobStore {
     }
 
     /// The pieces' bytes, in order.
-    async fn read_pieces(&self, id: &str, state: &UploadState) -> StorageResult<BytesMut> {
-        let mut bytes = BytesMut::new();
+    async fn read_pieces(&self, id: &str, state: &UploadState) -> StorageResult<Pending> {
+        let mut bytes = Pending::default();
         let mut offset = state.parted();
         for len in &state.pieces {
             let piece = self
                 .fetch(&self.piece_key(id, offset)?)
                 .await?
                 .ok_or_else(|| corrupt("a piece of an upload is missing"))?;
-            bytes.extend_from_slice(&piece);
+            bytes.push(piece);
             offset += len;
         }
         Ok(bytes)
@@ -316,7 +390,7 @@ impl S3BlobStore {
         }
     }
 
-    /// Sends full parts out of `buffer` (holding the bytes after the
+    /// Sends full parts out of `pending` (the bytes after the
     /// recorded parts) into the upload's multipart upload, each as a task of
     /// its own so the body keeps arriving meanwhile; waits only while
     /// [`PARTS_IN_FLIGHT`] are on their way.
@@ -324,10 +398,10 @@ impl S3BlobStore {
         &self,
         id: &str,
         state: &mut UploadState,
-        buffer: &mut BytesMut,
+        pending: &mut Pending,
         sending: &mut PartsInFlight,
     ) -> StorageResult<()> {
-        while buffer.len() >= PART_SIZE {
+        while pending.len() >= PART_SIZE {
             let data = self.upload_key(id, "data")?;
             let multipart = match &state.multipart {
                 Some(multipart) => multipart.clone(),
@@ -340,11 +414,11 @@ impl S3BlobStore {
             if sending.0.len() == PARTS_IN_FLIGHT {
                 sending.next_into(state).await?;
             }
-            let part = buffer.split_to(PART_SIZE).freeze();
+            let part = pending.take(PART_SIZE);
             let index = state.parts.len() + sending.0.len();
             let s3 = self.s3.clone();
             sending.0.push_back(tokio::spawn(async move {
-                s3.put_part(&data, &multipart, index, part.into()).await
+                s3.put_part(&data, &multipart, index, part).await
             }));
         }
         Ok(())
@@ -352,10 +426,13 @@ impl S3BlobStore {
 
     /// The whole content of a verified upload, in one object; returns its key.
     async fn assemble(&self, id: &str, state: &UploadState) -> StorageResult<Path> {
-        let rest = self.read_pieces(id, state).await?.freeze();
+        let mut rest = self.read_pieces(id, state).await?;
         let Some(multipart) = &state.multipart else {
             let whole = self.upload_key(id, "whole")?;
-            self.s3.put(&whole, rest.into()).await.map_err(s3_error)?;
+            self.s3
+                .put(&whole, rest.take_all())
+                .await
+                .map_err(s3_error)?;
             return Ok(whole);
         };
         let data = self.upload_key(id, "data")?;
@@ -370,7 +447,7 @@ impl S3BlobStore {
             // The last part may be smaller than S3's minimum.
             parts.push(
                 self.s3
-                    .put_part(&data, multipart, parts.len(), rest.into())
+                    .put_part(&data, multipart, parts.len(), rest.take_all())
                     .await
                     .map_err(s3_error)?,
             );
@@ -444,7 +521,7 @@ impl BlobStore for S3BlobStore {
         let pieces = state.pieces.iter().sum::<u64>() as usize;
         // The bytes after the parts, once they fill a part: the pieces are
         // read back only then.
-        let mut buffer = BytesMut::new();
+        let mut pending = Pending::default();
         let mut pieces_read = pieces == 0;
         let mut received = 0u64;
         let mut ending = Ending::Complete;
@@ -463,21 +540,16 @@ impl BlobStore for S3BlobStore {
                 break;
             }
             hasher.update(&chunk);
-            if buffer.capacity() - buffer.len() < chunk.len() {
-                // Room for a whole part and this chunk at once: grown by
-                // doubling, the buffer would copy itself a dozen times a part.
-                buffer.reserve(PART_SIZE + chunk.len());
-            }
-            buffer.extend_from_slice(&chunk);
-            if !pieces_read && pieces + buffer.len() >= PART_SIZE {
+            pending.push(chunk);
+            if !pieces_read && pieces + pending.len() >= PART_SIZE {
                 let mut all = self.read_pieces(id, &state).await?;
-                all.extend_from_slice(&buffer);
-                buffer = all;
+                all.append(pending);
+                pending = all;
                 state.pieces.clear();
                 pieces_read = true;
             }
             if pieces_read {
-                self.send_parts(id, &mut state, &mut buffer, &mut sending)
+                self.send_parts(id, &mut state, &mut pending, &mut sending)
                     .await?;
             }
         }
@@ -511,11 +583,11 @@ impl BlobStore for S3BlobStore {
             }
             return Err(e);
         }
-        if !buffer.is_empty() {
+        if !pending.is_empty() {
             let at = state.size();
-            state.pieces.push(buffer.len() as u64);
+            state.pieces.push(pending.len() as u64);
             self.s3
-                .put(&self.piece_key(id, at)?, buffer.freeze().into())
+                .put(&self.piece_key(id, at)?, pending.take_all())
                 .await
                 .map_err(s3_error)?;
         }
@@ -767,6 +839,59 @@ mod tests {
         store.delete_upload("c").await.unwrap();
         let left = store.s3.list(Some(&store.key("uploads"))).count().await;
         assert_eq!(left, 0, "the uploads' objects are gone");
+    }
+
+    /// Parts hold exactly the bytes in order, whatever the chunks; tiny
+    /// chunks are copied together, large ones are not copied.
+    #[test]
+    fn pending_bytes_are_cut_into_parts_exactly() {
+        let content = Bytes::from(noise(50 * SMALL_CHUNK + 7, 5));
+        let sizes = [1, 100, SMALL_CHUNK - 1, SMALL_CHUNK, 3 * SMALL_CHUNK + 5];
+        let (mut front, mut back) = (Pending::default(), Pending::default());
+        let (mut at, mut i) = (0, 0);
+        while at < content.len() {
+            let end = (at + sizes[i % sizes.len()]).min(content.len());
+            let half = if at < content.len() / 2 {
+                &mut front
+            } else {
+                &mut back
+            };
+            half.push(content.slice(at..end));
+            (at, i) = (end, i + 1);
+        }
+        front.append(back);
+        assert_eq!(front.len(), content.len());
+        let mut parts = Vec::new();
+        for size in [10_000, 1, SMALL_CHUNK, 0] {
+            parts.push(front.take(size));
+        }
+        parts.push(front.take_all());
+        assert!(front.is_empty());
+        let joined: Vec<u8> = parts
+            .iter()
+            .flat_map(|part| part.iter().flat_map(|chunk| chunk.to_vec()))
+            .collect();
+        assert_eq!(joined, content);
+        assert_eq!(parts[1].content_length(), 1);
+
+        let mut tiny = Pending::default();
+        for byte in content.slice(..10 * SMALL_CHUNK) {
+            tiny.push(Bytes::from(vec![byte]));
+        }
+        let part = tiny.take_all();
+        assert_eq!(
+            part.as_ref().len(),
+            10,
+            "copied together, a chunk per {SMALL_CHUNK} bytes"
+        );
+        let big = content.slice(..2 * SMALL_CHUNK);
+        let mut one = Pending::default();
+        one.push(big.clone());
+        assert_eq!(
+            one.take_all().as_ref()[0].as_ptr(),
+            big.as_ptr(),
+            "not copied"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread")]
