@@ -123,10 +123,17 @@ async fn serve(config: ServeConfig) -> Result<()> {
         })?),
     };
     let metadata: Arc<dyn MetadataStore> = match &config.database {
-        None => Arc::new(
-            SqliteMetadataStore::open(&data_dir.join("metadata.db"))
-                .context("cannot open the metadata database")?,
-        ),
+        None => {
+            let metadata = SqliteMetadataStore::open(&data_dir.join("metadata.db"))
+                .context("cannot open the metadata database")?;
+            // Alone on it (the data directory's lock): claims on uploads
+            // left by a process before this one died with it.
+            metadata
+                .release_upload_claims()
+                .await
+                .context("cannot open the metadata database")?;
+            Arc::new(metadata)
+        }
         Some(options) => Arc::new(PostgresMetadataStore::connect(options).await.context(
             "cannot connect to the PostgreSQL database: check --database-url \
              (BERTH_DATABASE_URL, [database] url) and that the server accepts berth's user",

@@ -36,6 +36,12 @@ pub enum RegistryError {
     )]
     UploadOutOfOrder { start: u64, upload: UploadStatus },
     #[error(
+        "another request is writing to this upload (it holds {} bytes now): send one chunk \
+         at a time, asking where the upload stands (GET) before the next",
+        upload.size
+    )]
+    UploadBusy { upload: UploadStatus },
+    #[error(
         "the chunk's Content-Range spans {expected} bytes but its body held {received}: \
          nothing of it was kept; send it again from byte {}",
         upload.size

@@ -13,10 +13,10 @@
 //! error code exactly once.
 
 mod blobs;
+mod claims;
 mod error;
 mod gc;
 mod listings;
-mod locks;
 mod manifests;
 mod page;
 mod registry;

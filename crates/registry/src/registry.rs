@@ -13,7 +13,6 @@ use bytes::Bytes;
 use quick_cache::sync::Cache;
 
 use crate::error::{RegistryError, Result};
-use crate::locks::KeyedLocks;
 use crate::rules::StorageRules;
 
 /// Knobs of the registry model.
@@ -70,10 +69,10 @@ pub struct Registry {
     /// this cache can never serve stale bytes; access is still checked in the
     /// metadata store on every request.
     pub(crate) manifests: Cache<Digest, Bytes, ManifestWeight>,
-    pub(crate) upload_locks: KeyedLocks,
     /// When this process last recorded each manifest's pull.
     pub(crate) pulls: Cache<(String, Digest), Instant>,
-    /// Names this process among others sharing the store (collection lease).
+    /// Names this process among others sharing the store (the collection
+    /// lease, claims on uploads).
     pub(crate) instance: String,
     /// What this process's collections did, for metrics.
     pub(crate) gc_stats: GcStats,
@@ -126,7 +125,6 @@ impl Registry {
             metadata,
             manifests: Cache::with_weighter(items, config.manifest_cache_bytes, ManifestWeight),
             config,
-            upload_locks: KeyedLocks::default(),
             pulls: Cache::new(PULLS_REMEMBERED),
             instance: uuid::Uuid::new_v4().to_string(),
             gc_stats: GcStats::default(),

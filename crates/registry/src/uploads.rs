@@ -8,6 +8,7 @@ use berth_oci::{Digest, RepositoryName};
 use berth_storage::{ByteStream, StorageError};
 
 use crate::blobs::Blob;
+use crate::claims::UploadClaim;
 use crate::error::{RegistryError, Result};
 use crate::registry::{Registry, now, parse_name};
 
@@ -194,18 +195,43 @@ impl Registry {
         })
     }
 
+    /// Claims the upload for this request, whichever process it is on:
+    /// [`RegistryError::UploadBusy`] while another request writes to it.
+    async fn claim(
+        &self,
+        upload: UploadRef<'_>,
+        repository: &RepositoryName,
+    ) -> Result<UploadClaim> {
+        if let Some(claim) = UploadClaim::take(&self.metadata, &self.instance, upload.id).await? {
+            return Ok(claim);
+        }
+        // Gone meanwhile (finished, cancelled, expired), or busy.
+        self.session(upload).await?;
+        let size = self.blobs.upload_size(upload.id).await?;
+        Err(RegistryError::UploadBusy {
+            upload: UploadStatus {
+                repository: repository.to_string(),
+                id: upload.id.to_owned(),
+                size,
+            },
+        })
+    }
+
     /// Appends a chunk (`PATCH`).
     pub async fn append_upload(&self, upload: UploadRef<'_>, chunk: Chunk) -> Result<UploadStatus> {
-        let _guard = self.upload_locks.lock(upload.id).await;
         let repository = self.session(upload).await?;
+        let claim = self.claim(upload, &repository).await?;
         let status = UploadStatus {
             repository: repository.to_string(),
             id: upload.id.to_owned(),
             size: 0,
         };
-        self.write_chunk(status, chunk).await
+        let written = self.write_chunk(status, chunk).await;
+        claim.release().await;
+        written
     }
 
+    /// Writes a chunk to an upload this request has claimed.
     async fn write_chunk(&self, mut status: UploadStatus, chunk: Chunk) -> Result<UploadStatus> {
         let id = status.id.clone();
         let current = self.blobs.upload_size(&id).await?;
@@ -225,15 +251,11 @@ impl Registry {
             Some(range) => range.start,
             None => current,
         };
-        // Touched before and after: expiry never takes an upload whose
-        // chunk is streaming in.
-        self.metadata.touch_upload(&id, now()).await?;
         let expected = chunk.range.map(|r| r.length());
         let appended = self
             .blobs
             .append_upload(&id, offset, expected, chunk.body)
             .await;
-        self.metadata.touch_upload(&id, now()).await?;
         status.size = match appended {
             Ok(size) => size,
             Err(StorageError::UploadOffset { size, offset }) => {
@@ -270,9 +292,22 @@ impl Registry {
         last_chunk: Option<Chunk>,
     ) -> Result<Blob> {
         let digest = Digest::parse(digest)?;
-        let _guard = self.upload_locks.lock(upload.id).await;
         let repository = self.session(upload).await?;
-        let id = upload.id;
+        let claim = self.claim(upload, &repository).await?;
+        let finished = self
+            .finish_claimed(upload.id, repository, &digest, last_chunk)
+            .await;
+        claim.release().await;
+        finished
+    }
+
+    async fn finish_claimed(
+        &self,
+        id: &str,
+        repository: RepositoryName,
+        digest: &Digest,
+        last_chunk: Option<Chunk>,
+    ) -> Result<Blob> {
         if let Some(chunk) = last_chunk {
             let status = UploadStatus {
                 repository: repository.to_string(),
@@ -281,7 +316,7 @@ impl Registry {
             };
             self.write_chunk(status, chunk).await?;
         }
-        let size = match self.blobs.commit_upload(id, &digest).await {
+        let size = match self.blobs.commit_upload(id, digest).await {
             Ok(size) => size,
             Err(e) => {
                 // Wrong bytes (discarded by the store) or no room to make
@@ -301,30 +336,31 @@ impl Registry {
         let quota = self.config.rules.quota(repository.as_str());
         let linked = self
             .metadata
-            .link_blob(&repository, &digest, size, now(), quota)
+            .link_blob(&repository, digest, size, now(), quota)
             .await;
         if let Err(e) = linked {
             // Refused (over quota) or failed: nothing of this upload stays.
             self.discard_upload(id).await;
             return Err(e.into());
         }
-        if let Err(e) = self.blobs.settle_upload(id, &digest).await {
+        if let Err(e) = self.blobs.settle_upload(id, digest).await {
             // A record without bytes must not stay; a client retries the push.
-            if let Err(undo) = self.metadata.unlink_blob(&repository, &digest, true).await {
+            if let Err(undo) = self.metadata.unlink_blob(&repository, digest, true).await {
                 tracing::error!(%digest, error = %undo, "a blob is recorded without its bytes");
             }
             self.discard_upload(id).await;
             return Err(e.into());
         }
         self.metadata.delete_upload(id).await?;
-        Ok(Blob::new(digest, size))
+        Ok(Blob::new(digest.clone(), size))
     }
 
     pub async fn cancel_upload(&self, upload: UploadRef<'_>) -> Result<()> {
-        let _guard = self.upload_locks.lock(upload.id).await;
-        self.session(upload).await?;
+        let repository = self.session(upload).await?;
+        let claim = self.claim(upload, &repository).await?;
         self.blobs.delete_upload(upload.id).await?;
         self.metadata.delete_upload(upload.id).await?;
+        claim.release().await;
         Ok(())
     }
 
@@ -340,8 +376,8 @@ impl Registry {
     }
 
     /// Removes uploads not written to within the configured time to live.
-    /// Returns how many were removed. An upload in use (its lock held, a
-    /// chunk streaming) is left for a later pass; a failure ends the pass, to
+    /// Returns how many were removed. An upload in use (claimed by a request
+    /// of any process, a chunk streaming) stays; a failure ends the pass, to
     /// be retried by the next one rather than spun on.
     pub async fn expire_uploads(&self) -> Result<usize> {
         let cutoff = now() - self.config.upload_ttl.as_millis() as i64;
@@ -353,16 +389,12 @@ impl Registry {
                 .stale_uploads(cutoff, after.as_deref(), 100)
                 .await?;
             let Some(last) = stale.last() else {
-                self.upload_locks.sweep();
                 return Ok(removed);
             };
             after = Some(last.clone());
             for id in &stale {
-                let Some(_guard) = self.upload_locks.try_lock(id) else {
-                    continue;
-                };
-                // Still stale under the lock: then it is gone for good.
-                if self.metadata.delete_stale_upload(id, cutoff).await? {
+                // Still stale and unclaimed: then it is gone for good.
+                if self.metadata.delete_stale_upload(id, cutoff, now()).await? {
                     if let Err(e) = self.blobs.delete_upload(id).await {
                         tracing::warn!(upload = %id, error = %e, "could not remove upload data");
                     }

@@ -188,7 +188,7 @@ fn classify(error: &RegistryError) -> (StatusCode, ErrorCode) {
         E::ManifestBlobUnknown(_) => (StatusCode::BAD_REQUEST, ManifestBlobUnknown),
         E::ManifestTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, SizeInvalid),
         E::UploadUnknown(_) => (StatusCode::NOT_FOUND, BlobUploadUnknown),
-        E::UploadOutOfOrder { .. } | E::ChunkLength { .. } => {
+        E::UploadOutOfOrder { .. } | E::UploadBusy { .. } | E::ChunkLength { .. } => {
             (StatusCode::RANGE_NOT_SATISFIABLE, BlobUploadInvalid)
         }
         E::UploadInvalid(_) => (StatusCode::BAD_REQUEST, BlobUploadInvalid),
@@ -227,6 +227,7 @@ fn registry_error(error: &RegistryError) -> ApiError {
     match error {
         // Where the upload stands, so the client can go on from there.
         RegistryError::UploadOutOfOrder { upload, .. }
+        | RegistryError::UploadBusy { upload }
         | RegistryError::ChunkLength { upload, .. } => upload_headers(upload)
             .into_iter()
             .fold(api, |api, (name, value)| api.with_header(name, &value)),

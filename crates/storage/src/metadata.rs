@@ -350,7 +350,26 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     async fn upload(&self, id: &str) -> StorageResult<Option<UploadRecord>>;
 
-    async fn touch_upload(&self, id: &str, now: Timestamp) -> StorageResult<()>;
+    /// Claims upload `id` for `holder` (one request writing to it, on
+    /// whichever process) until `until`, and marks it written at `now`:
+    /// false if another holder's claim still holds, or there is no such
+    /// upload. Claiming again before `until` renews the claim, so a chunk
+    /// that streams in for long keeps its upload fresh and its own.
+    async fn claim_upload(
+        &self,
+        id: &str,
+        holder: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> StorageResult<bool>;
+
+    /// Ends `holder`'s claim on upload `id`, marking it written at `now`.
+    async fn release_upload(&self, id: &str, holder: &str, now: Timestamp) -> StorageResult<()>;
+
+    /// Ends every claim on uploads: for the one process that uses the store
+    /// (its embedded database), whose predecessor's claims died with it, so
+    /// that a client resumes its upload at once after a restart.
+    async fn release_upload_claims(&self) -> StorageResult<()>;
 
     async fn delete_upload(&self, id: &str) -> StorageResult<()>;
 
@@ -363,9 +382,14 @@ pub trait MetadataStore: Send + Sync + 'static {
         limit: usize,
     ) -> StorageResult<Vec<String>>;
 
-    /// Deletes the upload if it was last written before `before`; returns
-    /// whether it did.
-    async fn delete_stale_upload(&self, id: &str, before: Timestamp) -> StorageResult<bool>;
+    /// Deletes the upload if it was last written before `before` and no
+    /// claim on it holds at `now`; returns whether it did.
+    async fn delete_stale_upload(
+        &self,
+        id: &str,
+        before: Timestamp,
+        now: Timestamp,
+    ) -> StorageResult<bool>;
 
     // ----- garbage collection -------------------------------------------------
 

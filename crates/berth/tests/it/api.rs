@@ -1,18 +1,10 @@
 //! The OCI Distribution API over real HTTP: every endpoint and error path.
 
 use crate::common::{
-    Api, OCI_INDEX, OCI_MANIFEST, Server, error_code, image_manifest, noise, sha256,
+    Api, OCI_INDEX, OCI_MANIFEST, Server, error_code, header, image_manifest, noise, sha256,
+    streamed_patch,
 };
 use reqwest::StatusCode;
-
-fn header<'r>(response: &'r reqwest::Response, name: &str) -> &'r str {
-    response
-        .headers()
-        .get(name)
-        .unwrap_or_else(|| panic!("missing header {name}"))
-        .to_str()
-        .unwrap()
-}
 
 #[tokio::test]
 async fn base_endpoint_and_health() {
@@ -1580,35 +1572,6 @@ async fn idle_and_trickling_connections_are_closed() {
 }
 
 /// A chunk to feed a [`streamed_patch`].
-type ChunkSender = tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>;
-
-/// Opens an upload in `repository` and starts one streamed `PATCH` whose
-/// body is whatever is sent on the returned channel until it is dropped;
-/// returns the upload's location too.
-async fn streamed_patch(
-    api: &Api,
-    repository: &str,
-) -> (
-    String,
-    ChunkSender,
-    tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>,
-) {
-    let r = api
-        .http
-        .post(api.url(&format!("/v2/{repository}/blobs/uploads/")))
-        .send()
-        .await
-        .unwrap();
-    let location = header(&r, "location").to_owned();
-    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-    let body = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    let patch = api
-        .http
-        .patch(api.url(&location))
-        .body(reqwest::Body::wrap_stream(body));
-    (location, tx, tokio::spawn(patch.send()))
-}
-
 #[tokio::test]
 async fn a_second_server_on_the_same_directory_is_refused() {
     // Replicas on shared stores take no lock: the data directory's is for

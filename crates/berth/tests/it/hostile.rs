@@ -7,16 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::common::{Api, OCI_MANIFEST, Server, error_code, fixture, sha256};
-
-fn header<'r>(response: &'r reqwest::Response, name: &str) -> &'r str {
-    response
-        .headers()
-        .get(name)
-        .unwrap_or_else(|| panic!("missing header {name}"))
-        .to_str()
-        .unwrap()
-}
+use crate::common::{Api, OCI_MANIFEST, Server, error_code, fixture, header, sha256};
 
 async fn open_upload(api: &Api, repository: &str) -> String {
     let r = api

@@ -83,21 +83,116 @@ async fn the_metadata_is_the_databases() {
     assert_eq!(catalog["repositories"], serde_json::json!(["shared/app"]));
 }
 
-/// `berth.toml` for a replica of the test Garage cluster: its credentials
-/// and `extra` (the bucket and the node are given by flag, which the
-/// suite's second run leaves alone).
-fn replica_config(dir: &std::path::Path, node: usize, extra: &str) -> String {
-    let path = dir.join(format!("berth-{node}.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            "[s3]\nregion = \"garage\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n{extra}",
-            berth_testkit::GARAGE_KEY_ID,
-            berth_testkit::GARAGE_SECRET,
-        ),
-    )
-    .unwrap();
-    path.to_str().unwrap().to_owned()
+/// Replicas on one bucket of the test Garage cluster and one database,
+/// each with a data directory of its own (as pods have) and the users of
+/// one htpasswd file (as a mounted Secret gives them): `admin`/`admin-pw`.
+struct Replicas {
+    shared: tempfile::TempDir,
+    bucket: String,
+    database: String,
+}
+
+impl Replicas {
+    fn new() -> Self {
+        let shared = tempfile::tempdir().unwrap();
+        add_user(&shared.path().join("htpasswd"), "admin", "admin-pw");
+        Replicas {
+            shared,
+            bucket: berth_testkit::garage_cluster().bucket(),
+            database: berth_testkit::postgres().database(),
+        }
+    }
+
+    /// A replica through Garage node `node`, with `extra` in `[s3]` and
+    /// `args` for `berth serve` (the bucket and the database are given by
+    /// flag, which the suite's second run leaves alone).
+    fn start(&self, node: usize, extra: &str, args: &[&str]) -> Server {
+        let config = self.shared.path().join(format!("berth-{node}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[s3]\nregion = \"garage\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n{extra}",
+                berth_testkit::GARAGE_KEY_ID,
+                berth_testkit::GARAGE_SECRET,
+            ),
+        )
+        .unwrap();
+        let endpoint = berth_testkit::garage_cluster().endpoint_of(node);
+        let htpasswd = self.shared.path().join("htpasswd");
+        let mut all = vec![
+            "--config",
+            config.to_str().unwrap(),
+            "--s3-bucket",
+            &self.bucket,
+            "--s3-endpoint",
+            &endpoint,
+            "--database-url",
+            &self.database,
+            "--htpasswd",
+            htpasswd.to_str().unwrap(),
+        ];
+        all.extend_from_slice(args);
+        Server::start(&all)
+    }
+}
+
+/// One request writes to an upload at a time, whichever replica it
+/// reached: a chunk sent to b while a's streams in is refused with where the
+/// upload stands, and b's expiry (after 2 s of silence) leaves a's long chunk
+/// alone; the upload then goes on and closes at b.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_has_one_writer_across_replicas() {
+    let replicas = Replicas::new();
+    let a = replicas.start(0, "", &[]);
+    let b = replicas.start(1, "", &["--upload-ttl", "2s"]);
+    let api_a = Api::with_credentials(&a, "admin", "admin-pw");
+    let api_b = Api::with_credentials(&b, "admin", "admin-pw");
+    let (location, tx, patch) = streamed_patch(&api_a, "team/app").await;
+    let mut content = noise(1 << 20, 1);
+    tx.send(Ok(content.clone())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let refused = api_b
+        .http
+        .patch(api_b.url(&location))
+        .header("content-range", "0-9")
+        .body(vec![0u8; 10])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 416);
+    assert_eq!(header(&refused, "location"), location);
+    assert!(
+        error_code(refused).await == "BLOB_UPLOAD_INVALID",
+        "a chunk at b while a's streams in"
+    );
+    // Longer than b's upload time to live, a's chunk still streaming.
+    for i in 0..5 {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let more = noise(1000, i + 2);
+        content.extend_from_slice(&more);
+        tx.send(Ok(more)).await.unwrap();
+    }
+    drop(tx);
+    let r = patch.await.unwrap().unwrap();
+    assert_eq!(r.status(), 202, "the upload was expired mid-stream");
+    let status = api_b.http.get(api_b.url(&location)).send().await.unwrap();
+    assert_eq!(status.status(), 204);
+    assert_eq!(header(&status, "range"), format!("0-{}", content.len() - 1));
+    let digest = sha256(&content);
+    let r = api_b
+        .http
+        .put(api_b.url(&format!("{location}?digest={digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let pulled = api_a
+        .http
+        .get(api_a.url(&format!("/v2/team/app/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sha256(&pulled.bytes().await.unwrap()), digest);
 }
 
 /// Two berth processes on one bucket of a three-node Garage cluster (each
@@ -112,28 +207,10 @@ fn replica_config(dir: &std::path::Path, node: usize, extra: &str) -> String {
 /// completes.
 #[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_on_one_bucket_and_one_database_are_one_registry() {
-    let shared = tempfile::tempdir().unwrap();
-    let bucket = berth_testkit::garage_cluster().bucket();
-    let htpasswd = shared.path().join("htpasswd");
-    add_user(&htpasswd, "admin", "admin-pw");
-    let database = berth_testkit::postgres().database();
-    let replica = |node: usize, extra: &str| {
-        Server::start(&[
-            "--config",
-            &replica_config(shared.path(), node, extra),
-            "--s3-bucket",
-            &bucket,
-            "--s3-endpoint",
-            &berth_testkit::garage_cluster().endpoint_of(node),
-            "--database-url",
-            &database,
-            "--htpasswd",
-            htpasswd.to_str().unwrap(),
-        ])
-    };
-    let a = replica(0, "");
+    let replicas = Replicas::new();
+    let a = replicas.start(0, "", &[]);
     // b sends blob downloads to Garage itself, with presigned URLs.
-    let mut b = replica(1, "presigned_redirect = \"5m\"\n");
+    let mut b = replicas.start(1, "presigned_redirect = \"5m\"\n", &[]);
     let creds = "admin:admin-pw";
 
     // One signing key, kept in the database: a's token is good at b.
@@ -244,7 +321,7 @@ async fn two_replicas_on_one_bucket_and_one_database_are_one_registry() {
             "--actions",
             "pull",
             "--database-url",
-            &database,
+            &replicas.database,
         ],
         "",
     );
@@ -291,7 +368,16 @@ async fn two_replicas_on_one_bucket_and_one_database_are_one_registry() {
             server.addr
         );
     }
-    let out = berth(&["robot", "revoke", "ci", "--database-url", &database], "");
+    let out = berth(
+        &[
+            "robot",
+            "revoke",
+            "ci",
+            "--database-url",
+            &replicas.database,
+        ],
+        "",
+    );
     assert!(
         out.status.success(),
         "{}",

@@ -926,12 +926,42 @@ impl<E: Engine> MetadataStore for SqlMetadataStore<E> {
         .await
     }
 
-    async fn touch_upload(&self, id: &str, now: i64) -> StorageResult<()> {
-        let id = id.to_owned();
+    async fn claim_upload(
+        &self,
+        id: &str,
+        holder: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> StorageResult<bool> {
+        let (id, holder) = (id.to_owned(), holder.to_owned());
+        self.write(move |tx| {
+            Ok(tx.execute(
+                "UPDATE uploads SET updated_at = $3, holder = $2, held_until = $4
+                  WHERE id = $1 AND (holder IS NULL OR holder = $2 OR held_until < $3)",
+                &params![&id, &holder, now, until],
+            )? == 1)
+        })
+        .await
+    }
+
+    async fn release_upload(&self, id: &str, holder: &str, now: Timestamp) -> StorageResult<()> {
+        let (id, holder) = (id.to_owned(), holder.to_owned());
         self.write(move |tx| {
             tx.execute(
-                "UPDATE uploads SET updated_at = $2 WHERE id = $1",
-                &params![&id, now],
+                "UPDATE uploads SET updated_at = $3, holder = NULL, held_until = 0
+                  WHERE id = $1 AND holder = $2",
+                &params![&id, &holder, now],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn release_upload_claims(&self) -> StorageResult<()> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE uploads SET holder = NULL, held_until = 0 WHERE holder IS NOT NULL",
+                &params![],
             )?;
             Ok(())
         })
@@ -964,12 +994,18 @@ impl<E: Engine> MetadataStore for SqlMetadataStore<E> {
         .await
     }
 
-    async fn delete_stale_upload(&self, id: &str, before: Timestamp) -> StorageResult<bool> {
+    async fn delete_stale_upload(
+        &self,
+        id: &str,
+        before: Timestamp,
+        now: Timestamp,
+    ) -> StorageResult<bool> {
         let id = id.to_owned();
         self.write(move |tx| {
             Ok(tx.execute(
-                "DELETE FROM uploads WHERE id = $1 AND updated_at < $2",
-                &params![&id, before],
+                "DELETE FROM uploads
+                  WHERE id = $1 AND updated_at < $2 AND (holder IS NULL OR held_until < $3)",
+                &params![&id, before, now],
             )? == 1)
         })
         .await
@@ -1420,6 +1456,7 @@ mod tests {
         listings_page_in_byte_order,
         referrers_filter_and_page,
         uploads_expire_only_when_stale,
+        an_upload_has_one_writer_at_a_time,
     );
 
     fn name(text: &str) -> RepositoryName {
@@ -1931,6 +1968,43 @@ mod tests {
         );
     }
 
+    /// One request writes to an upload at a time, whichever process it is
+    /// on: a claim holds until released or lapsed, renewing it keeps the
+    /// upload fresh, and an upload that is gone cannot be claimed.
+    async fn an_upload_has_one_writer_at_a_time(store: &dyn MetadataStore) {
+        store
+            .create_upload("u", &name("app"), "", 10)
+            .await
+            .unwrap();
+        assert!(store.claim_upload("u", "a/1", 20, 50).await.unwrap());
+        assert!(!store.claim_upload("u", "b/1", 30, 60).await.unwrap());
+        // Renewed by its holder: still its own past the first deadline.
+        assert!(store.claim_upload("u", "a/1", 45, 75).await.unwrap());
+        assert!(!store.claim_upload("u", "b/1", 60, 90).await.unwrap());
+        assert!(store.stale_uploads(40, None, 10).await.unwrap().is_empty());
+        // Not stale while claimed, however long ago it was last written.
+        assert!(!store.delete_stale_upload("u", 100, 70).await.unwrap());
+        // Released by another holder: nothing happens.
+        store.release_upload("u", "b/1", 61).await.unwrap();
+        assert!(!store.claim_upload("u", "b/1", 62, 90).await.unwrap());
+        store.release_upload("u", "a/1", 63).await.unwrap();
+        assert!(store.claim_upload("u", "b/1", 64, 90).await.unwrap());
+        // A holder that vanished: its claim lapses, or a successor that
+        // knows it is alone ends it.
+        assert!(store.claim_upload("u", "c/1", 91, 120).await.unwrap());
+        store.release_upload_claims().await.unwrap();
+        assert!(store.claim_upload("u", "d/1", 91, 120).await.unwrap());
+        assert!(
+            store
+                .claim_upload("u", "c/1", 91, 120)
+                .await
+                .is_ok_and(|claimed| !claimed)
+        );
+        assert_eq!(store.upload("u").await.unwrap().unwrap().updated_at, 91);
+        store.delete_upload("u").await.unwrap();
+        assert!(!store.claim_upload("u", "c/1", 92, 120).await.unwrap());
+    }
+
     async fn uploads_expire_only_when_stale(store: &dyn MetadataStore) {
         let app = name("app");
         let layer = Digest::sha256_of(b"layer");
@@ -1943,14 +2017,14 @@ mod tests {
             ("app", Some("alice"), 10)
         );
         assert_eq!(store.stale_uploads(15, None, 10).await.unwrap(), ["u1"]);
-        store.touch_upload("u1", 30).await.unwrap();
+        assert!(store.claim_upload("u1", "p1/1", 30, 40).await.unwrap());
         assert_eq!(store.stale_uploads(25, None, 10).await.unwrap(), ["u2"]);
         assert_eq!(
             store.stale_uploads(100, Some("u1"), 10).await.unwrap(),
             ["u2"]
         );
-        assert!(!store.delete_stale_upload("u1", 25).await.unwrap());
-        assert!(store.delete_stale_upload("u2", 25).await.unwrap());
+        assert!(!store.delete_stale_upload("u1", 25, 35).await.unwrap());
+        assert!(store.delete_stale_upload("u2", 25, 35).await.unwrap());
         assert_eq!(store.upload("u2").await.unwrap(), None);
         assert_eq!(
             store
@@ -2112,6 +2186,6 @@ mod tests {
             url.rsplit('/').next().unwrap(),
             "SELECT version FROM berth_schema",
         );
-        assert_eq!(version.trim(), "2");
+        assert_eq!(version.trim(), "3");
     }
 }

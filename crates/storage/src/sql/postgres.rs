@@ -107,6 +107,10 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // 2: values every process on the store shares (the token signing key).
     r#"CREATE TABLE shared_values (name TEXT COLLATE "C" PRIMARY KEY, value TEXT NOT NULL);"#,
+    // 3: the request writing to an upload, on whichever process, and until
+    // when its claim holds unless renewed.
+    "ALTER TABLE uploads ADD COLUMN holder TEXT,
+                         ADD COLUMN held_until BIGINT NOT NULL DEFAULT 0;",
 ];
 
 /// The advisory lock berth processes take to migrate one at a time.

@@ -115,6 +115,12 @@ const MIGRATIONS: &[&str] = &[
     ",
     // 4: values every process on the store shares (the token signing key).
     "CREATE TABLE shared_values (name TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    // 5: the request writing to an upload, on whichever process, and until
+    // when its claim holds unless renewed.
+    "
+    ALTER TABLE uploads ADD COLUMN holder TEXT;
+    ALTER TABLE uploads ADD COLUMN held_until INTEGER NOT NULL DEFAULT 0;
+    ",
 ];
 
 /// Connections kept open; readers run in parallel in WAL mode.

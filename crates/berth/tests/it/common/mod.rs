@@ -662,3 +662,42 @@ actions = ["pull"]
         htpasswd,
     }
 }
+
+/// A response header, which the test requires.
+pub fn header<'r>(response: &'r reqwest::Response, name: &str) -> &'r str {
+    response
+        .headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("missing header {name}"))
+        .to_str()
+        .unwrap()
+}
+
+pub type ChunkSender = tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>;
+
+/// Opens an upload in `repository` and starts one streamed `PATCH` whose
+/// body is whatever is sent on the returned channel until it is dropped;
+/// returns the upload's location too.
+pub async fn streamed_patch(
+    api: &Api,
+    repository: &str,
+) -> (
+    String,
+    ChunkSender,
+    tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>,
+) {
+    let r = api
+        .http
+        .post(api.url(&format!("/v2/{repository}/blobs/uploads/")))
+        .send()
+        .await
+        .unwrap();
+    let location = header(&r, "location").to_owned();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let body = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let patch = api
+        .http
+        .patch(api.url(&location))
+        .body(reqwest::Body::wrap_stream(body));
+    (location, tx, tokio::spawn(patch.send()))
+}
