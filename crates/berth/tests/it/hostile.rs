@@ -9,17 +9,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::{Api, OCI_MANIFEST, Server, error_code, fixture, header, sha256};
 
-async fn open_upload(api: &Api, repository: &str) -> String {
-    let r = api
-        .http
-        .post(api.url(&format!("/v2/{repository}/blobs/uploads/")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    header(&r, "location").to_owned()
-}
-
 /// A body that sends `piece` every `every`, `times` times.
 fn trickle(piece: &'static [u8], every: Duration, times: usize) -> reqwest::Body {
     let stream = futures_util::stream::unfold(0, move |sent| async move {
@@ -39,7 +28,7 @@ fn trickle(piece: &'static [u8], every: Duration, times: usize) -> reqwest::Body
 async fn a_trickled_upload_is_ended_by_the_minimum_rate() {
     let server = Server::start(&["--body-timeout", "2s", "--body-min-rate", "1000"]);
     let api = Api::new(&server);
-    let location = open_upload(&api, "slow").await;
+    let location = api.open_upload("slow").await;
     let started = Instant::now();
     // 10 bytes every 500 ms: 20 bytes/s, for up to a minute.
     let r = api
@@ -117,7 +106,7 @@ async fn a_trickled_token_request_is_ended_at_its_deadline() {
 async fn a_chunk_must_hold_what_its_content_range_says() {
     let server = Server::start(&[]);
     let api = Api::new(&server);
-    let location = open_upload(&api, "ranges").await;
+    let location = api.open_upload("ranges").await;
     let patch = |body: reqwest::Body| {
         api.http
             .patch(api.url(&location))
@@ -195,7 +184,7 @@ async fn an_upload_session_belongs_to_the_subject_that_opened_it() {
     let f = fixture("", &[]);
     let bob = Api::with_credentials(&f.server, "bob", "bob-pw");
     let root = Api::with_credentials(&f.server, "root", "root-pw");
-    let location = open_upload(&bob, "team/app").await;
+    let location = bob.open_upload("team/app").await;
     let url = root.url(&location);
     let content = b"bob's layer";
     let digest = sha256(content);

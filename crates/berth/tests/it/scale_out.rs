@@ -179,12 +179,7 @@ async fn an_upload_has_one_writer_across_replicas() {
     assert_eq!(status.status(), 204);
     assert_eq!(header(&status, "range"), format!("0-{}", content.len() - 1));
     let digest = sha256(&content);
-    let r = api_b
-        .http
-        .put(api_b.url(&format!("{location}?digest={digest}")))
-        .send()
-        .await
-        .unwrap();
+    let r = api_b.close_upload(&location, &digest).await;
     assert_eq!(r.status(), 201);
     let pulled = api_a
         .http
@@ -425,12 +420,7 @@ async fn two_replicas_on_one_bucket_and_one_database_are_one_registry() {
         );
         location = r.headers()["location"].to_str().unwrap().to_owned();
     }
-    let r = api_b
-        .http
-        .put(api_b.url(&format!("{location}?digest={digest}")))
-        .send()
-        .await
-        .unwrap();
+    let r = api_b.close_upload(&location, &digest).await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     let r = api_a
         .http

@@ -441,6 +441,27 @@ impl Api {
     }
 
     /// Uploads a blob in one request and returns its digest.
+    /// Opens an upload in `repository`; returns its location.
+    pub async fn open_upload(&self, repository: &str) -> String {
+        let r = self
+            .http
+            .post(self.url(&format!("/v2/{repository}/blobs/uploads/")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        header(&r, "location").to_owned()
+    }
+
+    /// Closes the upload at `location` as the blob `digest` (`PUT ?digest=`).
+    pub async fn close_upload(&self, location: &str, digest: &str) -> reqwest::Response {
+        self.http
+            .put(self.url(&format!("{location}?digest={digest}")))
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn push_blob(&self, repo: &str, content: &[u8]) -> String {
         let digest = sha256(content);
         let response = self
@@ -686,13 +707,7 @@ pub async fn streamed_patch(
     ChunkSender,
     tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>,
 ) {
-    let r = api
-        .http
-        .post(api.url(&format!("/v2/{repository}/blobs/uploads/")))
-        .send()
-        .await
-        .unwrap();
-    let location = header(&r, "location").to_owned();
+    let location = api.open_upload(repository).await;
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
     let body = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
     let patch = api
