@@ -28,11 +28,25 @@ pub fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
 /// commands editing the same file (`berth user add` and `berth user del`
 /// run at once) never lose each other's change.
 pub fn lock_for_update(path: &Path) -> std::io::Result<File> {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".lock");
-    let file = File::create(name)?;
+    let file = update_lock_file(path)?;
     file.lock()?;
     Ok(file)
+}
+
+/// [`lock_for_update`] if nobody holds it now, without waiting.
+pub fn try_lock_for_update(path: &Path) -> std::io::Result<Option<File>> {
+    let file = update_lock_file(path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+fn update_lock_file(path: &Path) -> std::io::Result<File> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    File::create(name)
 }
 
 #[cfg(test)]

@@ -208,6 +208,13 @@ pub struct DataDirArgs {
     config: Option<PathBuf>,
 }
 
+/// Where the users are kept.
+pub enum Users {
+    File(PathBuf),
+    /// The database several berths share.
+    Database(Box<PostgresOptions>),
+}
+
 impl DataDirArgs {
     /// The htpasswd file berth serve reads: `flag` (--htpasswd or
     /// BERTH_HTPASSWD), else the config file's `htpasswd`, else the one in
@@ -219,7 +226,26 @@ impl DataDirArgs {
         let file = self.file()?;
         match file.as_ref().and_then(|file| file.htpasswd.clone()) {
             Some(path) => Ok(path),
-            None => Ok(self.existing_dir(file)?.join("htpasswd")),
+            None => Ok(self.existing_dir(file)?.join(crate::serve::HTPASSWD_FILE)),
+        }
+    }
+
+    /// Where berth serve keeps its users: the htpasswd file given (`flag`,
+    /// else the config file's `htpasswd`); else, with a database shared by
+    /// several berths (`database_flag`, else `[database]`), that database;
+    /// else the data directory's htpasswd file.
+    pub fn users(
+        &self,
+        flag: Option<PathBuf>,
+        database_flag: Option<String>,
+    ) -> anyhow::Result<Users> {
+        let configured = self.file()?.and_then(|file| file.htpasswd);
+        if let Some(path) = flag.or(configured) {
+            return Ok(Users::File(path));
+        }
+        match self.database(database_flag)? {
+            Some(database) => Ok(Users::Database(Box::new(database))),
+            None => Ok(Users::File(self.htpasswd(None)?)),
         }
     }
 

@@ -15,6 +15,7 @@ mod mirror;
 mod robot;
 mod secret;
 mod serve;
+mod shared;
 mod tls;
 mod user;
 

@@ -9,11 +9,12 @@ use anyhow::{Context, Result};
 use berth_auth::Action;
 use berth_auth::files::{lock_for_update, write_private};
 use berth_auth::robots::RobotStore;
-use berth_storage::{MetadataStore, PostgresMetadataStore, PostgresOptions};
+use berth_storage::PostgresOptions;
 use clap::{Args, Subcommand};
 
 use crate::config::DataDirArgs;
 use crate::serve::ROBOTS_FILE;
+use crate::shared::edit_shared_value;
 
 #[derive(Debug, Args)]
 pub struct RobotArgs {
@@ -102,33 +103,18 @@ fn run_on_file(path: &Path, command: &RobotCommand) -> Result<()> {
     Ok(())
 }
 
-/// Robots in the database several berth processes share: changed only if
-/// no other change came first (compare and set), else tried again on it.
+/// Robots in the database several berth processes share.
 fn run_on_database(database: &PostgresOptions, command: &RobotCommand) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        let metadata = PostgresMetadataStore::connect(database).await.context(
-            "cannot connect to the PostgreSQL database: check --database-url \
-             (BERTH_DATABASE_URL, [database] url in --config)",
-        )?;
-        loop {
-            let text = metadata.init_shared_value(ROBOTS_FILE, "").await?;
-            let mut store =
-                RobotStore::parse(&text).context("the database's robots are not valid")?;
-            let done = apply(&mut store, command)?;
-            if matches!(done, Done::Listed)
-                || metadata
-                    .replace_shared_value(ROBOTS_FILE, &text, &store.render())
-                    .await?
-            {
-                report(done);
-                return Ok(());
-            }
-        }
-    })
+    let mut done = None;
+    edit_shared_value(database, ROBOTS_FILE, |text| {
+        let mut store = RobotStore::parse(text).context("the database's robots are not valid")?;
+        let outcome = apply(&mut store, command)?;
+        let listed = matches!(outcome, Done::Listed);
+        done = Some(outcome);
+        Ok((!listed).then(|| store.render()))
+    })?;
+    report(done.expect("edited"));
+    Ok(())
 }
 
 fn apply(store: &mut RobotStore, command: &RobotCommand) -> Result<Done> {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use axum_server::accept::NoDelayAcceptor;
 use axum_server::tls_rustls::RustlsAcceptor;
-use berth_auth::files::write_private;
+use berth_auth::files::{try_lock_for_update, write_private};
 use berth_auth::htpasswd::{BCRYPT_COST, Htpasswd};
 use berth_auth::policy::policy_warnings;
 use berth_auth::{AuthConfig, Authenticator, Policy};
@@ -39,9 +39,12 @@ pub const ADMIN_PASSWORD_FILE: &str = "admin-password";
 /// The token signing key berth makes, inside the data directory (and its
 /// name among the values a shared database keeps).
 const SIGNING_KEY_FILE: &str = "token-signing-key.pem";
-/// How often a berth on a shared database copies the robots it keeps into
-/// the data directory's file.
-const ROBOTS_SYNC: Duration = Duration::from_secs(2);
+/// How often a berth on a shared database copies the robots and users it
+/// keeps into the data directory's files.
+const SHARED_FILES_SYNC: Duration = Duration::from_secs(2);
+/// The users berth manages itself (no htpasswd file given), inside the data
+/// directory (and their name among the values a shared database keeps).
+pub const HTPASSWD_FILE: &str = "htpasswd";
 /// The robot accounts of `berth robot`, inside the data directory (and
 /// their name among the values a shared database keeps).
 pub const ROBOTS_FILE: &str = "robots.json";
@@ -149,8 +152,16 @@ async fn serve(config: ServeConfig) -> Result<()> {
         (None, None) => data_dir.join(SIGNING_KEY_FILE),
         (None, Some(_)) => shared_signing_key(&*metadata, data_dir).await?,
     };
-    let robots_sync = match &config.database {
-        Some(_) => Some(shared_robots(metadata.clone(), data_dir).await?),
+    let shared_files_sync = match &config.database {
+        Some(_) => {
+            let robots =
+                adopt_shared_file(&*metadata, data_dir, ROBOTS_FILE, || Ok(String::new())).await?;
+            let mut adopted = vec![(ROBOTS_FILE, robots)];
+            if config.auth.htpasswd.is_none() {
+                adopted.push((HTPASSWD_FILE, shared_users(&*metadata, data_dir).await?));
+            }
+            Some(sync_shared_files(metadata.clone(), data_dir, adopted))
+        }
         None => None,
     };
     let auth = Arc::new(open_authenticator(&config, signing_key)?);
@@ -251,7 +262,10 @@ async fn serve(config: ServeConfig) -> Result<()> {
     }
     .with_context(|| format!("the {scheme} server failed"))?;
     expiry.abort();
-    for task in [collection, metrics, robots_sync].into_iter().flatten() {
+    for task in [collection, metrics, shared_files_sync]
+        .into_iter()
+        .flatten()
+    {
         task.abort();
     }
     tracing::info!("berth stopped");
@@ -390,34 +404,87 @@ async fn shared_signing_key(metadata: &dyn MetadataStore, data_dir: &Path) -> Re
     Ok(data_dir.join(SIGNING_KEY_FILE))
 }
 
-/// With a shared database, the robot accounts are the database's (what
-/// `berth robot` changes there): copied into the data directory's robots
-/// file, where the authenticator reads them, now and then every
-/// [`ROBOTS_SYNC`] by the task returned.
-async fn shared_robots(
+/// With a shared database and no htpasswd file given, the users are the
+/// database's (what `berth user` changes there), so that every berth knows
+/// the same ones: the data directory's users are offered first, else a new
+/// `admin`, whose password this berth keeps only if its offer is the one
+/// kept.
+async fn shared_users(metadata: &dyn MetadataStore, data_dir: &Path) -> Result<String> {
+    let password_file = data_dir.join(ADMIN_PASSWORD_FILE);
+    let mut offered = None;
+    let shared = adopt_shared_file(metadata, data_dir, HTPASSWD_FILE, || {
+        let users = new_admin(&password_file)?;
+        offered = Some(users.clone());
+        Ok(users)
+    })
+    .await?;
+    match offered {
+        Some(users) if users == shared => announce_admin(&password_file),
+        // Another berth's users came first: this admin never was.
+        Some(_) => std::fs::remove_file(&password_file)
+            .with_context(|| format!("cannot remove {}", password_file.display()))?,
+        None => {}
+    }
+    Ok(shared)
+}
+
+/// Keeps the data directory's files `names` (where the authenticator reads
+/// them) and the values a shared database keeps under those names the same,
+/// every [`SHARED_FILES_SYNC`], for as long as the task returned runs: a
+/// value changed in the database (`berth user` or `berth robot` on it) is
+/// written to the file; a file changed here (the same commands on this data
+/// directory) is offered to the database, if nothing changed there since
+/// (compare and set), so every berth on the database gets it. `adopted` are
+/// the values the files hold now.
+fn sync_shared_files(
     metadata: Arc<dyn MetadataStore>,
     data_dir: &Path,
-) -> Result<tokio::task::JoinHandle<()>> {
-    let mut kept =
-        adopt_shared_file(&*metadata, data_dir, ROBOTS_FILE, || Ok(String::new())).await?;
-    let path = data_dir.join(ROBOTS_FILE);
-    Ok(tokio::spawn(async move {
+    adopted: Vec<(&'static str, String)>,
+) -> tokio::task::JoinHandle<()> {
+    let data_dir = data_dir.to_owned();
+    tokio::spawn(async move {
+        let mut files = adopted;
         loop {
-            tokio::time::sleep(ROBOTS_SYNC).await;
-            match metadata.shared_value(ROBOTS_FILE).await {
-                Ok(Some(now)) if now != kept => match write_private(&path, &now) {
-                    Ok(()) => kept = now,
-                    Err(e) => {
-                        tracing::warn!(path = %path.display(), error = %e, "cannot write the robot accounts")
-                    }
-                },
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the robot accounts from the database")
+            tokio::time::sleep(SHARED_FILES_SYNC).await;
+            for (name, kept) in &mut files {
+                if let Err(e) =
+                    sync_shared_file(&*metadata, &data_dir.join(*name), name, kept).await
+                {
+                    tracing::warn!(name = *name, error = %e, "cannot keep a file and the database the same");
                 }
             }
         }
-    }))
+    })
+}
+
+/// One round of [`sync_shared_files`] for one file; `kept` is what the
+/// file and the database last agreed on.
+async fn sync_shared_file(
+    metadata: &dyn MetadataStore,
+    path: &Path,
+    name: &str,
+    kept: &mut String,
+) -> Result<()> {
+    // A command editing the file now (`berth user` asking for a password)
+    // is not waited for: the next round takes its change.
+    let Some(_lock) = try_lock_for_update(path)? else {
+        return Ok(());
+    };
+    let shared = metadata.shared_value(name).await?.unwrap_or_default();
+    if shared != *kept {
+        write_private(path, &shared)?;
+        *kept = shared;
+        return Ok(());
+    }
+    let local = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    if local != *kept && metadata.replace_shared_value(name, kept, &local).await? {
+        *kept = local;
+    }
+    Ok(())
 }
 
 /// The user file, robots and token key, creating an `admin` user with a random
@@ -428,7 +495,7 @@ fn open_authenticator(config: &ServeConfig, signing_key: PathBuf) -> Result<Auth
     let htpasswd = match &config.auth.htpasswd {
         Some(path) => path.clone(),
         None => {
-            let path = data_dir.join("htpasswd");
+            let path = data_dir.join(HTPASSWD_FILE);
             // Only a missing file means "no users yet": an unreadable one
             // must never be replaced by a fresh admin.
             let existing = match std::fs::read_to_string(&path) {
@@ -470,19 +537,31 @@ fn open_authenticator(config: &ServeConfig, signing_key: PathBuf) -> Result<Auth
 }
 
 fn create_admin(htpasswd: &Path, password_file: &Path) -> Result<()> {
+    let users = new_admin(password_file)?;
+    write_private(htpasswd, &users)
+        .with_context(|| format!("cannot write {}", htpasswd.display()))?;
+    announce_admin(password_file);
+    Ok(())
+}
+
+/// An htpasswd file with one user, `admin`, whose random password is
+/// written to `password_file` first (so that no admin exists whose
+/// password was never written down).
+fn new_admin(password_file: &Path) -> Result<String> {
     let password = berth_auth::random_secret();
     let mut users = Htpasswd::default();
     users.set("admin", &password, BCRYPT_COST)?;
     write_private(password_file, &format!("{password}\n"))
         .with_context(|| format!("cannot write {}", password_file.display()))?;
-    write_private(htpasswd, &users.render())
-        .with_context(|| format!("cannot write {}", htpasswd.display()))?;
+    Ok(users.render())
+}
+
+fn announce_admin(password_file: &Path) {
     tracing::warn!(
         password_file = %password_file.display(),
         "created user admin; its password is in {} (readable only by this user)",
         password_file.display()
     );
-    Ok(())
 }
 
 /// Removes abandoned uploads, checking as often as a tenth of their lifetime.

@@ -53,13 +53,14 @@ fn an_unreachable_database_stops_the_start_and_names_the_setting() {
 
 /// The metadata lives in the database: a berth started on another data
 /// directory but the same database lists the same repositories and tags,
-/// and signs tokens with the same key.
+/// knows the same users and signs tokens with the same key.
 #[tokio::test]
 async fn the_metadata_is_the_databases() {
     let url = berth_testkit::postgres().database();
     let server = Server::start(&["--database-url", &url]);
     Api::new(&server).push_image("shared/app", "v1", 7).await;
     let key = std::fs::read_to_string(server.data_dir.join("token-signing-key.pem")).unwrap();
+    let password = server.admin_password();
     drop(server);
     let other = Server::start(&["--database-url", &url]);
     // The first process's token signing key is the database's, so every
@@ -68,7 +69,8 @@ async fn the_metadata_is_the_databases() {
         std::fs::read_to_string(other.data_dir.join("token-signing-key.pem")).unwrap(),
         key
     );
-    let api = Api::new(&other);
+    // And its users: the first process's admin.
+    let api = Api::with_credentials(&other, "admin", &password);
     let get = |path: &str| {
         let request = api.http.get(api.url(path));
         async move {
@@ -133,6 +135,98 @@ impl Replicas {
         ];
         all.extend_from_slice(args);
         Server::start(&all)
+    }
+}
+
+/// Without an htpasswd file given, berths on one database share their users
+/// through it: the first one's `admin` is every berth's (the next ones keep
+/// no password of their own), and `berth user` on the database, or on one
+/// berth's data directory, adds, changes and removes users at all of them
+/// within seconds.
+#[tokio::test]
+async fn users_are_the_databases() {
+    install_crypto_provider();
+    let url = berth_testkit::postgres().database();
+    let a = Server::start(&["--database-url", &url]);
+    let b = Server::start(&["--database-url", &url]);
+    assert!(!b.data_dir.join("admin-password").exists());
+    let status = |server: &Server, user: &str, password: &str| {
+        let request = reqwest::Client::new()
+            .get(server.url("/v2/"))
+            .basic_auth(user, Some(password));
+        async move { request.send().await.unwrap().status() }
+    };
+    assert_eq!(status(&b, "admin", &a.admin_password()).await, 200);
+
+    let user = |args: &[&str], stdin: &str| {
+        let out = berth(
+            &[&["user"], args, &["--database-url", url.as_str()]].concat(),
+            stdin,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    user(&["add", "ci", "--password-stdin"], "ci-pw\n");
+    assert_eq!(user(&["list"], ""), "admin\nci\n");
+    // Copied into each berth's data directory, then read by its
+    // authenticator (asked only then: failed logins are throttled).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for server in [&a, &b] {
+        let users = server.data_dir.join("htpasswd");
+        while !std::fs::read_to_string(&users).is_ok_and(|u| u.contains("ci:")) {
+            assert!(Instant::now() < deadline, "no user ci at {}", server.addr);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for server in [&a, &b] {
+        assert_eq!(
+            status(server, "ci", "ci-pw").await,
+            200,
+            "at {}",
+            server.addr
+        );
+    }
+    // Changed in one berth's own file: offered to the database, so the
+    // other gets it too.
+    let out = berth(
+        &[
+            "user",
+            "passwd",
+            "ci",
+            "--password-stdin",
+            "--data-dir",
+            a.data_dir.to_str().unwrap(),
+        ],
+        "ci-pw-2\n",
+    );
+    assert!(out.status.success());
+    let changed = std::fs::read_to_string(a.data_dir.join("htpasswd")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(b.data_dir.join("htpasswd")).unwrap() != changed {
+        assert!(
+            Instant::now() < deadline,
+            "the new password never reached b"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(status(&b, "ci", "ci-pw-2").await, 200);
+    user(&["del", "ci"], "");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for server in [&a, &b] {
+        while status(server, "ci", "ci-pw-2").await != 401 {
+            assert!(
+                Instant::now() < deadline,
+                "ci still works at {}",
+                server.addr
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 }
 
