@@ -39,8 +39,8 @@ pub const ADMIN_PASSWORD_FILE: &str = "admin-password";
 /// The token signing key berth makes, inside the data directory (and its
 /// name among the values a shared database keeps).
 const SIGNING_KEY_FILE: &str = "token-signing-key.pem";
-/// How often a berth on a shared database copies the robots and users it
-/// keeps into the data directory's files.
+/// How often a berth on a shared database brings the robots and users kept
+/// there and its data directory's files in step.
 const SHARED_FILES_SYNC: Duration = Duration::from_secs(2);
 /// The users berth manages itself (no htpasswd file given), inside the data
 /// directory (and their name among the values a shared database keeps).
