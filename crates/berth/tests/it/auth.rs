@@ -5,7 +5,9 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::{Api, OCI_MANIFEST, Server, add_user, berth, error_code, fixture};
+use crate::common::{
+    Api, OCI_MANIFEST, Server, add_user, berth, create_robot, error_code, fixture,
+};
 use base64::Engine as _;
 use reqwest::StatusCode;
 
@@ -981,8 +983,6 @@ async fn robots_work_until_they_expire_or_are_revoked() {
     let data_dir = f.server.data_dir.to_str().unwrap().to_owned();
     let create = |name: &str, ttl: Option<&str>| {
         let mut args = vec![
-            "robot",
-            "create",
             name,
             "--repo",
             "team/*",
@@ -994,21 +994,7 @@ async fn robots_work_until_they_expire_or_are_revoked() {
         if let Some(ttl) = ttl {
             args.extend(["--ttl", ttl]);
         }
-        let out = berth(&args, "");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).unwrap();
-        let field = |k: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(k))
-                .unwrap()
-                .trim()
-                .to_owned()
-        };
-        (field("username:"), field("password:"))
+        create_robot(&args)
     };
     // The expiry is fixed during `create`, so counting from its return always
     // reaches it however slow the machine; one more second covers the

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::common::image::Layout;
-use crate::common::{Server, berth, fixture, run_tool, run_tool_failing};
+use crate::common::{Server, create_robot, fixture, run_tool, run_tool_failing};
 
 /// An OCI layout with one small image tagged v1.
 fn image(dir: &std::path::Path) -> String {
@@ -118,35 +118,21 @@ fn a_robot_credential_works_with_skopeo_until_it_expires() {
     );
 
     let data_dir = f.server.data_dir.to_str().unwrap();
-    let out = berth(
-        &[
-            "robot",
-            "create",
-            "ci",
-            "--repo",
-            "team/**",
-            "--actions",
-            "pull,push",
-            "--ttl",
-            "10s",
-            "--data-dir",
-            data_dir,
-        ],
-        "",
-    );
-    assert!(out.status.success());
+    let (username, password) = create_robot(&[
+        "ci",
+        "--repo",
+        "team/**",
+        "--actions",
+        "pull,push",
+        "--ttl",
+        "10s",
+        "--data-dir",
+        data_dir,
+    ]);
     // The expiry is fixed during `create`: counting from its return always
     // reaches it.
     let created = std::time::Instant::now();
-    let text = String::from_utf8(out.stdout).unwrap();
-    let field = |k: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(k))
-            .unwrap()
-            .trim()
-            .to_owned()
-    };
-    let creds = format!("{}:{}", field("username:"), field("password:"));
+    let creds = format!("{username}:{password}");
 
     run_tool(
         "skopeo",

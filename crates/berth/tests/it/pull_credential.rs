@@ -6,7 +6,7 @@ use std::io::Write as _;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::common::{Api, Fixture, berth, error_code, fixture, run_tool, run_tool_failing};
+use crate::common::{Api, Fixture, create_robot, error_code, fixture, run_tool, run_tool_failing};
 use berth_kube::credential_provider::{ApiVersion, CacheKeyType, CredentialProviderResponse};
 use serde_json::{Value, json};
 
@@ -262,33 +262,13 @@ async fn credential_provider_exchanges_the_node_credential() {
         .push_image("team/app", "v1", 3)
         .await;
     // The node's long-lived credential: a pull-only robot.
-    let out = berth(
-        &[
-            "robot",
-            "create",
-            "node",
-            "--repo",
-            "team/*",
-            "--data-dir",
-            f.server.data_dir.to_str().unwrap(),
-        ],
-        "",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let printed = String::from_utf8(out.stdout).unwrap();
-    let field = |name: &str| {
-        printed
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .unwrap()
-            .trim()
-            .to_owned()
-    };
-    let (robot, secret) = (field("username:"), field("password:"));
+    let (robot, secret) = create_robot(&[
+        "node",
+        "--repo",
+        "team/*",
+        "--data-dir",
+        f.server.data_dir.to_str().unwrap(),
+    ]);
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("node.cred"), format!("{robot}:{secret}\n")).unwrap();

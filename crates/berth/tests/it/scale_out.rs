@@ -85,6 +85,26 @@ async fn the_metadata_is_the_databases() {
     assert_eq!(catalog["repositories"], serde_json::json!(["shared/app"]));
 }
 
+/// Waits (20 s at most) until the file `name` the database keeps is copied
+/// into every one of `servers`' data directories as `arrived` wants it, then
+/// until their authenticators read it: only then is a login tried, since
+/// failed ones are throttled.
+async fn in_every_data_dir(servers: &[&Server], name: &str, arrived: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for server in servers {
+        let path = server.data_dir.join(name);
+        while !std::fs::read_to_string(&path).is_ok_and(|text| arrived(&text)) {
+            assert!(
+                Instant::now() < deadline,
+                "{name} never arrived at {}",
+                server.addr
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+}
+
 /// Replicas on one bucket of the test Garage cluster and one database,
 /// each with a data directory of its own (as pods have) and the users of
 /// one htpasswd file (as a mounted Secret gives them): `admin`/`admin-pw`.
@@ -159,30 +179,14 @@ async fn users_are_the_databases() {
     assert_eq!(status(&b, "admin", &a.admin_password()).await, 200);
 
     let user = |args: &[&str], stdin: &str| {
-        let out = berth(
+        berth_ok(
             &[&["user"], args, &["--database-url", url.as_str()]].concat(),
             stdin,
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        )
     };
     user(&["add", "ci", "--password-stdin"], "ci-pw\n");
     assert_eq!(user(&["list"], ""), "admin\nci\n");
-    // Copied into each berth's data directory, then read by its
-    // authenticator (asked only then: failed logins are throttled).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    for server in [&a, &b] {
-        let users = server.data_dir.join("htpasswd");
-        while !std::fs::read_to_string(&users).is_ok_and(|u| u.contains("ci:")) {
-            assert!(Instant::now() < deadline, "no user ci at {}", server.addr);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    in_every_data_dir(&[&a, &b], "htpasswd", |users| users.contains("ci:")).await;
     for server in [&a, &b] {
         assert_eq!(
             status(server, "ci", "ci-pw").await,
@@ -206,15 +210,7 @@ async fn users_are_the_databases() {
     );
     assert!(out.status.success());
     let changed = std::fs::read_to_string(a.data_dir.join("htpasswd")).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::fs::read_to_string(b.data_dir.join("htpasswd")).unwrap() != changed {
-        assert!(
-            Instant::now() < deadline,
-            "the new password never reached b"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    in_every_data_dir(&[&b], "htpasswd", |users| users == changed).await;
     assert_eq!(status(&b, "ci", "ci-pw-2").await, 200);
     user(&["del", "ci"], "");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -400,31 +396,15 @@ async fn two_replicas_on_one_bucket_and_one_database_are_one_registry() {
 
     // A robot made in the database works at both replicas, and once
     // revoked at neither, within seconds.
-    let out = berth(
-        &[
-            "robot",
-            "create",
-            "ci",
-            "--repo",
-            "team/**",
-            "--actions",
-            "pull",
-            "--database-url",
-            &replicas.database,
-        ],
-        "",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let printed = String::from_utf8(out.stdout).unwrap();
-    let password = printed
-        .lines()
-        .find_map(|l| l.strip_prefix("password: "))
-        .unwrap()
-        .to_owned();
+    let (_, password) = create_robot(&[
+        "ci",
+        "--repo",
+        "team/**",
+        "--actions",
+        "pull",
+        "--database-url",
+        &replicas.database,
+    ]);
     let robot_status = |server: &Server| {
         let url = server.url("/v2/team/app/tags/list");
         let password = password.clone();
@@ -438,17 +418,7 @@ async fn two_replicas_on_one_bucket_and_one_database_are_one_registry() {
                 .status()
         }
     };
-    // Copied into each replica's data directory, then read by its
-    // authenticator (asked only then: failed logins are throttled).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    for server in [&a, &b] {
-        let robots = server.data_dir.join("robots.json");
-        while !std::fs::read_to_string(&robots).is_ok_and(|r| r.contains("\"ci\"")) {
-            assert!(Instant::now() < deadline, "no robot at {}", server.addr);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    in_every_data_dir(&[&a, &b], "robots.json", |robots| robots.contains("\"ci\"")).await;
     for server in [&a, &b] {
         assert_eq!(
             robot_status(server).await,
@@ -457,7 +427,7 @@ async fn two_replicas_on_one_bucket_and_one_database_are_one_registry() {
             server.addr
         );
     }
-    let out = berth(
+    berth_ok(
         &[
             "robot",
             "revoke",
@@ -466,11 +436,6 @@ async fn two_replicas_on_one_bucket_and_one_database_are_one_registry() {
             &replicas.database,
         ],
         "",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let deadline = Instant::now() + Duration::from_secs(20);
     for server in [&a, &b] {

@@ -569,6 +569,33 @@ pub fn berth(args: &[&str], stdin: &str) -> std::process::Output {
     berth_with_env(args, stdin, &[])
 }
 
+/// [`berth`], which must succeed; returns what it printed.
+pub fn berth_ok(args: &[&str], stdin: &str) -> String {
+    let out = berth(args, stdin);
+    assert!(
+        out.status.success(),
+        "berth {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `berth robot create` with `args`; returns the robot's user name and
+/// password, as it printed them.
+pub fn create_robot(args: &[&str]) -> (String, String) {
+    let printed = berth_ok(&[&["robot", "create"], args].concat(), "");
+    let field = |name: &str| {
+        printed
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {printed}"))
+            .trim()
+            .to_owned()
+    };
+    (field("username:"), field("password:"))
+}
+
 /// [`berth`] with extra environment variables.
 pub fn berth_with_env(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> std::process::Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
